@@ -1,0 +1,51 @@
+"""Typed errors raised by the core.
+
+Only the UI (``app.ui``) and the CLI (``app.cli``) turn these into messages for people.
+Every error carries a one-line, human-readable ``str()``; ``hint`` says what to do next.
+"""
+
+from __future__ import annotations
+
+
+class AppError(Exception):
+    """Base class of every error the core raises on purpose."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+    def user_message(self) -> str:
+        msg = str(self)
+        return f"{msg} {self.hint}" if self.hint else msg
+
+
+class InvalidImageError(AppError):
+    """The input is not an image we accept (unknown format, truncated, empty, too large...)."""
+
+
+class FetchError(AppError):
+    """An image URL could not be fetched (refused address, timeout, too large, HTTP error...)."""
+
+
+class WeightsError(AppError):
+    """Model weights are missing, unreadable or do not match what an index was built with."""
+
+
+class DatasetError(AppError):
+    """A dataset folder is missing or not in the expected layout."""
+
+
+class DownloadError(AppError):
+    """A download failed (network, checksum, unsafe archive)."""
+
+
+class IndexMissingError(AppError):
+    """No index has been built for the requested collection."""
+
+
+class IndexMismatchError(AppError):
+    """An index exists but its manifest does not match the file, the features or the model."""
+
+
+class UnknownItemError(AppError):
+    """A collection item id that does not exist was requested."""

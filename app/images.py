@@ -19,7 +19,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from .errors import InvalidImageError
 
 # Formats we decode. Anything else (including PIL's long tail of exotic plugins) is refused.
-ALLOWED_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "TIFF")
+ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")  # JPEG covers MPO (phone photos)
 # 50 megapixels covers every phone camera's default output; larger is treated as a bomb.
 DEFAULT_MAX_PIXELS = 50_000_000
 # Alpha is composited on this fixed background, so transparent areas embed the same way every time.
@@ -100,7 +100,7 @@ def _open(source: ImageSource) -> Image.Image:
     except UnidentifiedImageError as exc:
         raise InvalidImageError(
             f"{_display(name)} is not an image in a supported format "
-            f"({', '.join(f for f in ALLOWED_FORMATS if f != 'MPO')})."
+            f"({', '.join(ALLOWED_FORMATS)})."
         ) from exc
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise InvalidImageError(f"The image is too large to decode safely ({exc}).") from exc

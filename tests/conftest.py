@@ -1,0 +1,49 @@
+"""Shared fixtures: an untrained-weights embedder and a small generated, built collection."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import make_image_folder
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory) -> Path:
+    """One ONNX export per test session, outside the user's cache."""
+    return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture(scope="session")
+def embedder(model_cache):
+    from app.embed import Embedder
+
+    return Embedder("untrained", cache_dir=model_cache).load()
+
+
+@pytest.fixture(scope="session")
+def small_collection(tmp_path_factory, embedder, model_cache):
+    """A built 'folder' collection named ``shapes``: 4 classes x 6 images, untrained weights.
+
+    Returns (config, build result, data dir). Treat it as read-only.
+    """
+    from app.build import build_collection
+    from app.config import Config
+
+    base = tmp_path_factory.mktemp("small")
+    data = base / "photos"
+    make_image_folder(data)
+    config = Config(
+        data_dir=base / "data",
+        indexes_dir=base / "indexes",
+        features_dir=base / "features",
+        cache_dir=model_cache,
+        weights="untrained",
+        workers=0,
+    )
+    result = build_collection(config, kind="folder", data=data, name="shapes", embedder=embedder, progress=False)
+    return config, result, data

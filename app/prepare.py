@@ -1,0 +1,88 @@
+"""Get the app ready to run: weights, datasets and indexes, each only where missing.
+
+``scripts/run.sh`` calls ``python -m app.prepare [app arguments]`` before ``python -m app``.
+Arguments it does not know (``--host``, ``--port``...) are left for the app.
+
+Offline, or when a download fails, it says how to use a local dataset copy and a local weights
+file. It stops (exit 2) only when no collection at all can be served; otherwise the app starts with
+what is ready and shows the rest as not built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .config import KNOWN_COLLECTIONS, Config
+from .errors import AppError
+
+LOCAL_COPY_HELP = """\
+To run without network access, point the app at local copies:
+  datasets: scripts/run.sh --data DIR     (DIR/caltech101/101_ObjectCategories, DIR/voc2012/VOCdevkit/VOC2012)
+  weights:  scripts/run.sh --weights /path/to/resnet50-11ad3fa6.pth
+            (or copy that file into ~/.cache/torch/hub/checkpoints/)
+  a demo with random weights (results are NOT meaningful): scripts/run.sh --weights untrained"""
+
+
+def prepare(config: Config, collections: Sequence[str], *, out=sys.stderr) -> list[str]:
+    """Make each collection servable if possible; returns the names that are ready."""
+    from .build import build_collection
+    from .download import dataset_present, download_dataset
+    from .embed import Embedder
+    from .index import load_index
+
+    embedder = Embedder(config.weights, engine=config.engine, threads=config.threads, cache_dir=config.cache_dir)
+    ready, problems = [], []
+    for name in collections:
+        try:
+            load_index(config.indexes_dir, name, weights_id=embedder.weights_id)
+            ready.append(name)
+            print(f"{name}: index ready", file=out)
+            continue
+        except AppError as exc:
+            print(f"{name}: {exc}", file=out)
+        try:
+            if not dataset_present(name, config.data_dir):
+                print(f"{name}: downloading into {config.data_dir / name}", file=out)
+                download_dataset(name, config.data_dir)
+            print(f"{name}: building the index (resumable: interrupt and re-run any time)", file=out)
+            build_collection(config, kind=name, data=config.data_dir / name, name=name, embedder=embedder)
+            ready.append(name)
+        except AppError as exc:
+            problems.append(f"{name}: {exc.user_message()}")
+            print(f"{name}: not available: {exc.user_message()}", file=out)
+    if problems:
+        print("\n" + LOCAL_COPY_HELP, file=out)
+    return ready
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m app.prepare", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=None, metavar="DIR")
+    p.add_argument("--indexes", default=None, metavar="DIR")
+    p.add_argument("--features", default=None, metavar="DIR")
+    p.add_argument("--weights", default=None)
+    p.add_argument("--collections", default=",".join(KNOWN_COLLECTIONS),
+                   help="comma-separated (default: %(default)s)")
+    args, _unknown = p.parse_known_args(argv)
+    config = Config().with_(data_dir=args.data, indexes_dir=args.indexes, features_dir=args.features,
+                            weights=args.weights)
+    try:
+        ready = prepare(config, [c for c in args.collections.split(",") if c])
+    except AppError as exc:  # e.g. the weights cannot be had: nothing can be served
+        print(f"error: {exc.user_message()}\n\n{LOCAL_COPY_HELP}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to continue where it stopped", file=sys.stderr)
+        return 130
+    if not ready:
+        print("error: no collection could be prepared; see the messages above.", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -36,6 +36,9 @@ class Config:
     workers: int | None = None  # DataLoader workers; None = chosen from the core count
 
     # Search.
+    backend: str = "faiss"  # "faiss" (local index files) | "milvus" (see app/milvus_store.py)
+    milvus_uri: str | None = None  # http://host:19530, or a file path for embedded Milvus Lite
+    milvus_token: str = ""
     default_k: int = 5
     max_k: int = 20
 

@@ -1,0 +1,69 @@
+"""The Milvus backend, with Milvus Lite running embedded in tmp_path."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("pymilvus")
+pytest.importorskip("milvus_lite")
+
+from app.errors import IndexMismatchError, IndexMissingError  # noqa: E402
+from app.milvus_store import MilvusIndex, main, sync  # noqa: E402
+from app.search import SearchService  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def milvus_collection(small_collection, tmp_path_factory):
+    config, result, data = small_collection
+    uri = str(tmp_path_factory.mktemp("milvus") / "milvus.db")
+    meta = sync(config.features_dir, "shapes", uri, progress=False)
+    return config.with_(backend="milvus", milvus_uri=uri), meta
+
+
+@pytest.mark.slow
+def test_sync_records_count_and_weights(milvus_collection, small_collection):
+    config, meta = milvus_collection
+    assert meta["count"] == small_collection[1].manifest["count"]
+    index = MilvusIndex(config.milvus_uri, "shapes")
+    assert (index.ntotal, index.d) == (meta["count"], 2048)
+    assert index.meta["weights_id"] == small_collection[1].manifest["weights_id"]
+
+
+@pytest.mark.slow
+def test_milvus_backend_matches_faiss_backend(milvus_collection, small_collection, embedder):
+    config, _ = milvus_collection
+    faiss_config = small_collection[0]
+    milvus = SearchService(config, embedder=embedder)
+    local = SearchService(faiss_config, embedder=embedder)
+    n = len(local.collection("shapes"))
+    for item in range(0, n, 5):
+        got = milvus.search_item("shapes", item, k=5)
+        want = local.search_item("shapes", item, k=5)
+        assert got.hits[0].id == item  # the query itself comes back first
+        assert [h.id for h in got.hits][:3] == [h.id for h in want.hits][:3]
+        assert got.hits[0].score == pytest.approx(1.0, abs=1e-5)
+    query = small_collection[2] / "squares" / "img_01.jpg"
+    assert milvus.search(query, "shapes", 3).hits[0].path == "squares/img_01.jpg"
+
+
+@pytest.mark.slow
+def test_missing_collection_and_weights_mismatch(milvus_collection, small_collection, embedder):
+    config, _ = milvus_collection
+    with pytest.raises(IndexMissingError) as missing:
+        MilvusIndex(config.milvus_uri, "no-such-collection")
+    assert "app.milvus_store sync no-such-collection" in missing.value.user_message()
+
+    class OtherWeights:
+        weights_id = "resnet50/some-other-weights"
+        dim = 2048
+        notices: list[str] = []
+
+    with pytest.raises(IndexMismatchError, match="some-other-weights"):
+        SearchService(config, embedder=OtherWeights()).collection("shapes")
+
+
+def test_cli_sync_missing_features_is_one_line_error(tmp_path, capsys):
+    code = main(["sync", "nothing", "--uri", str(tmp_path / "m.db"), "--features", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "Traceback" not in err

@@ -14,7 +14,7 @@ from typing import Any, Callable
 from .config import Config
 from .datasets import load_dataset
 from .embed import Embedder
-from .features import extract_features
+from .features import CHUNK_SIZE, extract_features
 from .index import IndexConfig, build_index, save_index
 from .tune import DEFAULT_MAX_MS, DEFAULT_TARGET_RECALL, tune
 
@@ -44,6 +44,7 @@ def build_collection(
     max_ms: float = DEFAULT_MAX_MS,
     progress: bool = True,
     on_chunk: Callable[[int], None] | None = None,
+    chunk_size: int = CHUNK_SIZE,
 ) -> BuildResult:
     """Build (or resume building) the collection ``name`` from the folder ``data``.
 
@@ -64,6 +65,7 @@ def build_collection(
         workers=config.workers,
         progress=progress,
         on_chunk=on_chunk,
+        chunk_size=chunk_size,
     )
     t = time.perf_counter()
     if factory:
@@ -93,7 +95,11 @@ def build_collection(
             "image_root": str(dataset.image_root),
             "features": f"{name}.npy",
             "table": f"{name}.json",
+            # which build of the features this index was made from (checked when loading)
+            "features_fingerprint": table.fingerprint,
+            "features_created": table.created,
             "limit": limit,
+            "include": list(include),
             "skipped": len(table.skipped),
             "tuning": tuning,
         },

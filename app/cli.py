@@ -53,7 +53,37 @@ def make_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="list collections and whether they are built")
     ls.add_argument("--json", action="store_true")
     add_common_args(ls)
+
+    b = sub.add_parser("build", help="build a collection's index (the same as scripts/build_index.py)")
+    add_build_args(b)
     return parser
+
+
+def add_build_args(p: argparse.ArgumentParser) -> None:
+    """The options of ``build`` / ``scripts/build_index.py``."""
+    from .datasets import COLLECTION_KINDS
+    from .features import CHUNK_SIZE
+
+    p.add_argument("--collection", required=True, choices=COLLECTION_KINDS, help="dataset layout")
+    p.add_argument("--data", required=True, metavar="DIR",
+                   help="the collection's folder (as data_download.sh lays it out)")
+    p.add_argument("--name", default=None, help="collection name (default: the --collection value)")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="a deterministic sample of N images spread over the labels")
+    p.add_argument("--include", default="", help="Caltech101: comma-separated folders left out by default "
+                   "(BACKGROUND_Google, Faces_easy)")
+    add_common_args(p)
+    p.add_argument("--workers", type=int, default=None, help="image decoding worker processes")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--chunk-size", type=int, default=CHUNK_SIZE, metavar="N",
+                   help=f"images per saved chunk: the most work an interruption can lose (default {CHUNK_SIZE})")
+    p.add_argument("--factory", default=None,
+                   help="fixed faiss factory string instead of tuning, e.g. 'PCAR128,IVF64,PQ32'")
+    p.add_argument("--nprobe", type=int, default=None, help="nprobe for --factory")
+    p.add_argument("--target-recall", type=float, default=0.95, help="tuning: recall@5 to reach (default 0.95)")
+    p.add_argument("--max-ms", type=float, default=1.0, help="tuning: max ms per query (default 1.0)")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
 def _notice(lines: Sequence[str]) -> None:
@@ -93,6 +123,50 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_build(args: argparse.Namespace) -> int:
+    from .build import build_collection
+    from .embed import UNTRAINED_NOTICE
+
+    if args.chunk_size < 1:
+        raise AppError("--chunk-size must be a positive number.")
+    config = config_from_args(args).with_(workers=args.workers, batch_size=args.batch_size)
+    if str(config.weights).lower() == "untrained":
+        _notice([UNTRAINED_NOTICE])
+    result = build_collection(
+        config,
+        kind=args.collection,
+        data=args.data,
+        name=args.name,
+        limit=args.limit,
+        include=tuple(x.strip() for x in args.include.split(",") if x.strip()),
+        factory=args.factory,
+        nprobe=args.nprobe,
+        target_recall=args.target_recall,
+        max_ms=args.max_ms,
+        progress=not args.no_progress,
+        chunk_size=args.chunk_size,
+    )
+    m, s = result.manifest, result.stats
+    if args.json:
+        print(json.dumps({"manifest": m, "stats": s, "skipped": result.skipped}, indent=2))
+        return 0
+    for sk in result.skipped:
+        print(f"skipped {sk['path']}: {sk['reason']}", file=sys.stderr)
+    tuning = m.get("tuning", {})
+    chosen = tuning.get("chosen") or {}
+    print(f"built {m['name']}: {m['count']} images indexed, {s['skipped']} skipped"
+          + (f", {s['resumed_rows']} resumed from an earlier run" if s["resumed_rows"] else ""))
+    print(f"  embedding: {s['img_per_s']:.1f} img/s over {s['seconds']:.1f} s (engine {m.get('engine')})")
+    print(f"  index: {m['factory']} nprobe={m['nprobe']}, {m['index_bytes'] / 1e6:.2f} MB, "
+          f"built in {s['index_seconds']:.1f} s"
+          + (f", recall@5 {chosen.get('recall_at_5')} at {chosen.get('ms_per_query')} ms/query" if chosen else ""))
+    if tuning and not tuning.get("fixed") and not tuning.get("target_met"):
+        print(f"  warning: no configuration reached recall@5 >= {args.target_recall}; kept the best found",
+              file=sys.stderr)
+    print(f"  files: {config.indexes_dir / (m['name'] + '.faiss')}, {config.features_dir / (m['name'] + '.npy')}")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from .search import SearchService
 
@@ -101,7 +175,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([i.__dict__ for i in infos], indent=2))
         return 0
-    rows = [(i.name, "ready" if i.ready else "not built", str(i.size) if i.ready else "", i.build_command) for i in infos]
+    rows = [(i.name, "ready" if i.ready else "not built", str(i.size) if i.ready else "", i.build_command)
+            for i in infos]
     print(_table(("collection", "status", "images", "build command"), rows))
     return 0
 
@@ -119,17 +194,18 @@ def run(fn, args: argparse.Namespace) -> int:
     try:
         return fn(args)
     except AppError as exc:
-        print(f"error: {exc.user_message()}", file=sys.stderr)
+        print(f"error: {' '.join(exc.user_message().split())}", file=sys.stderr)  # always one line
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        again = " (run the same command again to continue)" if fn is cmd_build else ""
+        print(f"interrupted{again}", file=sys.stderr)
         return 130
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     args = make_parser().parse_args(argv)
-    return run({"search": cmd_search, "list": cmd_list}[args.command], args)
+    return run({"search": cmd_search, "list": cmd_list, "build": cmd_build}[args.command], args)
 
 
 if __name__ == "__main__":

@@ -86,7 +86,10 @@ def load_dataset(
     else:
         raise DatasetError(f"Unknown collection type {kind!r}; expected one of {', '.join(COLLECTION_KINDS)}.")
     if not items:
-        raise DatasetError(f"No images found under {image_root}.")
+        raise DatasetError(
+            f"No images found under {image_root}.",
+            hint=f"Supported files: {', '.join(sorted(IMAGE_SUFFIXES))}.",
+        )
     if limit is not None and limit < len(items):
         items = spread_sample(items, limit)
     return Dataset(kind=kind, root=root.resolve(), image_root=image_root.resolve(), items=tuple(items))
@@ -183,7 +186,10 @@ def _voc_labels(xml_path: Path) -> tuple[str, ...]:
 
 def _folder(root: Path) -> list[Item]:
     if not root.is_dir():
-        raise DatasetError(f"{root} is not a folder.")
+        raise DatasetError(
+            f"{root} is not a folder." if root.exists() else f"{root} does not exist.",
+            hint="Pass --data pointing at a folder of images (sub-folders become labels).",
+        )
     items = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))

@@ -9,7 +9,7 @@ For a collection named ``NAME`` the store holds:
 Extraction is resumable: vectors are written in chunks to ``features/NAME.parts/`` as they are
 computed (each chunk atomically), so a build killed at any moment continues from the last saved
 chunk when re-run, with no duplicated or missing rows. The final files are written atomically,
-the table last, and the parts folder is removed afterwards.
+the table first, and the parts folder is removed afterwards.
 """
 
 from __future__ import annotations
@@ -176,6 +176,7 @@ def extract_features(
     n = len(paths)
     state = {
         "format": FORMAT_VERSION,
+        "image_root": str(dataset.image_root),  # same names in another folder are other images
         "fingerprint": dataset.fingerprint(),
         "weights_id": embedder.weights_id,
         "chunk_size": chunk_size,
@@ -194,7 +195,7 @@ def extract_features(
         write_json(state_path, state)
 
     n_chunks = (n + chunk_size - 1) // chunk_size
-    done = {c for c in range(n_chunks) if (parts / _chunk_name(c)).is_file()}
+    done = {c for c in range(n_chunks) if _chunk_ok(parts / _chunk_name(c), c, chunk_size, n)}
     todo = [c for c in range(n_chunks) if c not in done]
     resumed_rows = sum(min(chunk_size, n - c * chunk_size) for c in done)
 
@@ -218,8 +219,11 @@ def extract_features(
 
     vectors, table = _consolidate(dataset, embedder.weights_id, parts, n_chunks, name)
     npy, table_path = feature_paths(features_dir, name)
-    write_npy(npy, vectors)
+    # The table first: if the vectors' write then fails, the new table no longer matches the old
+    # index manifest (count, weights, fingerprint, created), so the pair is refused, never mixed up.
+    # The parts stay until both are written: a rerun finishes without embedding anything again.
     write_json(table_path, table.to_json())
+    write_npy(npy, vectors)
     shutil.rmtree(parts, ignore_errors=True)
     stats = {
         "images": n,
@@ -234,6 +238,26 @@ def extract_features(
 
 def _chunk_name(c: int) -> str:
     return f"chunk-{c:06d}.npz"
+
+
+def _chunk_ok(path: Path, c: int, chunk_size: int, n: int) -> bool:
+    """True when a saved chunk is readable and covers exactly its rows; an unusable one is removed."""
+    if not path.is_file():
+        return False
+    expected = np.arange(c * chunk_size, min(n, (c + 1) * chunk_size))
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            ids, bad_ids, vectors = z["ids"], z["bad_ids"], z["vectors"]
+            ok = (
+                vectors.shape == (len(ids), 2048)
+                and len(z["bad_reasons"]) == len(bad_ids)
+                and np.array_equal(np.sort(np.concatenate([ids, bad_ids])), expected)
+            )
+    except Exception:  # noqa: BLE001 - a damaged zip/npy raises many kinds of errors
+        ok = False
+    if not ok:
+        path.unlink(missing_ok=True)
+    return ok
 
 
 def _progress_bar(total: int, initial: int, name: str):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import os
-import struct
 import warnings
 from pathlib import Path
 from typing import IO, Union
@@ -41,71 +40,90 @@ def load_image(
 
     ``draft_size``: when set and the file is a JPEG, decode at the smallest DCT scale that still
     gives at least ``draft_size`` pixels on each side (up to 8x less decoding work for photos).
+    Any failure, whatever Pillow raises underneath, comes out as :class:`InvalidImageError`.
     """
     if isinstance(source, Image.Image):
         img = source
+        if img.format is not None and img.format not in ALLOWED_FORMATS + ("MPO",):
+            raise InvalidImageError(
+                f"{img.format} images are not supported ({', '.join(ALLOWED_FORMATS)})."
+            )
         _check_pixels(img, max_pixels)
         try:
             img.load()
-        except (OSError, ValueError) as exc:
+            return to_rgb(ImageOps.exif_transpose(img) or img)
+        except InvalidImageError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise many untyped errors
             raise InvalidImageError(f"The image could not be decoded ({exc}).") from exc
-        return to_rgb(ImageOps.exif_transpose(img) or img)
 
-    img = _open(source)
-    _check_pixels(img, max_pixels)
+    img, owned = _open(source)
     try:
+        _check_pixels(img, max_pixels)
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             if draft_size and img.format in ("JPEG", "MPO"):
                 img.draft("RGB", (draft_size, draft_size))
             img.seek(0)  # animated GIF/WebP/MPO: the first frame
             img.load()
-            img = ImageOps.exif_transpose(img) or img
-            return to_rgb(img)
+            out = to_rgb(ImageOps.exif_transpose(img) or img)
+            if out is img:
+                out = img.copy()  # detached from the file, which is closed below
+            return out
+    except InvalidImageError:
+        raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise InvalidImageError(
             f"The image is too large to decode safely ({exc})."
         ) from exc
-    except (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error) as exc:
+    except Exception as exc:  # noqa: BLE001 - truncated data: OSError, SyntaxError, struct.error...
         raise InvalidImageError(f"The image file is damaged or truncated ({exc}).") from exc
+    finally:
+        if owned is not None:
+            img.close()  # our own handle: never leave it open (multi-frame files keep it)
+            owned.close()
 
 
-def _open(source: ImageSource) -> Image.Image:
+def _open(source: ImageSource) -> tuple[Image.Image, IO[bytes] | None]:
+    """Open without decoding; returns the image and the file handle we opened (None: the caller's)."""
+    owned: IO[bytes] | None = None
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
             raise InvalidImageError("The file is empty (0 bytes).")
-        fp: IO[bytes] | str | os.PathLike = io.BytesIO(bytes(source))
+        fp: IO[bytes] = io.BytesIO(bytes(source))
+        owned = fp
         name = "the data"
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
         name = path.name
         try:
-            size = path.stat().st_size
-        except FileNotFoundError as exc:
-            raise InvalidImageError(f"No such file: {path}.") from exc
+            if not path.is_file():
+                raise InvalidImageError(f"No such file: {path}." if not path.exists() else f"Not a file: {path}.")
+            if path.stat().st_size == 0:
+                raise InvalidImageError(f"The file {name} is empty (0 bytes).")
+            fp = owned = open(path, "rb")  # noqa: SIM115 - closed by load_image
         except OSError as exc:
             raise InvalidImageError(f"Cannot read {path}: {exc.strerror or exc}.") from exc
-        if not path.is_file():
-            raise InvalidImageError(f"Not a file: {path}.")
-        if size == 0:
-            raise InvalidImageError(f"The file {name} is empty (0 bytes).")
-        fp = path
     else:
         fp = source
         name = getattr(source, "name", "the data")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return Image.open(fp, formats=ALLOWED_FORMATS)
-    except UnidentifiedImageError as exc:
-        raise InvalidImageError(
-            f"{_display(name)} is not an image in a supported format "
-            f"({', '.join(ALLOWED_FORMATS)})."
-        ) from exc
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        raise InvalidImageError(f"The image is too large to decode safely ({exc}).") from exc
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise InvalidImageError(f"{_display(name)} could not be read ({exc}).") from exc
+            return Image.open(fp, formats=ALLOWED_FORMATS), owned
+    except BaseException as exc:
+        if owned is not None:
+            owned.close()
+        if isinstance(exc, UnidentifiedImageError):
+            raise InvalidImageError(
+                f"{_display(name)} is not an image in a supported format "
+                f"({', '.join(ALLOWED_FORMATS)})."
+            ) from exc
+        if isinstance(exc, (Image.DecompressionBombWarning, Image.DecompressionBombError)):
+            raise InvalidImageError(f"The image is too large to decode safely ({exc}).") from exc
+        if isinstance(exc, Exception):  # OSError, SyntaxError, EOFError, struct.error...
+            raise InvalidImageError(f"{_display(name)} could not be read ({exc}).") from exc
+        raise
 
 
 def _display(name: object) -> str:
@@ -119,14 +137,22 @@ def _check_pixels(img: Image.Image, max_pixels: int) -> None:
         raise InvalidImageError("The image has no pixels.")
     if w * h > max_pixels:
         raise InvalidImageError(
-            f"The image is too large ({w}x{h} = {w * h / 1e6:.0f} megapixels; "
-            f"the limit is {max_pixels / 1e6:.0f})."
+            f"The image is too large ({w}x{h} = {_megapixels(w * h)} megapixels; "
+            f"the limit is {_megapixels(max_pixels)})."
         )
+
+
+def _megapixels(pixels: int) -> str:
+    return f"{pixels / 1e6:.0f}" if pixels >= 10_000_000 else f"{pixels / 1e6:.3g}"
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
     """Convert any PIL mode to RGB: 16-bit and float rescaled, alpha composited on a fixed colour."""
     mode = img.mode
+    if mode in ("1", "L", "RGB") and "transparency" in img.info:
+        # A PNG colour key (tRNS): those pixels are transparent, so they get the background too.
+        img = img.convert("RGBA")
+        mode = img.mode
     if mode == "RGB":
         return img
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):

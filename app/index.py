@@ -105,19 +105,40 @@ def train_index(
 
 def fit_pca(x: np.ndarray, d_out: int, *, random_rotation: bool = False):
     """A trained ``faiss.PCAMatrix`` computed with numpy."""
-    import faiss
+    if d_out > x.shape[1]:
+        raise ValueError(f"PCA to {d_out} dims from {x.shape[1]}")
+    return pca_from_eigen(*pca_eigen(x), d_out, random_rotation=random_rotation)
 
-    d_in = x.shape[1]
-    if d_out > d_in:
-        raise ValueError(f"PCA to {d_out} dims from {d_in}")
+
+def pca_eigen(x: np.ndarray, max_components: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, eigenvalues, eigenvectors as columns) of ``x``'s covariance, largest first.
+
+    One decomposition serves every output dimension (the tuner builds several PCAs from it).
+    With fewer vectors than dimensions and ``max_components`` at most their number, an SVD of
+    the centred data gives the same leading components much faster.
+    """
     mean = x.mean(axis=0, dtype=np.float64)
     xc = x - mean.astype(np.float32)
+    if max_components is not None and len(x) < x.shape[1] and max_components <= len(x):
+        _, s, vt = np.linalg.svd(xc.astype(np.float64), full_matrices=False)
+        return mean, (s**2) / max(1, len(x)), vt.T
     cov = (xc.T.astype(np.float64) @ xc) / max(1, len(x))
     eigval, eigvec = np.linalg.eigh(cov)
     order = np.argsort(eigval)[::-1]
-    eigval, eigvec = eigval[order], eigvec[:, order]
+    return mean, eigval[order], eigvec[:, order]
+
+
+def pca_from_eigen(mean: np.ndarray, eigval: np.ndarray, eigvec: np.ndarray, d_out: int, *,
+                   random_rotation: bool = False):
+    """A trained ``faiss.PCAMatrix`` keeping the first ``d_out`` of the given eigenvectors."""
+    import faiss
+
+    d_in = eigvec.shape[0]
+    if d_out > eigvec.shape[1]:
+        raise ValueError(f"PCA to {d_out} dims from {eigvec.shape[1]} components")
+    eigval, eigvec = eigval[:d_out], eigvec[:, :d_out]  # prepare_Ab only reads the first d_out
     pca = faiss.PCAMatrix(d_in, d_out, 0, random_rotation)
-    faiss.copy_array_to_vector(mean.astype(np.float32), pca.mean)
+    faiss.copy_array_to_vector(np.asarray(mean, dtype=np.float32), pca.mean)
     faiss.copy_array_to_vector(np.maximum(eigval, 0).astype(np.float32), pca.eigenvalues)
     faiss.copy_array_to_vector(np.ascontiguousarray(eigvec.T, dtype=np.float32).ravel(), pca.PCAMat)
     pca.prepare_Ab()
@@ -230,10 +251,24 @@ def read_manifest(indexes_dir: Path, name: str) -> dict[str, Any]:
         manifest = json.loads(mpath.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise IndexMismatchError(f"The manifest {mpath} is unreadable ({exc}).", hint=rebuild_hint(name)) from exc
+    if not isinstance(manifest, dict):
+        raise IndexMismatchError(f"The manifest {mpath} is not a JSON object.", hint=rebuild_hint(name))
     missing = [k for k in ("weights_id", "dim", "count", "index_sha256", "factory", "nprobe") if k not in manifest]
     if missing:
         raise IndexMismatchError(f"The manifest {mpath} lacks {', '.join(missing)}.", hint=rebuild_hint(name))
+    wrong = [k for k, kind in _MANIFEST_TYPES.items() if not _has_type(manifest[k], kind)]
+    if wrong:
+        raise IndexMismatchError(f"The manifest {mpath} has invalid {', '.join(wrong)}.", hint=rebuild_hint(name))
     return manifest
+
+
+_MANIFEST_TYPES = {"weights_id": str, "dim": int, "count": int, "index_sha256": str, "factory": str, "nprobe": int}
+
+
+def _has_type(value: Any, kind: type) -> bool:
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return isinstance(value, kind)
 
 
 def load_index(indexes_dir: Path, name: str, *, weights_id: str | None = None, dim: int | None = None):
@@ -287,6 +322,10 @@ def build_command(name: str, manifest: dict[str, Any] | None = None) -> str:
     weights = (manifest or {}).get("weights_arg")
     if weights and weights != "imagenet":
         cmd += f" --weights {weights}"
+    if (manifest or {}).get("limit"):
+        cmd += f" --limit {int(manifest['limit'])}"  # rebuild the same sample, not the whole set
+    if (manifest or {}).get("include"):
+        cmd += f" --include {','.join(manifest['include'])}"
     return cmd
 
 

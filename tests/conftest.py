@@ -47,3 +47,18 @@ def small_collection(tmp_path_factory, embedder, model_cache):
     )
     result = build_collection(config, kind="folder", data=data, name="shapes", embedder=embedder, progress=False)
     return config, result, data
+
+
+@pytest.fixture(scope="session")
+def cli_env(tmp_path_factory, model_cache, embedder) -> dict[str, str]:
+    """Environment for the CLI and scripts run as subprocesses.
+
+    ``Config.cache_dir`` is ``$XDG_CACHE_HOME/reverse-image-search``; pointing it at the session's
+    model cache (already holding the ONNX export, via ``embedder``) spares each subprocess the export.
+    """
+    xdg = tmp_path_factory.mktemp("xdg-cache")
+    (xdg / "reverse-image-search").symlink_to(model_cache, target_is_directory=True)
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, XDG_CACHE_HOME=str(xdg), PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH", "")) if p)
+    return env

@@ -61,3 +61,83 @@ def make_caltech_layout(root: Path, *, categories: tuple[str, ...] = ("accordion
             synthetic_image(ci, v, seed=seed).save(cat_root / cat / f"image_{v + 1:04d}.jpg", quality=90)
     synthetic_image(1, 9, seed=seed).save(cat_root / "BACKGROUND_Google" / "tmp", format="JPEG")
     return root
+
+
+VOC_IMAGES = {  # image id -> object classes in its annotation (repeats: several objects of a class)
+    "2008_000001": ("dog", "person", "dog"),
+    "2008_000002": ("cat",),
+    "2008_000003": ("person", "bicycle", "car"),
+    "2008_000004": ("aeroplane",),
+    "2008_000005": ("cat", "sofa"),
+    "2008_000006": ("car", "car"),
+}
+
+
+def make_voc_layout(root: Path, *, images: dict[str, tuple[str, ...]] | None = None, extra: int = 2,
+                    seed: int = 0) -> Path:
+    """A tiny ``VOCdevkit/VOC2012`` tree: JPEGImages, Annotations/*.xml, ImageSets/Main/trainval.txt.
+
+    ``extra`` JPEGs (with annotations) exist on disk but are not in trainval.txt, as in the real set.
+    """
+    images = VOC_IMAGES if images is None else images
+    base = root / "VOCdevkit" / "VOC2012"
+    for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    all_ids = list(images) + [f"2012_{i:06d}" for i in range(extra)]
+    for n, image_id in enumerate(all_ids):
+        synthetic_image(n % 4, n, seed=seed).save(base / "JPEGImages" / f"{image_id}.jpg", quality=90)
+        objects = "".join(
+            f"<object><name>{c}</name><pose>Unspecified</pose><difficult>0</difficult>"
+            f"<bndbox><xmin>1</xmin><ymin>1</ymin><xmax>20</xmax><ymax>20</ymax></bndbox></object>"
+            for c in images.get(image_id, ("train",))
+        )
+        (base / "Annotations" / f"{image_id}.xml").write_text(
+            f"<annotation><folder>VOC2012</folder><filename>{image_id}.jpg</filename>"
+            f"<size><width>96</width><height>72</height><depth>3</depth></size>{objects}</annotation>\n"
+        )
+    (base / "ImageSets" / "Main" / "trainval.txt").write_text("".join(f"{i}\n" for i in images))
+    return root
+
+
+class FakeEmbedder:
+    """A model-free stand-in for ``app.embed.Embedder``: deterministic, content-dependent vectors.
+
+    Each vector is the image's 8x8-pooled preprocessed pixels (first 2048 values) plus ``salt``,
+    L2-normalised, so identical images give identical vectors and different "weights" (salt)
+    give different ones. ``calls``/``rows`` count what went through the "model".
+    """
+
+    dim = 2048
+
+    def __init__(self, weights_id: str = "fake/v1", salt: float = 0.0) -> None:
+        from types import SimpleNamespace
+
+        self.weights_id = weights_id
+        self.salt = salt
+        self.spec = SimpleNamespace(kind="fake", path=None, untrained=True)
+        self.engine = "fake"
+        self.notices: list[str] = []
+        self.calls = 0
+        self.rows = 0
+
+    def load(self) -> "FakeEmbedder":
+        return self
+
+    def embed_arrays(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.asarray(batch, dtype=np.float32)
+        assert batch.ndim == 4 and batch.shape[1:] == (3, 224, 224), batch.shape
+        self.calls += 1
+        self.rows += len(batch)
+        pooled = batch.reshape(len(batch), 3, 28, 8, 28, 8).mean(axis=(3, 5)).reshape(len(batch), -1)[:, :2048]
+        v = pooled.astype(np.float64) + self.salt
+        return (v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+    def embed_images(self, images) -> np.ndarray:
+        from app.embed import preprocess
+
+        return self.embed_arrays(np.stack([preprocess(im) for im in images]))
+
+
+def temp_files(folder: Path) -> list[Path]:
+    """Leftovers of ``app.atomic`` writes (``.NAME.XXXX.tmp``) anywhere under ``folder``."""
+    return sorted(p for p in Path(folder).rglob("*.tmp"))

@@ -7,7 +7,7 @@ Three layouts are understood:
   not a category) and ``Faces_easy`` (the same 435 photos as ``Faces``, tightly cropped) are left
   out unless asked for, so that every result has a meaningful label and no photo appears twice.
 * ``voc2012``: ``<root>/VOCdevkit/VOC2012/JPEGImages``; labels are the object classes named in
-  ``Annotations/<id>.xml``; the images are those of ``ImageSets/Main/trainval.txt``.
+  ``Annotations/<id>.xml``; every annotated image of the trainval release (17,125 images).
 * ``folder``: any folder of images; label = the first sub-folder, or none for files at the top.
 
 Files are picked by extension, plus extension-less files (Caltech101 ships the JPEG
@@ -157,21 +157,26 @@ def _caltech101(root: Path, include: tuple[str, ...]) -> tuple[Path, list[Item]]
 
 
 def _voc2012(root: Path) -> tuple[Path, list[Item]]:
+    """Every image of the VOC2012 trainval release (17,125 images), labelled from its annotation.
+
+    ``ImageSets/Main/trainval.txt`` lists only the 11,540 of the detection task; the other images
+    (action, layout and segmentation tasks) are annotated with their objects too, so they are
+    searchable with labels as well.
+    """
     base = root / VOC_DIR
     if not base.is_dir() and (root / "JPEGImages").is_dir():
         base = root  # the user pointed straight at VOC2012/
-    split = base / "ImageSets" / "Main" / "trainval.txt"
-    if not split.is_file():
+    image_root, annotations = base / "JPEGImages", base / "Annotations"
+    if not image_root.is_dir() or not annotations.is_dir():
         raise DatasetError(
-            f"{split} does not exist.",
+            f"{image_root} or {annotations} does not exist.",
             hint="Run ./data_download.sh voc2012, or pass --data pointing at the folder that contains VOCdevkit.",
         )
-    image_root = base / "JPEGImages"
-    ids = [line.split()[0] for line in split.read_text().splitlines() if line.strip()]
     items = []
-    for image_id in ids:
-        labels = _voc_labels(base / "Annotations" / f"{image_id}.xml")
-        items.append(Item(f"{image_id}.jpg", labels))
+    for name in sorted(os.listdir(image_root)):
+        image_id, ext = os.path.splitext(name)
+        if ext.lower() == ".jpg" and not name.startswith("."):
+            items.append(Item(name, _voc_labels(annotations / f"{image_id}.xml")))
     return image_root, items
 
 

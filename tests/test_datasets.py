@@ -107,13 +107,15 @@ def test_limit_must_be_positive(caltech, n):
 def test_voc_labels_are_the_sorted_unique_classes(tmp_path):
     root = make_voc_layout(tmp_path)
     ds = load_dataset("voc2012", root)
-    assert [it.path for it in ds.items] == [f"{i}.jpg" for i in VOC_IMAGES]  # trainval only, in its order
+    # every image of the release, not only the 11,540 of ImageSets/Main/trainval.txt
+    extras = ["2012_000000", "2012_000001"]
+    assert [it.path for it in ds.items] == sorted(f"{i}.jpg" for i in [*VOC_IMAGES, *extras])
     for it in ds.items:
-        assert it.labels == tuple(sorted(set(VOC_IMAGES[it.path[:-4]])))
+        assert it.labels == tuple(sorted(set(VOC_IMAGES.get(it.path[:-4], ("train",)))))
     assert dict((it.path, it.label) for it in ds.items)["2008_000001.jpg"] == "dog, person"
     assert ds.image_root == (root / "VOCdevkit" / "VOC2012" / "JPEGImages").resolve()
     assert all((ds.image_root / it.path).is_file() for it in ds.items)
-    assert "train" not in ds.categories  # the images outside trainval.txt are not listed
+    assert "train" in ds.categories  # the extra images are labelled from their annotations too
     # pointing straight at VOC2012/ works too
     assert load_dataset("voc2012", root / "VOCdevkit" / "VOC2012").items == ds.items
 

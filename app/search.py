@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,11 @@ class Collection:
             raise UnknownItemError(f"{self.name} has no item {item_id}.")
 
 
+def candidates(k: int, n: int) -> int:
+    """How many index results are re-ranked by their exact cosine to return ``k`` hits."""
+    return min(n, max(4 * k, k + 16))
+
+
 class SearchService:
     """Loads collections on demand and answers queries."""
 
@@ -149,10 +155,21 @@ class SearchService:
 
     def _load(self, name: str) -> Collection:
         cfg = self.config
-        index, manifest = load_index(cfg.indexes_dir, name, weights_id=self.embedder.weights_id, dim=self.embedder.dim)
+        if cfg.backend == "milvus":
+            index, manifest = self._load_milvus(name)
+        else:
+            index, manifest = load_index(cfg.indexes_dir, name, weights_id=self.embedder.weights_id, dim=self.embedder.dim)
         vectors, table = load_features(cfg.features_dir, name)
+        manifest.setdefault("image_root", table.image_root)
+        manifest.setdefault("dataset_root", table.dataset_root)
         hint = f"Rebuild it with: {build_command(name, manifest)}"
-        if len(table) != manifest["count"] or table.weights_id != manifest["weights_id"]:
+        if (
+            len(table) != manifest["count"]
+            or table.weights_id != manifest["weights_id"]
+            # the features of another build (written after this index, or of another sample)
+            or manifest.get("features_created", table.created) != table.created
+            or manifest.get("features_fingerprint", table.fingerprint) != table.fingerprint
+        ):
             raise IndexMismatchError(
                 f"The {name} features ({len(table)} vectors, {table.weights_id}) do not match its index "
                 f"({manifest['count']} vectors, {manifest['weights_id']}).",
@@ -160,6 +177,25 @@ class SearchService:
             )
         image_root = self._image_root(name, manifest)
         return Collection(name, index, manifest, table, vectors, image_root)
+
+    def _load_milvus(self, name: str) -> tuple[Any, dict[str, Any]]:
+        from .milvus_store import MilvusIndex
+
+        if not self.config.milvus_uri:
+            raise IndexMissingError("The Milvus backend needs --milvus-uri.")
+        index = MilvusIndex(self.config.milvus_uri, name, token=self.config.milvus_token)
+        manifest = dict(index.meta)
+        if manifest["weights_id"] != self.embedder.weights_id:
+            raise IndexMismatchError(
+                f"The {name} vectors in Milvus were made with weights {manifest['weights_id']!r}, "
+                f"but the app is running with {self.embedder.weights_id!r}.",
+                hint="Run with the same --weights, or rebuild and sync again.",
+            )
+        try:  # the local build's manifest, when present, knows where the images are
+            manifest = {**read_manifest(self.config.indexes_dir, name), **manifest}
+        except (IndexMissingError, IndexMismatchError):
+            pass
+        return index, manifest
 
     def _image_root(self, name: str, manifest: dict[str, Any]) -> Path:
         """Where the images are: the build's root, or the same layout under --data when given."""
@@ -209,11 +245,16 @@ class SearchService:
                        embed_ms: float = 0.0, reused: bool = False) -> SearchResult:
         t1 = time.perf_counter()
         with col.lock:
-            _, ids = index_search(col.index, vec[None], k)
+            _, ids = index_search(col.index, vec[None], candidates(k, len(col)))
         ids = [int(i) for i in ids[0] if i >= 0]
-        # Exact cosines from the stored vectors: the index picks the candidates, the scores are true.
+        if len(ids) < min(k, len(col)):
+            # The probed IVF lists held fewer vectors than asked for: an exact scan, never fewer hits.
+            exact = np.asarray(col.vectors, dtype=np.float32) @ vec
+            ids = [int(i) for i in np.argsort(-exact, kind="stable")[: candidates(k, len(col))]]
+        # Exact cosines from the stored vectors: the index picks the candidates, the scores are true,
+        # and re-ranking more candidates than k keeps a best match the lossy codes placed just below k.
         scores = np.asarray(col.vectors[ids], dtype=np.float32) @ vec if ids else np.zeros(0, np.float32)
-        order = np.argsort(-scores, kind="stable")
+        order = np.argsort(-scores, kind="stable")[:k]
         hits = [
             Hit(rank=r + 1, id=ids[j], path=col.table.paths[ids[j]], label=col.table.label(ids[j]),
                 score=float(scores[j]), abs_path=col.image_root / col.table.paths[ids[j]])
@@ -237,3 +278,59 @@ class SearchService:
                 abs_path=col.image_root / col.table.paths[i])
             for i in ids
         ]
+
+    # -- helpers for the web UI (appended; nothing above depends on them) -----------------------
+    QUERY_CACHE_SIZE = 256  # query vectors remembered by key (8 KiB each)
+
+    def _query_cache(self) -> tuple["OrderedDict[str, np.ndarray]", threading.Lock, threading.Lock]:
+        state = self.__dict__.get("_qcache")
+        if state is None:
+            state = self.__dict__.setdefault("_qcache", (OrderedDict(), threading.Lock(), threading.Lock()))
+        return state
+
+    def search_image(self, image: ImageSource, collection: str, k: int | None = 5, *,
+                     key: str | None = None) -> SearchResult:
+        """:meth:`search`, remembering the query vector under ``key`` (a hash of the image).
+
+        The same image searched again (another k, another collection, a repeated UI event) uses the
+        remembered vector: no decode, no model run (``decode_ms`` and ``embed_ms`` are then 0).
+        Concurrent calls for an image not seen yet run the model once.
+        """
+        if key is None:
+            return self.search(image, collection, k)
+        t0 = time.perf_counter()
+        col = self.collection(collection)
+        cache, cache_lock, embed_lock = self._query_cache()
+        decode_ms = embed_ms = 0.0
+        with cache_lock:
+            vec = cache.get(key)
+            if vec is not None:
+                cache.move_to_end(key)
+        if vec is None:
+            with embed_lock:  # one model run per new image, even when two events race
+                with cache_lock:
+                    vec = cache.get(key)
+                if vec is None:
+                    vec, decode_ms, embed_ms = self.embed(image)
+                    with cache_lock:
+                        cache[key] = vec
+                        while len(cache) > self.QUERY_CACHE_SIZE:
+                            cache.popitem(last=False)
+        return self._search_vector(col, vec, self.clamp_k(k), t0, decode_ms=decode_ms, embed_ms=embed_ms)
+
+    def forget_query_vectors(self) -> None:
+        """Forget the vectors :meth:`search_image` remembers (the next search of any image runs the model)."""
+        cache, cache_lock, _ = self._query_cache()
+        with cache_lock:
+            cache.clear()
+
+    def search_item_in(self, source: str, item_id: int, collection: str, k: int | None = 5) -> SearchResult:
+        """Item ``item_id`` of collection ``source`` as the query in ``collection`` (stored vector, no model run)."""
+        if source == collection:
+            return self.search_item(collection, item_id, k)
+        t0 = time.perf_counter()
+        src = self.collection(source)
+        src.check_id(item_id)
+        col = self.collection(collection)
+        vec = np.asarray(src.vectors[int(item_id)], dtype=np.float32)
+        return self._search_vector(col, vec, self.clamp_k(k), t0, reused=True)

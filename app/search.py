@@ -112,6 +112,10 @@ class SearchService:
         self._embedder = embedder
         self._collections: dict[str, Collection] = {}
         self._lock = threading.Lock()
+        # Query vectors remembered by image key (see search_image), least recently used first.
+        self._qcache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._qcache_lock = threading.Lock()
+        self._embed_lock = threading.Lock()
 
     # -- model -------------------------------------------------------------------------------
     @property
@@ -279,14 +283,8 @@ class SearchService:
             for i in ids
         ]
 
-    # -- helpers for the web UI (appended; nothing above depends on them) -----------------------
+    # -- remembered query vectors (the UI searches one image again with another k or collection) -
     QUERY_CACHE_SIZE = 256  # query vectors remembered by key (8 KiB each)
-
-    def _query_cache(self) -> tuple["OrderedDict[str, np.ndarray]", threading.Lock, threading.Lock]:
-        state = self.__dict__.get("_qcache")
-        if state is None:
-            state = self.__dict__.setdefault("_qcache", (OrderedDict(), threading.Lock(), threading.Lock()))
-        return state
 
     def search_image(self, image: ImageSource, collection: str, k: int | None = 5, *,
                      key: str | None = None) -> SearchResult:
@@ -300,7 +298,7 @@ class SearchService:
             return self.search(image, collection, k)
         t0 = time.perf_counter()
         col = self.collection(collection)
-        cache, cache_lock, embed_lock = self._query_cache()
+        cache, cache_lock, embed_lock = self._qcache, self._qcache_lock, self._embed_lock
         decode_ms = embed_ms = 0.0
         with cache_lock:
             vec = cache.get(key)
@@ -320,9 +318,8 @@ class SearchService:
 
     def forget_query_vectors(self) -> None:
         """Forget the vectors :meth:`search_image` remembers (the next search of any image runs the model)."""
-        cache, cache_lock, _ = self._query_cache()
-        with cache_lock:
-            cache.clear()
+        with self._qcache_lock:
+            self._qcache.clear()
 
     def search_item_in(self, source: str, item_id: int, collection: str, k: int | None = 5) -> SearchResult:
         """Item ``item_id`` of collection ``source`` as the query in ``collection`` (stored vector, no model run)."""

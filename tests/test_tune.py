@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from app.index import search
-from app.tune import candidates, exact_topk, recall_at_k, tune
+from app.tune import candidates, exact_topk, is_ivfpq, recall_at_k, tune
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -57,7 +57,8 @@ def test_choice_meets_the_target_and_is_the_smallest_passing(kind, target):
     assert report.target_met, report.to_json()
     chosen = report.chosen
     assert chosen is not None and chosen.recall_at_5 >= target and chosen.ms_per_query <= 1.0
-    passing = [t for t in report.trials if t.passes(target, 1.0)]
+    assert is_ivfpq(chosen.factory)
+    passing = [t for t in report.trials if t.passes(target, 1.0) and is_ivfpq(t.factory)]
     assert chosen.index_bytes == min(t.index_bytes for t in passing)
     assert index.ntotal == len(vectors)
     # Fresh queries from the same distribution: the target holds up to sampling noise (200 x 5 pairs).
@@ -126,3 +127,14 @@ def test_build_records_the_tuning_in_the_manifest(small_collection):
     chosen = tuning["chosen"]
     assert (chosen["factory"], chosen["nprobe"], chosen["k_factor"]) == (m["factory"], m["nprobe"], m["k_factor"])
     assert "recall_at_5" in chosen and "fraction_of_flat" in tuning
+
+
+def test_chosen_index_is_always_ivfpq():
+    """SQ-only configurations are probes; the product serves IVFPQ (possibly with a refine stage)."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1500, 64)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    _, report = tune(x, time_budget_s=20)
+    assert report.chosen is not None and is_ivfpq(report.chosen.factory)
+    assert any(t.factory.split(",")[-1].startswith("SQ") for t in report.trials)  # probes were measured
+    assert is_ivfpq("PCAR64,IVF16,PQ8np,Refine(SQ8)") and not is_ivfpq("PCAR64,IVF16,SQ8")

@@ -37,6 +37,7 @@ TARGETS: list[tuple[str, str, str, Callable[[dict[str, Any]], float], str]] = [
     ("build", "build_img_per_s", ">=", lambda r: 1.5 * r["bare_batched_img_per_s"], "1.5 x bare batched"),
     ("startup", "startup_s", "<=", lambda r: 10.0, "10 s"),
 ]
+ROUNDS = 4  # the floor and the query paths alternate this many times
 MAIN = "caltech101"
 SECOND = "voc2012"
 SUBSTITUTE = "voc2012-substitute"
@@ -83,16 +84,16 @@ def bare_model(spec: WeightsSpec):
     return build_torch_model(spec)
 
 
-def bare_forward_ms(model, runs: int = 30) -> list[float]:
+def bare_forward_ms(model, runs: int = 30, warmup: int = 3) -> list[float]:
     import torch
 
     x = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32))
     out = []
     with torch.inference_mode():
-        for i in range(runs + 3):
+        for i in range(runs + warmup):
             t = time.perf_counter()
             model(x)
-            if i >= 3:  # warm-up
+            if i >= warmup:
                 out.append((time.perf_counter() - t) * 1000.0)
     return out
 
@@ -103,7 +104,7 @@ def bare_batched_img_per_s(model, arrays: np.ndarray, runs: int = 3) -> float:
     x = torch.from_numpy(np.ascontiguousarray(arrays[:32], dtype=np.float32))
     rates = []
     with torch.inference_mode():
-        model(x[:4])
+        model(x)  # warm-up at the measured batch size (oneDNN picks kernels per shape)
         for _ in range(runs):
             t = time.perf_counter()
             model(x)
@@ -114,10 +115,9 @@ def bare_batched_img_per_s(model, arrays: np.ndarray, runs: int = 3) -> float:
 # -- the app's paths -------------------------------------------------------------------------------
 
 
-def query_new(service, collection: str, paths: list[Path], passes: int = 2) -> dict[str, list[float]]:
-    """Search each image ``passes`` times (after one warm-up); per-stage milliseconds."""
+def query_new(service, collection: str, paths: list[Path], passes: int = 1) -> dict[str, list[float]]:
+    """Search each image ``passes`` times; per-stage milliseconds."""
     stages: dict[str, list[float]] = {"decode": [], "embed": [], "search": [], "total": []}
-    service.search(paths[0], collection, 5)
     for _ in range(passes):
         for path in paths:
             t = time.perf_counter()
@@ -142,8 +142,9 @@ def make_12mp_jpeg(source: Path, out: Path, size: tuple[int, int] = (4000, 3000)
     return out
 
 
-def timed(fn: Callable[[], Any], runs: int) -> list[float]:
-    fn()
+def timed(fn: Callable[[], Any], runs: int, warmup: bool = True) -> list[float]:
+    if warmup:
+        fn()
     out = []
     for _ in range(runs):
         t = time.perf_counter()
@@ -159,8 +160,8 @@ def build_img_per_s(options: BenchOptions, n_images: int) -> dict[str, Any]:
 
     c = options.config
     dataset = load_dataset("caltech101", options.data, limit=n_images)
-    embedder = Embedder(c.weights, engine=c.engine, device=c.device, threads=c.threads, cache_dir=c.cache_dir,
-                        spinning=False).load()  # as build_collection makes it, see features.build_embedder
+    embedder = Embedder(c.weights, engine=c.engine, device=c.device, threads=c.threads,
+                        cache_dir=c.cache_dir).load()  # as build_collection makes it
     with tempfile.TemporaryDirectory(prefix="bench-features-") as tmp:
         _, _, stats = extract_features(dataset, embedder, tmp, "bench", batch_size=c.batch_size,
                                        workers=c.workers, progress=False)
@@ -254,25 +255,33 @@ def run_bench(options: BenchOptions, script: Path, log: Callable[[str], None] = 
     paths = [col.item_path(i) for i in picks]
     service.embedder.load()
 
-    log("bare PyTorch floors")
+    log("floors and query paths, interleaved in rounds (load from other processes hits both alike)")
     model = bare_model(service.embedder.spec)
     arrays = np.stack([preprocess(load_image(p_, draft_size=RESIZE_SIZE)) for p_ in (paths * 32)[:32]])
-    bare_ms = bare_forward_ms(model)
-    bare_batched = bare_batched_img_per_s(model, arrays)
-
-    log(f"query path: {len(paths)} Caltech101 JPEGs through SearchService.search")
-    stages = query_new(service, main, paths)
+    bare_forward_ms(model, runs=0)  # warm-up
+    service.search(paths[0], main, 5)
+    bare_ms: list[float] = []
+    big_ms: list[float] = []
+    stages: dict[str, list[float]] = {"decode": [], "embed": [], "search": [], "total": []}
     with tempfile.TemporaryDirectory(prefix="bench-12mp-") as tmp:
         biggest = max(paths, key=lambda q: q.stat().st_size)
         big = make_12mp_jpeg(biggest, Path(tmp) / "phone-12mp.jpg")
-        big_ms = timed(lambda: service.search(big, main, 5), 15)
         big_bytes = big.stat().st_size
+        service.search(big, main, 5)
+        for _ in range(ROUNDS):
+            bare_ms += bare_forward_ms(model, runs=8, warmup=0)
+            for stage, values in query_new(service, main, paths, passes=1).items():
+                stages[stage] += values
+            big_ms += timed(lambda: service.search(big, main, 5), 4, warmup=False)
         reuse_ids = rng.integers(0, len(col), size=200).tolist()
         reuse_iter = iter(reuse_ids * 2)
         reuse_ms = timed(lambda: service.search_item(main, next(reuse_iter), 5), 200)
 
-        log(f"build path: {options.build_images} images end to end")
+        log(f"build path: {options.build_images} images end to end, between two batch-32 floor measurements")
+        batched = [bare_batched_img_per_s(model, arrays, runs=2)]
         build = build_img_per_s(options, options.build_images)
+        batched.append(bare_batched_img_per_s(model, arrays, runs=2))
+        bare_batched = round(float(np.median(batched)), 2)
         log("start-up: fresh processes")
         starts = startup(options, [main, second], paths[0], script)
     del model

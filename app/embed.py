@@ -6,8 +6,8 @@ Two engines run the same network:
   cached beside the weights, keyed by the weights' id; the graph ONNX Runtime optimises from it
   (conv+bn+relu fusion, NCHWc layouts for this CPU) is cached beside it too, keyed by the runtime
   version and the CPU's instruction set, so later start-ups skip the optimisation. Sessions use
-  one intra-op thread per core, sequential execution, and spinning worker threads for queries
-  (off for builds, whose decoding workers need the same cores). It is the fastest CPU engine.
+  one intra-op thread per core, sequential execution and spinning worker threads (measured on 2
+  cores: batch 1 in ~47 ms, batch 32 at ~47 ms per image, vs ~71 and ~107 ms in PyTorch eager).
 * ``torch``: PyTorch eager (``inference_mode``, eval, channels_last). Used on CUDA, and on the CPU
   when the export cannot be made (a one-line notice says so).
 
@@ -224,8 +224,8 @@ class Embedder:
         spinning: bool = True,
     ) -> None:
         """``threads``: intra-op threads (default: every core). ``spinning``: let ONNX Runtime's
-        idle worker threads spin between operators (lower latency; off while decoding workers
-        need the same cores)."""
+        idle worker threads spin between operators (a few ms lower latency per image; turn it off
+        to leave the cores to other work between calls)."""
         self.spec = weights if isinstance(weights, WeightsSpec) else WeightsSpec.parse(weights)
         if engine not in ("auto", "onnx", "torch"):
             raise ValueError(f"engine must be auto, onnx or torch, not {engine!r}")

@@ -25,9 +25,11 @@ from typing import Any, Callable
 import numpy as np
 
 from .config import Config
-from .embed import RESIZE_SIZE, Embedder, WeightsSpec, build_torch_model, preprocess
+from .embed import embedder_for
 from .errors import IndexMismatchError, IndexMissingError
 from .images import load_image
+from .models import ModelSpec
+from .weights import WeightsSpec, build_torch_model
 
 # (name, metric, comparison, limit as a function of the results, description of the limit)
 TARGETS: list[tuple[str, str, str, Callable[[dict[str, Any]], float], str]] = [
@@ -38,6 +40,7 @@ TARGETS: list[tuple[str, str, str, Callable[[dict[str, Any]], float], str]] = [
     ("startup", "startup_s", "<=", lambda r: 10.0, "10 s"),
 ]
 ROUNDS = 4  # the floor and the query paths alternate this many times
+SETTLE_S = 0.2  # pause before each side of a round
 MAIN = "caltech101"
 SECOND = "voc2012"
 SUBSTITUTE = "voc2012-substitute"
@@ -79,15 +82,15 @@ def rss_mb() -> float:
 # -- the floors ----------------------------------------------------------------------------------
 
 
-def bare_model(spec: WeightsSpec):
-    """torchvision ResNet-50 (fc removed), eval, fp32, default memory format, on the CPU."""
-    return build_torch_model(spec)
+def bare_model(model: ModelSpec, spec: WeightsSpec):
+    """The model's library module (classifier removed), eval, fp32, default memory format, on the CPU."""
+    return build_torch_model(model, spec)
 
 
-def bare_forward_ms(model, runs: int = 30, warmup: int = 3) -> list[float]:
+def bare_forward_ms(model, runs: int = 30, warmup: int = 3, shape: tuple[int, ...] = (3, 224, 224)) -> list[float]:
     import torch
 
-    x = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32))
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32))
     out = []
     with torch.inference_mode():
         for i in range(runs + warmup):
@@ -160,8 +163,7 @@ def build_img_per_s(options: BenchOptions, n_images: int) -> dict[str, Any]:
 
     c = options.config
     dataset = load_dataset("caltech101", options.data, limit=n_images)
-    embedder = Embedder(c.weights, engine=c.engine, device=c.device, threads=c.threads,
-                        cache_dir=c.cache_dir).load()  # as build_collection makes it
+    embedder = embedder_for(c).load()  # as build_collection makes it
     with tempfile.TemporaryDirectory(prefix="bench-features-") as tmp:
         _, _, stats = extract_features(dataset, embedder, tmp, "bench", batch_size=c.batch_size,
                                        workers=c.workers, progress=False)
@@ -215,7 +217,8 @@ def ready_probe(config: Config, collections: list[str], image: Path) -> dict[str
 def startup(options: BenchOptions, collections: list[str], image: Path, script: Path) -> list[dict[str, Any]]:
     """Run the ready probe in fresh processes; wall time from spawn to its READY line."""
     c = options.config
-    cmd = [sys.executable, str(script), "--ready-probe", "--weights", str(c.weights), "--indexes", str(c.indexes_dir),
+    cmd = [sys.executable, str(script), "--ready-probe", "--model", c.model, "--weights", str(c.weights),
+           "--indexes", str(c.indexes_dir),
            "--features", str(c.features_dir), "--probe-collections", ",".join(collections), "--probe-image", str(image)]
     if c.cache_dir:
         cmd += ["--cache-dir", str(c.cache_dir)]
@@ -256,9 +259,12 @@ def run_bench(options: BenchOptions, script: Path, log: Callable[[str], None] = 
     service.embedder.load()
 
     log("floors and query paths, interleaved in rounds (load from other processes hits both alike)")
-    model = bare_model(service.embedder.spec)
-    arrays = np.stack([preprocess(load_image(p_, draft_size=RESIZE_SIZE)) for p_ in (paths * 32)[:32]])
-    bare_forward_ms(model, runs=0)  # warm-up
+    embedder = service.embedder
+    model = bare_model(embedder.model, embedder.spec)
+    shape = embedder.preprocessing.input_shape
+    arrays = np.stack([embedder.preprocess(load_image(p_, draft_size=embedder.preprocessing.resize))
+                       for p_ in (paths * 32)[:32]])
+    bare_forward_ms(model, runs=0, shape=shape)  # warm-up
     service.search(paths[0], main, 5)
     bare_ms: list[float] = []
     big_ms: list[float] = []
@@ -269,17 +275,24 @@ def run_bench(options: BenchOptions, script: Path, log: Callable[[str], None] = 
         big_bytes = big.stat().st_size
         service.search(big, main, 5)
         for _ in range(ROUNDS):
-            bare_ms += bare_forward_ms(model, runs=8, warmup=0)
+            # Each side starts after a pause and one discarded run: idle threads of the other
+            # engine (ORT's and OpenMP's spin-waits) would otherwise slow its first call.
+            time.sleep(SETTLE_S)
+            bare_ms += bare_forward_ms(model, runs=8, warmup=1, shape=shape)
+            time.sleep(SETTLE_S)
+            service.search(paths[-1], main, 5)
             for stage, values in query_new(service, main, paths, passes=1).items():
                 stages[stage] += values
-            big_ms += timed(lambda: service.search(big, main, 5), 4, warmup=False)
+            big_ms += timed(lambda: service.search(big, main, 5), 4, warmup=True)
         reuse_ids = rng.integers(0, len(col), size=200).tolist()
         reuse_iter = iter(reuse_ids * 2)
         reuse_ms = timed(lambda: service.search_item(main, next(reuse_iter), 5), 200)
 
         log(f"build path: {options.build_images} images end to end, between two batch-32 floor measurements")
+        time.sleep(SETTLE_S)
         batched = [bare_batched_img_per_s(model, arrays, runs=2)]
         build = build_img_per_s(options, options.build_images)
+        time.sleep(SETTLE_S)
         batched.append(bare_batched_img_per_s(model, arrays, runs=2))
         bare_batched = round(float(np.median(batched)), 2)
         log("start-up: fresh processes")
@@ -303,7 +316,8 @@ def run_bench(options: BenchOptions, script: Path, log: Callable[[str], None] = 
     r["query_new_split"] = {s: {"p50": p(v, 50), "p95": p(v, 95)} for s, v in stages.items()}
     r["targets"] = check_targets(r)
     r["details"] = {
-        "engine": service.embedder.engine, "weights_id": service.embedder.weights_id,
+        "engine": service.embedder.engine, "model": service.embedder.model.name,
+        "weights_id": service.embedder.weights_id,
         "untrained": service.embedder.spec.untrained, "collections": {main: len(col), second: starts[0]["collections"][second]},
         "second_collection": second, "second_is_substitute": second == SUBSTITUTE,
         "query_images": len(paths), "query_runs": len(stages["total"]), "image_12mp_bytes": big_bytes,

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from .config import Config
 from .datasets import load_dataset
-from .embed import Embedder
+from .embed import Embedder, embedder_for
 from .features import CHUNK_SIZE, extract_features
 from .index import IndexConfig, build_index, save_index
 from .tune import DEFAULT_MAX_MS, DEFAULT_TARGET_RECALL, tune
@@ -53,9 +53,7 @@ def build_collection(
     """
     name = name or kind
     dataset = load_dataset(kind, data, limit=limit, include=include)
-    embedder = embedder or Embedder(
-        config.weights, engine=config.engine, device=config.device, threads=config.threads, cache_dir=config.cache_dir
-    )
+    embedder = embedder or embedder_for(config)
     vectors, table, stats = extract_features(
         dataset,
         embedder,
@@ -84,9 +82,10 @@ def build_collection(
         name,
         {
             "collection": kind,
-            "model": "torchvision resnet50 (fc removed, global average pool)",
+            "model": embedder.model.name,
+            "model_description": embedder.model.description,
             "weights_id": embedder.weights_id,
-            "weights_arg": embedder.spec.kind if embedder.spec.kind != "file" else str(embedder.spec.path),
+            "weights_arg": embedder.spec.arg(),
             "engine": embedder.engine,
             "factory": chosen.factory,
             "nprobe": chosen.nprobe,

@@ -1,4 +1,4 @@
-"""Command line: ``python -m app.cli search IMAGE --collection NAME -k 5 [--json]``.
+"""Command line: ``python -m app.cli search IMAGE [IMAGE ...] --collection NAME -k 5 [--json]``.
 
 Also ``build`` (the same as ``scripts/build_index.py``) and ``list``. Expected failures (a bad
 image, a missing index, offline weights) exit non-zero with a one-line reason, no traceback.
@@ -20,8 +20,18 @@ EXIT_ERROR = 2
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", default=None, help="imagenet (default), untrained, or a path to a ResNet-50 state dict")
+    from .models import DEFAULT_MODEL, model_names
+
+    p.add_argument("--model", default=None, choices=model_names(),
+                   help=f"embedding model (default: {DEFAULT_MODEL}); efficientnet-lite0 needs no download")
+    p.add_argument("--weights", default=None,
+                   help="imagenet (default: the model's pretrained weights), untrained (speed tests only), "
+                        "or a path to a state dict for --model")
     p.add_argument("--indexes", default=None, metavar="DIR", help="folder of built indexes (default: indexes/)")
+    p.add_argument("--backend", default=None, choices=["faiss", "milvus"],
+                   help="where the vectors are searched: the local faiss index (default) or Milvus")
+    p.add_argument("--milvus-uri", default=None, metavar="URI",
+                   help="with --backend milvus: http://host:19530, or a file path for embedded Milvus Lite")
     p.add_argument("--features", default=None, metavar="DIR", help="folder of stored features (default: features/)")
     p.add_argument("--engine", default=None, choices=["auto", "onnx", "torch"], help="inference engine (default: auto)")
     p.add_argument("--threads", type=int, default=None, help="inference threads (default: all cores)")
@@ -30,11 +40,14 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Config:
     base = base or Config()
     return base.with_(
+        model=getattr(args, "model", None),
         weights=getattr(args, "weights", None),
         indexes_dir=getattr(args, "indexes", None),
         features_dir=getattr(args, "features", None),
         data_dir=getattr(args, "data_root", None),
         engine=getattr(args, "engine", None),
+        backend=getattr(args, "backend", None),
+        milvus_uri=getattr(args, "milvus_uri", None),
         threads=getattr(args, "threads", None),
     )
 
@@ -43,11 +56,14 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m app.cli", description="Local reverse image search.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("search", help="find the images most similar to IMAGE")
-    s.add_argument("image", help="an image file, or an http(s) URL")
+    s = sub.add_parser("search", help="find the images most similar to each IMAGE")
+    s.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files, folders (every image below them) or http(s) URLs; the model and the "
+                        "index load once for all of them")
     s.add_argument("--collection", "-c", required=True, help="collection name, e.g. caltech101")
     s.add_argument("-k", type=int, default=5, help="number of results, 1-20 (default 5)")
-    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    s.add_argument("--json", action="store_true",
+                   help="print one JSON object per query (JSON Lines) instead of tables")
     add_common_args(s)
 
     ls = sub.add_parser("list", help="list collections and whether they are built")
@@ -91,41 +107,72 @@ def _notice(lines: Sequence[str]) -> None:
         print(f"note: {line}", file=sys.stderr)
 
 
+def expand_queries(arguments: Sequence[str]) -> list[str]:
+    """Each argument as given, except a folder, which becomes every image file below it (a folder
+    with none stays itself, and fails as a query of its own)."""
+    from .datasets import image_files
+
+    out: list[str] = []
+    for arg in arguments:
+        path = Path(arg)
+        found = image_files(path) if not arg.startswith(("http://", "https://")) and path.is_dir() else []
+        out += [str(path / rel) for rel in found] or [arg]
+    return out
+
+
+def _query_source(query: str, config: Config) -> object:
+    if query.startswith(("http://", "https://")):
+        from .fetch import fetch_url
+
+        return fetch_url(query, allow_loopback=config.allow_loopback_urls)
+    if not Path(query).exists():
+        raise AppError(f"No such file: {query}")
+    if Path(query).is_dir():
+        raise AppError(f"No image files found in {query}.")
+    return query
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from .search import SearchService
 
     config = config_from_args(args)
     service = SearchService(config)
     _notice(service.notices())
-    source: object = args.image
-    if args.image.startswith(("http://", "https://")):
-        from .fetch import fetch_url
-
-        source = fetch_url(args.image, allow_loopback=config.allow_loopback_urls)
-    elif not Path(args.image).exists():
-        raise AppError(f"No such file: {args.image}")
+    col = service.collection(args.collection)  # a missing or mismatched index fails once, for every query
     k = service.clamp_k(args.k)
-    result = service.search(source, args.collection, k)
-    if args.json:
-        out = result.to_json()
-        out["query"] = args.image
-        out["weights_id"] = service.embedder.weights_id
-        out["engine"] = service.embedder.engine
-        print(json.dumps(out, indent=2))
-        return 0
-    rows = [(str(h.rank), f"{h.score:.4f}", h.label, h.path) for h in result.hits]
-    print(_table(("rank", "score", "label", "file"), rows))
-    print(
-        f"\n{len(result.hits)} hits in {args.collection} ({len(service.collection(args.collection))} images) | "
-        f"decode {result.decode_ms:.1f} ms, embed {result.embed_ms:.1f} ms ({service.embedder.engine}), "
-        f"search {result.search_ms:.2f} ms, total {result.total_ms:.1f} ms"
-    )
-    return 0
+    queries = expand_queries(args.images)
+    failed = 0
+    for n, query in enumerate(queries):
+        try:
+            result = service.search(_query_source(query, config), args.collection, k)
+        except AppError as exc:
+            failed += 1
+            message = " ".join(exc.user_message().split())
+            if args.json:
+                print(json.dumps({"query": query, "model": service.embedder.model.name, "error": message}),
+                      flush=True)
+            else:
+                print(f"error: {query}: {message}", file=sys.stderr)
+            continue
+        if args.json:
+            out = {"query": query, "model": service.embedder.model.name,
+                   "weights_id": service.embedder.weights_id, "engine": service.embedder.engine, **result.to_json()}
+            print(json.dumps(out), flush=True)
+            continue
+        rows = [(str(h.rank), f"{h.score:.4f}", h.label, h.path) for h in result.hits]
+        print(("\n" if n else "") + (f"query: {query}\n" if len(queries) > 1 else "")
+              + _table(("rank", "score", "label", "file"), rows))
+        print(
+            f"\n{len(result.hits)} hits in {args.collection} ({len(col)} images) | "
+            f"decode {result.decode_ms:.1f} ms, embed {result.embed_ms:.1f} ms ({service.embedder.engine}), "
+            f"search {result.search_ms:.2f} ms, total {result.total_ms:.1f} ms"
+        )
+    return EXIT_ERROR if failed else 0
 
 
 def cmd_build(args: argparse.Namespace) -> int:
     from .build import build_collection
-    from .embed import UNTRAINED_NOTICE
+    from .weights import UNTRAINED_NOTICE
 
     if args.chunk_size < 1:
         raise AppError("--chunk-size must be a positive number.")

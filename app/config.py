@@ -28,6 +28,7 @@ class Config:
     cache_dir: Path = field(default_factory=_default_cache_dir)
 
     # Model.
+    model: str = "resnet50"  # a name from the registry in app/models.py
     weights: str = "imagenet"  # "imagenet" | "untrained" | path to a state-dict file
     engine: str = "auto"  # "auto" | "onnx" | "torch"
     device: str = "auto"  # "auto" | "cpu" | "cuda"

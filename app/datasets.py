@@ -196,14 +196,20 @@ def _folder(root: Path) -> list[Item]:
             hint="Pass --data pointing at a folder of images (sub-folders become labels).",
         )
     items = []
+    for rel in image_files(root):
+        parts = rel.split("/")
+        items.append(Item(rel, (parts[0],) if len(parts) > 1 else ()))
+    return items
+
+
+def image_files(root: Path) -> list[str]:
+    """Every file with an image suffix below ``root`` (hidden files and folders left out), as sorted
+    posix paths relative to ``root``."""
+    found = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         rel_dir = Path(dirpath).relative_to(root)
-        label = rel_dir.parts[0] if rel_dir.parts else None
-        for name in sorted(filenames):
-            suffix = os.path.splitext(name)[1].lower()
-            if suffix in IMAGE_SUFFIXES and not name.startswith("."):
-                rel = (rel_dir / name).as_posix()
-                items.append(Item(rel, (label,) if label else ()))
-    items.sort(key=lambda it: it.path)
-    return items
+        for name in filenames:
+            if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES and not name.startswith("."):
+                found.append((rel_dir / name).as_posix())
+    return sorted(found)

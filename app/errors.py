@@ -49,3 +49,7 @@ class IndexMismatchError(AppError):
 
 class UnknownItemError(AppError):
     """A collection item id that does not exist was requested."""
+
+
+class UnknownModelError(AppError):
+    """A model name that is not in the registry (``app.models``)."""

@@ -28,7 +28,8 @@ import numpy as np
 from .config import Config
 from .errors import IndexMismatchError, IndexMissingError
 from .features import load_features
-from .index import IndexConfig, load_index, read_manifest, save_index, search as index_search, set_search_params
+from .index import (IndexConfig, load_index, manifest_model, read_manifest, save_index, search as index_search,
+                    set_search_params)
 
 K = 10
 _DERIVED_KEYS = ("manifest_version", "dim", "normalized", "metric", "count", "index_file", "index_bytes",
@@ -139,6 +140,7 @@ def evaluate_collection(config: Config, name: str, *, queries: int | None = None
         "count": n,
         "queries": int(len(query_ids)),
         "k": K,
+        "model": manifest_model(m),
         "weights_id": m.get("weights_id"),
         "untrained": "untrained" in str(m.get("weights_id", "")),
         "exact": ranking_metrics(exact, query_ids, labels, n_rel),
@@ -182,8 +184,9 @@ def sweep_grid(n: int, d: int, manifest: dict[str, Any] | None = None) -> list[t
         pre = f"PCAR{dp},IVF{nlist}"
         rows += [(f"{pre},SQ8", probes, 1, ""), (f"{pre},SQ6", (16,), 1, ""), (f"{pre},SQ4", (16,), 1, ""),
                  (f"{pre},PQ{dp // 8}np", (16,), 1, ""), (f"{pre},PQ{dp // 16}np,Refine(SQ8)", (16,), 8, "")]
-    if chosen and chosen not in [r[0] for r in rows]:
-        rows.append((chosen, (int(manifest.get("nprobe", 1)),), int(manifest.get("k_factor", 1)), "tuned"))
+    tuned = (chosen, int((manifest or {}).get("nprobe", 1)), int((manifest or {}).get("k_factor", 1)))
+    if chosen and not any((f, kf) == (tuned[0], tuned[2]) and tuned[1] in probes_ for f, probes_, kf, _ in rows):
+        rows.append((chosen, (tuned[1],), tuned[2], "tuned"))
     return rows
 
 
@@ -193,10 +196,10 @@ def sweep_configs(vectors: np.ndarray, manifest: dict[str, Any] | None = None, *
     import faiss
 
     from .index import _PCA_RE
-    from .tune import Candidate, _Space, recall_at_k, time_queries
+    from .tune_space import Candidate, Space, recall_at_k, time_queries
 
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    space = _Space(vectors, None, seed)
+    space = Space(vectors, None, seed)
     n, d = vectors.shape
     flat = len(space.db) * d * 4
     chosen = (manifest or {}).get("factory"), (manifest or {}).get("nprobe"), (manifest or {}).get("k_factor", 1)
@@ -278,7 +281,8 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def format_result(r: dict[str, Any]) -> str:
     """The human-readable report of :func:`evaluate_collection`."""
     q = r["queries"]
-    lines = [f"Retrieval quality: {r['collection']} ({r['count']} images), leave-one-out, {q} queries, K={r['k']}"]
+    lines = [f"Retrieval quality: {r['collection']} ({r['count']} images, model {r.get('model')}), leave-one-out, "
+             f"{q} queries, K={r['k']}"]
     rows = [(name, r[key]["map_at_10"], r[key]["mhr_at_10"], r[key]["precision_at_5"])
             for name, key in (("exact (brute-force cosine)", "exact"), ("ANN (product path)", "ann"))]
     lines.append(table(("search", "mAP@10", "mHR@10", "P@5"), rows))

@@ -2,7 +2,8 @@
 
 For a collection named ``NAME`` the store holds:
 
-* ``features/NAME.npy``: float32 (N, 2048), L2-normalised, row i = item id i;
+* ``features/NAME.npy``: float32 (N, dim), L2-normalised, row i = item id i (dim is the model's:
+  2048 for ResNet-50, 1280 for EfficientNet-Lite);
 * ``features/NAME.json``: the table (id -> relative path, label), the skipped files with reasons,
   the weights id and the dataset root.
 
@@ -28,9 +29,11 @@ import numpy as np
 
 from .atomic import atomic_writer, write_json, write_npy
 from .datasets import Dataset
-from .embed import RESIZE_SIZE, Embedder, preprocess
+from .embed import Embedder
 from .errors import DatasetError, IndexMismatchError, InvalidImageError
 from .images import load_image
+from .models import Preprocessing
+from .preprocess import preprocess
 
 CHUNK_SIZE = 512
 FORMAT_VERSION = 1
@@ -50,6 +53,7 @@ class FeatureTable:
     skipped: list[dict[str, str]] = field(default_factory=list)
     fingerprint: str = ""
     created: str = ""
+    dim: int = 2048  # tables written before the model registry are all ResNet-50's
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -65,7 +69,7 @@ class FeatureTable:
             "dataset_root": self.dataset_root,
             "image_root": self.image_root,
             "weights_id": self.weights_id,
-            "dim": 2048,
+            "dim": self.dim,
             "count": len(self.paths),
             "fingerprint": self.fingerprint,
             "created": self.created,
@@ -90,6 +94,7 @@ class FeatureTable:
             skipped=list(obj.get("skipped", [])),
             fingerprint=obj.get("fingerprint", ""),
             created=obj.get("created", ""),
+            dim=int(obj.get("dim", 2048)),
         )
 
 
@@ -112,9 +117,10 @@ def load_features(features_dir: Path, name: str, *, mmap: bool = True) -> tuple[
         raise IndexMismatchError(
             f"The features of {name!r} are unreadable ({exc}).", hint="Rebuild with scripts/build_index.py."
         ) from exc
-    if vectors.dtype != np.float32 or vectors.ndim != 2 or vectors.shape[0] != len(table):
+    if vectors.dtype != np.float32 or vectors.ndim != 2 or vectors.shape != (len(table), table.dim):
         raise IndexMismatchError(
-            f"The features of {name!r} do not match their table ({vectors.shape} vs {len(table)} items).",
+            f"The features of {name!r} do not match their table ({vectors.shape} vs {len(table)} items "
+            f"of {table.dim} values).",
             hint="Rebuild with scripts/build_index.py.",
         )
     return vectors, table
@@ -126,10 +132,11 @@ def load_features(features_dir: Path, name: str, *, mmap: bool = True) -> tuple[
 class _ImageFiles:
     """A map-style dataset for torch's DataLoader: index -> (index, array or None, error)."""
 
-    def __init__(self, image_root: Path, paths: list[str], indices: list[int]) -> None:
+    def __init__(self, image_root: Path, paths: list[str], indices: list[int], pp: Preprocessing) -> None:
         self.image_root = image_root
         self.paths = paths
         self.indices = indices
+        self.pp = pp
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -137,8 +144,8 @@ class _ImageFiles:
     def __getitem__(self, pos: int) -> tuple[int, np.ndarray | None, str]:
         i = self.indices[pos]
         try:
-            img = load_image(self.image_root / self.paths[i], draft_size=RESIZE_SIZE)
-            return i, preprocess(img), ""
+            img = load_image(self.image_root / self.paths[i], draft_size=self.pp.resize)
+            return i, preprocess(img, self.pp), ""
         except InvalidImageError as exc:
             return i, None, str(exc)
 
@@ -146,7 +153,7 @@ class _ImageFiles:
 def _collate(batch: list[tuple[int, np.ndarray | None, str]]):
     ok = [(i, a) for i, a, _ in batch if a is not None]
     bad = [(i, err) for i, a, err in batch if a is None]
-    arrays = np.stack([a for _, a in ok]) if ok else np.zeros((0, 3, 224, 224), np.float32)
+    arrays = np.stack([a for _, a in ok]) if ok else None  # None: every image of the batch failed
     return [i for i, _ in ok], arrays, bad
 
 
@@ -185,6 +192,7 @@ def extract_features(
         "image_root": str(dataset.image_root),  # same names in another folder are other images
         "fingerprint": dataset.fingerprint(),
         "weights_id": embedder.weights_id,
+        "dim": embedder.dim,
         "chunk_size": chunk_size,
         "count": n,
     }
@@ -201,7 +209,7 @@ def extract_features(
         write_json(state_path, state)
 
     n_chunks = (n + chunk_size - 1) // chunk_size
-    done = {c for c in range(n_chunks) if _chunk_ok(parts / _chunk_name(c), c, chunk_size, n)}
+    done = {c for c in range(n_chunks) if _chunk_ok(parts / _chunk_name(c), c, chunk_size, n, embedder.dim)}
     todo = [c for c in range(n_chunks) if c not in done]
     resumed_rows = sum(min(chunk_size, n - c * chunk_size) for c in done)
 
@@ -223,7 +231,7 @@ def extract_features(
             bar.close()
     elapsed = time.perf_counter() - t0
 
-    vectors, table = _consolidate(dataset, embedder.weights_id, parts, n_chunks, name)
+    vectors, table = _consolidate(dataset, embedder, parts, n_chunks, name)
     npy, table_path = feature_paths(features_dir, name)
     # The table first: if the vectors' write then fails, the new table no longer matches the old
     # index manifest (count, weights, fingerprint, created), so the pair is refused, never mixed up.
@@ -246,7 +254,7 @@ def _chunk_name(c: int) -> str:
     return f"chunk-{c:06d}.npz"
 
 
-def _chunk_ok(path: Path, c: int, chunk_size: int, n: int) -> bool:
+def _chunk_ok(path: Path, c: int, chunk_size: int, n: int, dim: int) -> bool:
     """True when a saved chunk is readable and covers exactly its rows; an unusable one is removed."""
     if not path.is_file():
         return False
@@ -255,7 +263,7 @@ def _chunk_ok(path: Path, c: int, chunk_size: int, n: int) -> bool:
         with np.load(path, allow_pickle=False) as z:
             ids, bad_ids, vectors = z["ids"], z["bad_ids"], z["vectors"]
             ok = (
-                vectors.shape == (len(ids), 2048)
+                vectors.shape == (len(ids), dim)
                 and len(z["bad_reasons"]) == len(bad_ids)
                 and np.array_equal(np.sort(np.concatenate([ids, bad_ids])), expected)
             )
@@ -283,7 +291,7 @@ def _embed_chunks(
 
     n = len(dataset.items)
     indices = [i for c in todo for i in range(c * chunk_size, min(n, (c + 1) * chunk_size))]
-    files = _ImageFiles(dataset.image_root, [it.path for it in dataset.items], indices)
+    files = _ImageFiles(dataset.image_root, [it.path for it in dataset.items], indices, embedder.preprocessing)
     workers = default_workers() if workers is None else workers
     # Batches never straddle two chunks: chunk_size is a multiple of the batch size.
     batch_size = max(1, min(batch_size, chunk_size))
@@ -304,19 +312,19 @@ def _embed_chunks(
         first = batch_ids[0] if batch_ids else batch_bad[0][0]
         chunk = first // chunk_size
         if current is not None and chunk != current:
-            yield current, ids, _stack(vecs), bad
+            yield current, ids, _stack(vecs, embedder.dim), bad
             ids, vecs, bad = [], [], []
         current = chunk
-        if len(batch_ids):
+        if arrays is not None:
             vecs.append(embedder.embed_arrays(arrays if isinstance(arrays, np.ndarray) else arrays.numpy()))
             ids.extend(batch_ids)
         bad.extend(batch_bad)
     if current is not None:
-        yield current, ids, _stack(vecs), bad
+        yield current, ids, _stack(vecs, embedder.dim), bad
 
 
-def _stack(vecs: list[np.ndarray]) -> np.ndarray:
-    return np.concatenate(vecs) if vecs else np.zeros((0, 2048), np.float32)
+def _stack(vecs: list[np.ndarray], dim: int) -> np.ndarray:
+    return np.concatenate(vecs) if vecs else np.zeros((0, dim), np.float32)
 
 
 def _save_chunk(path: Path, ids: list[int], vectors: np.ndarray, bad: list[tuple[int, str]]) -> None:
@@ -330,7 +338,7 @@ def _save_chunk(path: Path, ids: list[int], vectors: np.ndarray, bad: list[tuple
         )
 
 
-def _consolidate(dataset: Dataset, weights_id: str, parts: Path, n_chunks: int, name: str):
+def _consolidate(dataset: Dataset, embedder: Embedder, parts: Path, n_chunks: int, name: str):
     ids_all, vec_all, skipped = [], [], []
     for c in range(n_chunks):
         with np.load(parts / _chunk_name(c), allow_pickle=False) as z:
@@ -338,7 +346,7 @@ def _consolidate(dataset: Dataset, weights_id: str, parts: Path, n_chunks: int, 
             vec_all.append(z["vectors"])
             skipped.extend(zip(z["bad_ids"].tolist(), z["bad_reasons"].tolist()))
     ids = np.concatenate(ids_all) if ids_all else np.zeros(0, np.int64)
-    vectors = np.concatenate(vec_all) if vec_all else np.zeros((0, 2048), np.float32)
+    vectors = _stack(vec_all, embedder.dim)
     expected = len(dataset.items)
     seen = np.concatenate([ids, np.asarray([i for i, _ in skipped], np.int64)])
     if len(seen) != expected or len(np.unique(seen)) != expected:
@@ -353,11 +361,12 @@ def _consolidate(dataset: Dataset, weights_id: str, parts: Path, n_chunks: int, 
         kind=dataset.kind,
         dataset_root=str(dataset.root),
         image_root=str(dataset.image_root),
-        weights_id=weights_id,
+        weights_id=embedder.weights_id,
         paths=[items[i].path for i in ids.tolist()],
         labels=[items[i].labels for i in ids.tolist()],
         skipped=[{"path": items[i].path, "reason": r} for i, r in sorted(skipped)],
         fingerprint=dataset.fingerprint(),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        dim=embedder.dim,
     )
     return vectors, table

@@ -27,6 +27,7 @@ import numpy as np
 
 from .atomic import write_bytes, write_json
 from .errors import IndexMismatchError, IndexMissingError
+from .models import DEFAULT_MODEL, MODELS, model_of_weights_id
 
 MANIFEST_VERSION = 1
 METRIC = "l2"  # on L2-normalised vectors: same ranking as cosine similarity
@@ -289,11 +290,32 @@ def _has_type(value: Any, kind: type) -> bool:
     return isinstance(value, kind)
 
 
-def load_index(indexes_dir: Path, name: str, *, weights_id: str | None = None, dim: int | None = None):
-    """Load and verify an index; returns (index, manifest). Raises on any mismatch."""
+def manifest_model(manifest: dict[str, Any]) -> str:
+    """The registry name of the model an index was built with (older manifests: from the weights id)."""
+    name = manifest.get("model")
+    if name in MODELS:
+        return name
+    return model_of_weights_id(manifest.get("weights_id", "")) or DEFAULT_MODEL
+
+
+def load_index(indexes_dir: Path, name: str, *, weights_id: str | None = None, dim: int | None = None,
+               model: str | None = None):
+    """Load and verify an index; returns (index, manifest). Raises on any mismatch.
+
+    ``model`` and ``weights_id`` are what the caller runs: an index built with another model or
+    other weights is refused with the command that rebuilds it.
+    """
     import faiss
 
     manifest = read_manifest(indexes_dir, name)
+    built_with = manifest_model(manifest)
+    if model is not None and built_with != model:
+        running = model
+        raise IndexMismatchError(
+            f"The {name} index was built with model {built_with}, but the app is running with {running}.",
+            hint=f"Run with --model {built_with}, or rebuild it for {running}: "
+                 f"{build_command(name, manifest, model=running)}",
+        )
     if weights_id is not None and manifest["weights_id"] != weights_id:
         raise IndexMismatchError(
             f"The {name} index was built with weights {manifest['weights_id']!r}, "
@@ -328,7 +350,9 @@ def load_index(indexes_dir: Path, name: str, *, weights_id: str | None = None, d
     return index, manifest
 
 
-def build_command(name: str, manifest: dict[str, Any] | None = None) -> str:
+def build_command(name: str, manifest: dict[str, Any] | None = None, *, model: str | None = None) -> str:
+    """The command that (re)builds ``name`` as ``manifest`` describes it, for ``model`` when given
+    (default: the model the manifest names)."""
     kind = (manifest or {}).get("collection") or (name if name in ("caltech101", "voc2012") else "folder")
     data = (manifest or {}).get("dataset_root") or {
         "caltech101": "data/caltech101",
@@ -337,7 +361,11 @@ def build_command(name: str, manifest: dict[str, Any] | None = None) -> str:
     cmd = f"python scripts/build_index.py --collection {kind} --data {data}"
     if kind == "folder" or name != kind:
         cmd += f" --name {name}"
-    weights = (manifest or {}).get("weights_arg")
+    built_with = manifest_model(manifest) if manifest else DEFAULT_MODEL
+    model = model or built_with
+    if model != DEFAULT_MODEL:
+        cmd += f" --model {model}"
+    weights = (manifest or {}).get("weights_arg") if model == built_with else None
     if weights and weights != "imagenet":
         cmd += f" --weights {weights}"
     if (manifest or {}).get("limit"):

@@ -56,7 +56,14 @@ class MilvusIndex:
                 f"Milvus at {uri} has no collection for {collection!r}.",
                 hint=f"Push it with: python -m app.milvus_store sync {collection} --uri {uri}",
             )
-        self.meta = read_meta(self.client, self.cname)
+        try:  # a collection written by another process starts "released": load it before searching
+            self.client.load_collection(self.cname)
+            self.meta = read_meta(self.client, self.cname)
+        except AppError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - pymilvus raises its own untyped MilvusException
+            raise AppError(f"Milvus at {uri} could not load {collection!r}: {exc}",
+                           hint="Check that the server is running and reachable, then try again.") from exc
         self.d = int(self.meta["dim"])
         self.ntotal = int(self.meta["count"])
 
@@ -79,6 +86,7 @@ def read_meta(client, cname: str) -> dict[str, Any]:
     meta_name = cname + META_SUFFIX
     if not client.has_collection(meta_name):
         raise IndexMismatchError(f"The Milvus collection {cname} has no metadata; push it again with sync.")
+    client.load_collection(meta_name)
     rows = client.query(meta_name, filter="id == 0", output_fields=["meta"])
     if not rows:
         raise IndexMismatchError(f"The Milvus collection {cname} has empty metadata; push it again with sync.")

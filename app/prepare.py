@@ -17,9 +17,11 @@ from typing import Sequence
 
 from .config import KNOWN_COLLECTIONS, Config
 from .errors import AppError
+from .models import model_names
 
 LOCAL_COPY_HELP = """\
-To run without network access, point the app at local copies:
+To run without network access, point the app at local copies, or use a model that needs no download:
+  model:    scripts/run.sh --model efficientnet-lite0   (real ImageNet weights, installed with the packages)
   datasets: scripts/run.sh --data DIR     (DIR/caltech101/101_ObjectCategories, DIR/voc2012/VOCdevkit/VOC2012)
   weights:  scripts/run.sh --weights /path/to/resnet50-11ad3fa6.pth
             (or copy that file into ~/.cache/torch/hub/checkpoints/)
@@ -30,14 +32,14 @@ def prepare(config: Config, collections: Sequence[str], *, out=sys.stderr) -> li
     """Make each collection servable if possible; returns the names that are ready."""
     from .build import build_collection
     from .download import dataset_present, download_dataset
-    from .embed import Embedder
+    from .embed import embedder_for
     from .index import load_index
 
-    embedder = Embedder(config.weights, engine=config.engine, threads=config.threads, cache_dir=config.cache_dir)
+    embedder = embedder_for(config)
     ready, problems = [], []
     for name in collections:
         try:
-            load_index(config.indexes_dir, name, weights_id=embedder.weights_id)
+            load_index(config.indexes_dir, name, weights_id=embedder.weights_id, model=embedder.model.name)
             ready.append(name)
             print(f"{name}: index ready", file=out)
             continue
@@ -65,11 +67,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--indexes", default=None, metavar="DIR")
     p.add_argument("--features", default=None, metavar="DIR")
     p.add_argument("--weights", default=None)
+    p.add_argument("--model", default=None, choices=model_names())
     p.add_argument("--collections", default=",".join(KNOWN_COLLECTIONS),
                    help="comma-separated (default: %(default)s)")
     args, _unknown = p.parse_known_args(argv)
     config = Config().with_(data_dir=args.data, indexes_dir=args.indexes, features_dir=args.features,
-                            weights=args.weights)
+                            weights=args.weights, model=args.model)
     try:
         ready = prepare(config, [c for c in args.collections.split(",") if c])
     except AppError as exc:  # e.g. the weights cannot be had: nothing can be served

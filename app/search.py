@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 
 from .config import KNOWN_COLLECTIONS, Config
-from .embed import RESIZE_SIZE, Embedder, preprocess
+from .embed import Embedder, embedder_for
 from .errors import IndexMismatchError, IndexMissingError, UnknownItemError
 from .features import FeatureTable, load_features
 from .images import ImageSource, load_image
-from .index import build_command, list_indexes, load_index, read_manifest, search as index_search
+from .index import build_command, list_indexes, load_index, manifest_model, read_manifest, search as index_search
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,8 @@ class CollectionInfo:
     size: int = 0
     kind: str = ""
     reason: str = ""  # why it is not ready
-    build_command: str = ""
+    build_command: str = ""  # builds it for the running model
+    model: str = ""  # the model it was built with ("" when not built)
 
 
 @dataclass
@@ -121,8 +122,7 @@ class SearchService:
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
-            c = self.config
-            self._embedder = Embedder(c.weights, engine=c.engine, device=c.device, threads=c.threads, cache_dir=c.cache_dir)
+            self._embedder = embedder_for(self.config)
         return self._embedder
 
     def notices(self) -> list[str]:
@@ -139,14 +139,18 @@ class SearchService:
         for name in self.collection_names():
             try:
                 col = self.collection(name)
-                out.append(CollectionInfo(name, True, len(col), col.manifest.get("collection", "")))
+                out.append(CollectionInfo(name, True, len(col), col.manifest.get("collection", ""),
+                                          model=manifest_model(col.manifest)))
             except (IndexMissingError, IndexMismatchError) as exc:
                 manifest = None
                 try:
                     manifest = read_manifest(self.config.indexes_dir, name)
                 except (IndexMissingError, IndexMismatchError):
                     pass
-                out.append(CollectionInfo(name, False, reason=str(exc), build_command=build_command(name, manifest)))
+                out.append(CollectionInfo(
+                    name, False, kind=(manifest or {}).get("collection", ""), reason=str(exc),
+                    build_command=build_command(name, manifest, model=self.embedder.model.name),
+                    model=manifest_model(manifest) if manifest else ""))
         return out
 
     def collection(self, name: str) -> Collection:
@@ -162,7 +166,8 @@ class SearchService:
         if cfg.backend == "milvus":
             index, manifest = self._load_milvus(name)
         else:
-            index, manifest = load_index(cfg.indexes_dir, name, weights_id=self.embedder.weights_id, dim=self.embedder.dim)
+            e = self.embedder
+            index, manifest = load_index(cfg.indexes_dir, name, weights_id=e.weights_id, dim=e.dim, model=e.model.name)
         vectors, table = load_features(cfg.features_dir, name)
         manifest.setdefault("image_root", table.image_root)
         manifest.setdefault("dataset_root", table.dataset_root)
@@ -193,10 +198,17 @@ class SearchService:
             raise IndexMismatchError(
                 f"The {name} vectors in Milvus were made with weights {manifest['weights_id']!r}, "
                 f"but the app is running with {self.embedder.weights_id!r}.",
-                hint="Run with the same --weights, or rebuild and sync again.",
+                hint="Run with the same --model and --weights, or rebuild and sync again.",
             )
-        try:  # the local build's manifest, when present, knows where the images are
-            manifest = {**read_manifest(self.config.indexes_dir, name), **manifest}
+        if int(manifest.get("dim", self.embedder.dim)) != self.embedder.dim:
+            raise IndexMismatchError(
+                f"The {name} vectors in Milvus have dimension {manifest['dim']}, the model "
+                f"{self.embedder.model.name} makes {self.embedder.dim}.",
+                hint="Run with the model they were made with, or rebuild and sync again.",
+            )
+        try:  # the local build's manifest, when present, knows where the images and which dataset kind
+            local = read_manifest(self.config.indexes_dir, name)
+            manifest = {**local, **manifest, "collection": local.get("collection", manifest.get("collection"))}
         except (IndexMissingError, IndexMismatchError):
             pass
         return index, manifest
@@ -219,8 +231,8 @@ class SearchService:
     def embed(self, image: ImageSource) -> tuple[np.ndarray, float, float]:
         """(vector, decode+preprocess ms, embed ms) for a new image."""
         t0 = time.perf_counter()
-        img = load_image(image, draft_size=RESIZE_SIZE)
-        arr = preprocess(img)[None]
+        img = load_image(image, draft_size=self.embedder.preprocessing.resize)
+        arr = self.embedder.preprocess(img)[None]
         t1 = time.perf_counter()
         vec = self.embedder.embed_arrays(arr)[0]
         t2 = time.perf_counter()

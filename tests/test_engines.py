@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.embed import Embedder, preprocess
+from app.embed import Embedder
 from app.errors import WeightsError
 from app.images import load_image
 
@@ -26,8 +26,9 @@ def torch_embedder(model_cache):
     return Embedder("untrained", engine="torch", device="cpu", cache_dir=model_cache).load()
 
 
-def _arrays(paths) -> np.ndarray:
-    return np.stack([preprocess(load_image(p)) for p in paths])
+def _arrays(paths, embedder: Embedder | None = None) -> np.ndarray:
+    embedder = embedder or Embedder("untrained")
+    return np.stack([embedder.preprocess(load_image(p)) for p in paths])
 
 
 def test_photos_are_small_and_present():
@@ -66,7 +67,7 @@ def test_index_built_with_one_engine_serves_the_other(small_collection, embedder
 def test_failed_export_falls_back_to_torch_with_a_one_line_notice(tmp_path, monkeypatch):
     import app.embed as embed
 
-    def broken_export(spec, path):
+    def broken_export(model, spec, path):
         raise RuntimeError("simulated exporter failure")
 
     monkeypatch.setattr(embed, "export_onnx", broken_export)

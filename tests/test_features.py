@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from app.datasets import load_dataset
-from app.embed import preprocess
+from app.models import get_model
+from app.preprocess import preprocess
 from app.errors import DatasetError, IndexMismatchError
 from app.features import extract_features, feature_paths, load_features
 from app.images import load_image
@@ -143,7 +144,7 @@ def test_unreadable_files_are_skipped_listed_and_counted(tmp_path):
     assert sorted(table.paths) == sorted(p.relative_to(root).as_posix() for p in good)
     # row i is the vector of table.paths[i]
     for i, rel in enumerate(table.paths):
-        expected = FakeEmbedder().embed_arrays(preprocess(load_image(root / rel, draft_size=232))[None])[0]
+        expected = FakeEmbedder().embed_arrays(preprocess(load_image(root / rel, draft_size=232), get_model("resnet50").preprocessing)[None])[0]
         assert np.allclose(vectors[i], expected, atol=1e-6)
     assert table.labels == [(p.split("/")[0],) for p in table.paths]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 pytest.importorskip("pymilvus")
@@ -67,3 +69,33 @@ def test_cli_sync_missing_features_is_one_line_error(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_cli_and_app_take_the_milvus_backend(milvus_collection, small_collection, cli_env):
+    """``--backend milvus --milvus-uri URI`` on the CLI gives the faiss backend's hits; the app's parser takes it."""
+    import json
+    import subprocess
+    import sys
+
+    from app.__main__ import make_parser
+    from app.cli import config_from_args
+
+    config, _ = milvus_collection
+    uri = str(Path(config.milvus_uri).with_name("cli.db"))  # Milvus Lite: one process per database file
+    sync_proc = subprocess.run([sys.executable, "-m", "app.milvus_store", "sync", "shapes", "--uri", uri,
+                                "--features", str(config.features_dir)],
+                               env=cli_env, capture_output=True, text=True, timeout=300)
+    assert sync_proc.returncode == 0, sync_proc.stderr
+    query = small_collection[2] / "squares" / "img_01.jpg"
+    common = ["--collection", "shapes", "--indexes", str(config.indexes_dir), "--features", str(config.features_dir),
+              "--weights", "untrained", "--json", "-k", "3"]
+    hits = {}
+    for backend in (["--backend", "milvus", "--milvus-uri", uri], []):
+        proc = subprocess.run([sys.executable, "-m", "app.cli", "search", str(query), *common, *backend],
+                              env=cli_env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, (proc.stdout, proc.stderr)
+        hits[bool(backend)] = [h["id"] for h in json.loads(proc.stdout)["hits"]]
+    assert hits[True] == hits[False] and len(hits[True]) == 3
+    app_config = config_from_args(make_parser().parse_args(["--backend", "milvus", "--milvus-uri", "m.db"]))
+    assert (app_config.backend, app_config.milvus_uri) == ("milvus", "m.db")

@@ -41,6 +41,9 @@ class SpyEmbedder:
         self.model_calls += 1
         return self.inner.embed_arrays(batch)
 
+    def __getattr__(self, name):  # model, preprocessing... from the wrapped embedder
+        return getattr(self.inner, name)
+
 
 @pytest.fixture(scope="module")
 def shapes(small_collection, embedder):

@@ -300,7 +300,7 @@ def test_unexpected_errors_are_logged_not_shown(h, monkeypatch, caplog, query_im
 def test_missing_collection_shows_the_build_command(h):
     choices = dict((v, label) for label, v in h.collection_choices())
     assert choices["caltech101"].endswith("not built") and choices["voc2012"].endswith("not built")
-    assert choices["shapes"] == "shapes · 24 images"
+    assert choices["shapes"] == "shapes · 24 images · resnet50"  # the model it was built with
     assert h.default_collection() == "shapes"
     s = Session()
     view = h.on_collection("caltech101", 5, s)
@@ -461,3 +461,28 @@ def test_bind_rules(capsys):
                                                                "photos.lan"}
     assert main(["--host", "0.0.0.0", "--port", "1"]) == 2  # refused before anything starts
     assert "--auth" in capsys.readouterr().err
+
+
+def test_collection_of_another_model_is_listed_with_its_rebuild_command(tmp_path):
+    """Built with EfficientNet-Lite0 (1280-d), served by an app running ResNet-50: listed, not searchable,
+    with both ways out (restart with its model, or the command that rebuilds it for the running one)."""
+    from app.build import build_collection
+    from tests.helpers import FakeEmbedder
+
+    config = Config(indexes_dir=tmp_path / "indexes", features_dir=tmp_path / "features", workers=0)
+    make_image_folder(tmp_path / "photos", per_class=2)
+    lite = FakeEmbedder("efficientnet-lite0/fake", dim=1280)
+    build_collection(config, kind="folder", data=tmp_path / "photos", name="mine", embedder=lite, factory="Flat",
+                     progress=False)
+    h = Handlers(SearchService(config, embedder=FakeEmbedder("resnet50/fake")), config, work_dir=tmp_path / "q")
+    choices = dict((v, label) for label, v in h.collection_choices())
+    assert choices["mine"] == "mine · built with efficientnet-lite0"
+    view = h.on_collection("mine", 5, Session())
+    text = view.message.replace("\\", "")  # as rendered: Markdown escapes removed
+    assert "built with the model efficientnet-lite0" in text and "`--model efficientnet-lite0`" in text
+    assert f"python scripts/build_index.py --collection folder --data {tmp_path / 'photos'} --name mine" in text
+    assert view.results == [] and view.examples == []
+    # the same collection under an app running its model is ready and names the model
+    h2 = Handlers(SearchService(config, embedder=lite), config, work_dir=tmp_path / "q2")
+    assert dict((v, label) for label, v in h2.collection_choices())["mine"] == "mine · 8 images · efficientnet-lite0"
+    assert h2.engine().startswith("efficientnet-lite0 · ")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Download and install the demo collections into <repo>/data (or --data DIR).
-# Thin wrapper around `python -m app.download datasets ...`; see app/download.py.
+# Thin wrapper around `python -m app.cli download datasets ...`; see app/cli/download.py.
 set -euo pipefail
 
 usage() {
@@ -44,4 +44,4 @@ done
 
 # Keep the caller's working directory (a relative --data stays relative to it).
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
-exec "$python" -m app.download datasets "${names[@]}" ${extra[@]+"${extra[@]}"}
+exec "$python" -m app.cli download datasets "${names[@]}" ${extra[@]+"${extra[@]}"}

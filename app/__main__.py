@@ -8,9 +8,9 @@ import os
 import sys
 from typing import Sequence
 
-from .cli import EXIT_ERROR, add_common_args, config_from_args
-from .errors import AppError
-from .server import AUTH_ENV, StartupError, parse_auth
+from app.cli.common import EXIT_ERROR, add_common_args, config_from_args
+from app.errors import AppError
+from app.web.server import AUTH_ENV, StartupError, parse_auth
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from .server import serve
+    from app.web.server import serve
 
     try:
         auth = parse_auth(args.auth or os.environ.get(AUTH_ENV))

@@ -10,61 +10,9 @@ sample when given). If voc2012 is not built, a Caltech101 sample named voc2012-s
 as the second collection for the start-up and memory figures (the output says so).
 """
 
-from __future__ import annotations
-
-import argparse
-import json
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from app.cli import add_common_args, config_from_args, run  # noqa: E402
-
-
-def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default="data/caltech101", metavar="DIR",
-                   help="the Caltech101 folder, containing 101_ObjectCategories (default data/caltech101)")
-    p.add_argument("--limit", type=int, default=None, metavar="N",
-                   help="when caltech101 has to be built: a deterministic sample of N images")
-    p.add_argument("--queries", type=int, default=40, metavar="N", help="new query images (default 40, at least 30)")
-    p.add_argument("--build-images", type=int, default=1024, metavar="N",
-                   help="images for the end-to-end build measurement (default 1024)")
-    p.add_argument("--second-limit", type=int, default=1000, metavar="N",
-                   help="size of voc2012-substitute when voc2012 is not built (default 1000)")
-    p.add_argument("--startup-runs", type=int, default=3, metavar="N")
-    p.add_argument("--workers", type=int, default=None, help="build: image decoding worker processes")
-    p.add_argument("--batch-size", type=int, default=None, help="build: images per model call")
-    p.add_argument("--cache-dir", default=None, metavar="DIR", help="model cache (exported ONNX)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--ready-probe", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--probe-collections", default="caltech101", help=argparse.SUPPRESS)
-    p.add_argument("--probe-image", default=None, help=argparse.SUPPRESS)
-    add_common_args(p)
-    return p
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    config = config_from_args(args).with_(workers=args.workers, batch_size=args.batch_size, cache_dir=args.cache_dir)
-    if args.ready_probe:
-        from app.bench import ready_probe
-
-        info = ready_probe(config, args.probe_collections.split(","), Path(args.probe_image))
-        print("READY " + json.dumps(info), flush=True)
-        return 0
-    from app.bench import BenchOptions, format_bench, run_bench
-
-    if args.queries < 30:
-        print("error: --queries must be at least 30", file=sys.stderr)
-        return 2
-    options = BenchOptions(config, Path(args.data), limit=args.limit, queries=args.queries,
-                           build_images=args.build_images, second_limit=args.second_limit,
-                           startup_runs=args.startup_runs)
-    result = run_bench(options, Path(__file__).resolve(), log=lambda m: print(m, file=sys.stderr, flush=True))
-    print(json.dumps(result, indent=2) if args.json else format_bench(result))
-    return 0
-
+from app.cli.main import main
 
 if __name__ == "__main__":
-    sys.exit(run(cmd_bench, make_parser().parse_args()))
+    sys.exit(main(["bench", *sys.argv[1:]]))

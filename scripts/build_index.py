@@ -9,28 +9,9 @@ Resumable: if it is interrupted, run the same command again and it continues.
 (``python -m app.cli build`` takes the same options.)
 """
 
-from __future__ import annotations
-
-import argparse
-import logging
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from app.cli import add_build_args, cmd_build, run  # noqa: E402
-
-
-def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_build_args(p)
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    return run(cmd_build, make_parser().parse_args(argv))
-
+from app.cli.main import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["build", *sys.argv[1:]]))

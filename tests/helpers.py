@@ -111,7 +111,7 @@ class FakeEmbedder:
     def __init__(self, weights_id: str = "fake/v1", salt: float = 0.0, dim: int = 2048) -> None:
         from types import SimpleNamespace
 
-        from app.models import MODELS
+        from app.core.models import MODELS
 
         self.model = next(m for m in MODELS.values() if m.dim == dim and m.input_size == 224)
         self.dim = dim
@@ -128,7 +128,7 @@ class FakeEmbedder:
         return self.model.preprocessing
 
     def preprocess(self, img):
-        from app.preprocess import preprocess
+        from app.core.preprocess import preprocess
 
         return preprocess(img, self.model.preprocessing)
 

@@ -1,4 +1,4 @@
-"""app.atomic: a file is either the old one or the complete new one, never half of either."""
+"""app.files.atomic: a file is either the old one or the complete new one, never half of either."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import threading
 import numpy as np
 import pytest
 
-from app.atomic import atomic_writer, write_bytes, write_json, write_npy
+from app.files.atomic import atomic_writer, write_bytes, write_json, write_npy
 from tests.helpers import temp_files
 
 

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from app.config import PROJECT_ROOT, Config
-from app.search import SearchService
+from app.service.search import SearchService
 from tests.helpers import make_image_folder
 from tests.ui_support import SpyEmbedder, free_port, serve_directory
 
@@ -34,8 +34,8 @@ WAIT_S = 30  # the longest any single wait may take
 
 @pytest.fixture(scope="module")
 def app_server(tmp_path_factory, embedder, model_cache):
-    from app.build import build_collection
-    from app.server import create_app, make_server, warm_up
+    from app.service.build import build_collection
+    from app.web.server import create_app, make_server, warm_up
 
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed")

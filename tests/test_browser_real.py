@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from app.config import Config
-from app.search import SearchService
+from app.service.search import SearchService
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, WAIT_S, captions, wait_results
 from tests.ui_support import free_port
 
@@ -21,8 +21,8 @@ DATA = Path(__file__).parent / "data"
 
 @pytest.fixture(scope="module")
 def real_app(tmp_path_factory, lite0_embedder):
-    from app.build import build_collection
-    from app.server import create_app, make_server, warm_up
+    from app.service.build import build_collection
+    from app.web.server import create_app, make_server, warm_up
 
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed")

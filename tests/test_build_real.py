@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from app.config import Config
-from app.datasets import CALTECH_DIR, load_dataset
-from app.search import SearchService
+from app.core.datasets import CALTECH_DIR, load_dataset
+from app.service.search import SearchService
 
 ROOT = Path(__file__).resolve().parent.parent
 CALTECH = ROOT.parent / "shared" / "datasets" / "caltech101"

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from app.config import Config
-from app.features import feature_paths
-from app.search import SearchService
+from app.core.features import feature_paths
+from app.service.search import SearchService
 from tests.helpers import make_image_folder, temp_files
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -309,7 +309,7 @@ def test_interrupted_build_resumes_to_identical_output(reference_build, tiny_fol
 
 def test_cli_build_subcommand_matches_the_script(reference_build, tiny_folder, cli_env, tmp_path, monkeypatch,
                                                  capsys):
-    from app.cli import main
+    from app.cli.main import main
 
     ref, ref_proc = reference_build
     assert ref_proc.returncode == 0, ref_proc.stderr

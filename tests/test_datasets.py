@@ -1,4 +1,4 @@
-"""app.datasets: Caltech101, VOC2012 and plain-folder layouts, and the --limit sample."""
+"""app.core.datasets: Caltech101, VOC2012 and plain-folder layouts, and the --limit sample."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from collections import Counter
 
 import pytest
 
-from app.datasets import Item, load_dataset, spread_sample
+from app.core.datasets import Item, load_dataset, spread_sample
 from app.errors import DatasetError
-from app.images import load_image
+from app.core.images import load_image
 from tests.helpers import VOC_IMAGES, make_caltech_layout, make_image_folder, make_voc_layout
 
 

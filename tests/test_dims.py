@@ -13,13 +13,13 @@ import re
 import numpy as np
 import pytest
 
-from app.build import build_collection
+from app.service.build import build_collection
 from app.config import Config
 from app.errors import IndexMismatchError
-from app.features import feature_paths, load_features
-from app.index import load_index, manifest_path
-from app.models import DEFAULT_MODEL
-from app.search import SearchService
+from app.core.features import feature_paths, load_features
+from app.index.faiss_store import load_index, manifest_path
+from app.core.models import DEFAULT_MODEL
+from app.service.search import SearchService
 from tests.helpers import FakeEmbedder, make_image_folder
 
 DIMS = (1280, 2048)
@@ -131,7 +131,7 @@ def test_tuned_and_flat_builds_agree(built):
 def milvus(built, tmp_path_factory):
     pytest.importorskip("pymilvus")
     pytest.importorskip("milvus_lite")
-    from app.milvus_store import sync
+    from app.index.milvus_store import sync
 
     dim, config, fake, _, _ = built
     uri = str(tmp_path_factory.mktemp(f"milvus-{dim}") / "milvus.db")
@@ -141,7 +141,7 @@ def milvus(built, tmp_path_factory):
 
 @pytest.mark.slow
 def test_milvus_backend_matches_faiss_at_each_dimension(built, milvus):
-    from app.milvus_store import MilvusIndex
+    from app.index.milvus_store import MilvusIndex
 
     dim, config, fake, _, pics = built
     milvus_config, meta = milvus

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.embed import Embedder
+from app.core.embed import Embedder
 from app.errors import WeightsError
-from app.images import load_image
+from app.core.images import load_image
 
 DATA = Path(__file__).parent / "data"
 PHOTOS = sorted(DATA.glob("engine_*.jpg"))
@@ -50,7 +50,7 @@ def test_engines_agree_on_real_photos(embedder, torch_embedder):
 
 @pytest.mark.slow
 def test_index_built_with_one_engine_serves_the_other(small_collection, embedder, torch_embedder):
-    from app.search import SearchService
+    from app.service.search import SearchService
 
     config, result, data = small_collection
     assert result.manifest["engine"] == "onnx"
@@ -65,7 +65,7 @@ def test_index_built_with_one_engine_serves_the_other(small_collection, embedder
 
 
 def test_failed_export_falls_back_to_torch_with_a_one_line_notice(tmp_path, monkeypatch):
-    import app.embed as embed
+    import app.core.embed as embed
 
     def broken_export(model, spec, path):
         raise RuntimeError("simulated exporter failure")
@@ -105,7 +105,7 @@ def test_optimised_graph_is_cached_and_a_damaged_one_is_replaced(tmp_path, embed
 def test_session_options(embedder):
     import onnxruntime as ort
 
-    from app.embed import _onnx_session
+    from app.core.embed import _onnx_session
 
     s = _onnx_session(ort, embedder.onnx_path(), threads=1, spinning=False)
     x = _arrays(PHOTOS[:1])

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.evaluate import (
+from app.metrics.evaluate import (
     evaluate_collection,
     exact_neighbours,
     format_result,
@@ -21,7 +21,7 @@ from app.evaluate import (
     sweep_configs,
     sweep_grid,
 )
-from app.index import load_index
+from app.index.faiss_store import load_index
 
 ROOT = Path(__file__).resolve().parent.parent
 

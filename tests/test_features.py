@@ -1,4 +1,4 @@
-"""app.features: resumable, atomic feature extraction and the feature store."""
+"""app.core.features: resumable, atomic feature extraction and the feature store."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import shutil
 import numpy as np
 import pytest
 
-from app.datasets import load_dataset
-from app.models import get_model
-from app.preprocess import preprocess
+from app.core.datasets import load_dataset
+from app.core.models import get_model
+from app.core.preprocess import preprocess
 from app.errors import DatasetError, IndexMismatchError
-from app.features import extract_features, feature_paths, load_features
-from app.images import load_image
+from app.core.features import extract_features, feature_paths, load_features
+from app.core.images import load_image
 from tests.helpers import FakeEmbedder, make_image_folder, temp_files
 
 
@@ -154,7 +154,7 @@ def test_unreadable_files_are_skipped_listed_and_counted(tmp_path):
     assert saved["count"] == 4 and len(saved["skipped"]) == 4 and saved["weights_id"] == "fake/v1"
 
     # the whole build completes too, and says what it skipped
-    from app.build import build_collection
+    from app.service.build import build_collection
     from app.config import Config
 
     config = Config(indexes_dir=tmp_path / "indexes", features_dir=tmp_path / "built", workers=0)
@@ -230,7 +230,7 @@ def test_final_files_are_written_atomically(tmp_path, folder6, monkeypatch):
     extract_features(ds, FakeEmbedder(salt=1.0), tmp_path, "c", **kw)
     old_npy = feature_paths(tmp_path, "c")[0].read_bytes()
 
-    import app.atomic as atomic
+    import app.files.atomic as atomic
 
     real_replace = atomic.os.replace
 

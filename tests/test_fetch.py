@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from app import fetch as fetch_mod
+import app.net.fetch as fetch_mod
 from app.errors import FetchError
-from app.fetch import DEFAULT_MAX_BYTES, address_refusal, fetch_url
+from app.net.fetch import DEFAULT_MAX_BYTES, address_refusal, fetch_url
 
 REAL_GETADDRINFO = socket.getaddrinfo
 REAL_CONNECT_SOCKET = fetch_mod._connect_socket

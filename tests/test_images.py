@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from app.errors import InvalidImageError
-from app.images import ALLOWED_FORMATS, BACKGROUND_RGB, load_image
+from app.core.images import ALLOWED_FORMATS, BACKGROUND_RGB, load_image
 
 DATA = Path(__file__).parent / "data"
 WHITE = BACKGROUND_RGB

@@ -1,4 +1,4 @@
-"""app.index: saving an index with its manifest, and refusing anything that does not match."""
+"""app.index.faiss_store: saving an index with its manifest, and refusing anything that does not match."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from app.errors import IndexMismatchError, IndexMissingError
-from app.index import (
+from app.index.faiss_store import (
     IndexConfig,
     build_command,
     build_index,
@@ -208,7 +208,7 @@ def test_rebuild_command_repeats_the_build_options():
 
 @pytest.mark.parametrize("fail_at", ["replace", "fsync", "write"])
 def test_failed_save_leaves_the_previous_index_intact(tmp_path, monkeypatch, fail_at):
-    import app.atomic as atomic
+    import app.files.atomic as atomic
 
     old = build_index(unit_vectors(50), IndexConfig("Flat"))
     save_index(old, tmp_path, "c", {"weights_id": "w", "factory": "Flat", "nprobe": 1})

@@ -10,8 +10,9 @@ pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
 
 from app.errors import IndexMismatchError, IndexMissingError  # noqa: E402
-from app.milvus_store import MilvusIndex, main, sync  # noqa: E402
-from app.search import SearchService  # noqa: E402
+from app.cli.main import main  # noqa: E402
+from app.index.milvus_store import MilvusIndex, sync  # noqa: E402
+from app.service.search import SearchService  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,7 @@ def test_missing_collection_and_weights_mismatch(milvus_collection, small_collec
     config, _ = milvus_collection
     with pytest.raises(IndexMissingError) as missing:
         MilvusIndex(config.milvus_uri, "no-such-collection")
-    assert "app.milvus_store sync no-such-collection" in missing.value.user_message()
+    assert "app.cli sync no-such-collection" in missing.value.user_message()
 
     class OtherWeights:
         weights_id = "resnet50/some-other-weights"
@@ -79,11 +80,11 @@ def test_cli_and_app_take_the_milvus_backend(milvus_collection, small_collection
     import sys
 
     from app.__main__ import make_parser
-    from app.cli import config_from_args
+    from app.cli.common import config_from_args
 
     config, _ = milvus_collection
     uri = str(Path(config.milvus_uri).with_name("cli.db"))  # Milvus Lite: one process per database file
-    sync_proc = subprocess.run([sys.executable, "-m", "app.milvus_store", "sync", "shapes", "--uri", uri,
+    sync_proc = subprocess.run([sys.executable, "-m", "app.cli", "sync", "shapes", "--uri", uri,
                                 "--features", str(config.features_dir)],
                                env=cli_env, capture_output=True, text=True, timeout=300)
     assert sync_proc.returncode == 0, sync_proc.stderr

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.embed import Embedder
+from app.core.embed import Embedder
 from app.errors import DownloadError, UnknownModelError, WeightsError
-from app.images import load_image
-from app.models import DEFAULT_MODEL, MODELS, get_model
-from app.weights import WeightsSpec, build_torch_model, map_efficientnet_pytorch, pretrained_path
+from app.core.images import load_image
+from app.core.models import DEFAULT_MODEL, MODELS, get_model
+from app.core.weights import WeightsSpec, build_torch_model, map_efficientnet_pytorch, pretrained_path
 
 DATA = Path(__file__).parent / "data"
 LITE0 = get_model("efficientnet-lite0")
@@ -37,7 +37,7 @@ def lite0(model_cache):
 def top(classifier, photo: str, n: int = 3) -> list[int]:
     import torch
 
-    from app.preprocess import preprocess
+    from app.core.preprocess import preprocess
 
     x = torch.from_numpy(preprocess(load_image(DATA / photo), LITE0.preprocessing)[None])
     with torch.inference_mode():
@@ -128,7 +128,7 @@ def test_timm_named_state_dict_loads_as_a_file(tmp_path, classifier):
 
 
 def test_missing_weights_package_says_how_to_install(monkeypatch):
-    import app.weights as weights
+    import app.core.weights as weights
 
     monkeypatch.setattr(weights.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(WeightsError) as info:
@@ -137,7 +137,7 @@ def test_missing_weights_package_says_how_to_install(monkeypatch):
 
 
 def test_resnet50_download_failure_names_the_offline_model(monkeypatch):
-    import app.download as download
+    import app.net.download as download
 
     def offline(progress=True, **kw):
         raise DownloadError("ResNet-50 weights: cannot connect", hint="Copy the file resnet50-11ad3fa6.pth ...")

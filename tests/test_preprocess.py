@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.models import MODELS, get_model
-from app.preprocess import preprocess
+from app.core.models import MODELS, get_model
+from app.core.preprocess import preprocess
 from tests.helpers import synthetic_image
 
 PP = get_model("resnet50").preprocessing

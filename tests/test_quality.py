@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageOps
 
-from app.build import build_collection
+from app.service.build import build_collection
 from app.config import Config
-from app.search import SearchService
+from app.service.search import SearchService
 
 DATA = Path(__file__).parent / "data"
 PHOTOS = ["photo_chelsea.jpg", "photo_coffee.png", "photo_camera.png", "photo_rocket.jpg",
@@ -75,7 +75,7 @@ def test_a_cat_finds_cats_and_an_espresso_finds_cups(collection):
 
 def test_untrained_network_fails_the_same_test(tmp_path, model_cache):
     """The control: with random weights the cat's neighbours are not the wild cats."""
-    from app.embed import Embedder
+    from app.core.embed import Embedder
 
     untrained = Embedder("untrained", model="efficientnet-lite0", cache_dir=model_cache)
     config = Config(indexes_dir=tmp_path / "i", features_dir=tmp_path / "f", workers=0)

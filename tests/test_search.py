@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.build import build_collection
+from app.service.build import build_collection
 from app.config import Config
 from app.errors import IndexMismatchError, IndexMissingError, InvalidImageError, UnknownItemError
-from app.features import feature_paths
-from app.search import SearchService
+from app.core.features import feature_paths
+from app.service.search import SearchService
 from tests.helpers import FakeEmbedder, make_image_folder
 
 DATA = Path(__file__).parent / "data"

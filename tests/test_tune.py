@@ -15,8 +15,8 @@ import json
 import numpy as np
 import pytest
 
-from app.index import search
-from app.tune import candidates, exact_topk, is_ivfpq, recall_at_k, tune
+from app.index.faiss_store import search
+from app.index.tune import candidates, exact_topk, is_ivfpq, recall_at_k, tune
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from app.config import Config
-from app.search import SearchService
-from app.ui_handlers import SKIP, Handlers, Session, View
+from app.service.search import SearchService
+from app.web.handlers import SKIP, Handlers, Session, View
 from tests.helpers import make_image_folder
 from tests.ui_support import SpyEmbedder, serve_directory
 
@@ -45,7 +45,7 @@ def h(make_handlers) -> Handlers:
 @pytest.fixture(scope="module")
 def two_collections(tmp_path_factory, embedder, model_cache):
     """A config with two built collections, ``shapes`` and ``tiles``."""
-    from app.build import build_collection
+    from app.service.build import build_collection
 
     base = tmp_path_factory.mktemp("two")
     config = Config(data_dir=base / "data", indexes_dir=base / "indexes", features_dir=base / "features",
@@ -290,7 +290,7 @@ def test_unexpected_errors_are_logged_not_shown(h, monkeypatch, caplog, query_im
     monkeypatch.setattr(h.service, "search_image", boom)
     toasts = []
     h.toast = toasts.append
-    with caplog.at_level(logging.ERROR, logger="app.ui_handlers"):
+    with caplog.at_level(logging.ERROR, logger="app.web.handlers"):
         view = h.on_upload(editor_value(query_img), "shapes", 5, Session())
     assert "Something went wrong" in view.message and "secret" not in view.message
     assert toasts and "secret" not in toasts[0]
@@ -371,7 +371,7 @@ def test_compare_picks_a_result(h, query_img):
 def app_client(small_collection, spy):
     from starlette.testclient import TestClient
 
-    from app.server import create_app
+    from app.web.server import create_app
 
     config = small_collection[0].with_(port=7861)
     app, handlers = create_app(config, SearchService(config, embedder=spy))
@@ -414,7 +414,7 @@ def test_file_route_serves_collection_images_only(app_client, small_collection, 
 def test_upload_limit_and_bounded_queue(small_collection, spy):
     from starlette.testclient import TestClient
 
-    from app.server import create_app
+    from app.web.server import create_app
 
     config = small_collection[0].with_(port=7863, max_upload_mb=1, queue_size=7)
     app, _ = create_app(config, SearchService(config, embedder=spy))
@@ -431,7 +431,7 @@ def test_upload_limit_and_bounded_queue(small_collection, spy):
 def test_auth_is_required_when_configured(small_collection, spy):
     from starlette.testclient import TestClient
 
-    from app.server import create_app
+    from app.web.server import create_app
 
     config = small_collection[0].with_(port=7862, auth=("ann", "s3cret"))
     app, _ = create_app(config, SearchService(config, embedder=spy))
@@ -444,7 +444,7 @@ def test_auth_is_required_when_configured(small_collection, spy):
 
 def test_bind_rules(capsys):
     from app.__main__ import main
-    from app.server import StartupError, allowed_hosts, check_bind, is_loopback, parse_auth
+    from app.web.server import StartupError, allowed_hosts, check_bind, is_loopback, parse_auth
 
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
@@ -466,7 +466,7 @@ def test_bind_rules(capsys):
 def test_collection_of_another_model_is_listed_with_its_rebuild_command(tmp_path):
     """Built with EfficientNet-Lite0 (1280-d), served by an app running ResNet-50: listed, not searchable,
     with both ways out (restart with its model, or the command that rebuilds it for the running one)."""
-    from app.build import build_collection
+    from app.service.build import build_collection
     from tests.helpers import FakeEmbedder
 
     config = Config(indexes_dir=tmp_path / "indexes", features_dir=tmp_path / "features", workers=0)

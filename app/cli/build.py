@@ -1,0 +1,104 @@
+"""``build`` (also ``scripts/build_index.py``) and ``list``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from app.cli.common import add_common_args, config_from_args, notice, table
+from app.errors import AppError
+
+RESUME = "run the same command again to continue"
+
+
+def add_list_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true")
+    add_common_args(p)
+
+
+def add_build_args(p: argparse.ArgumentParser) -> None:
+    """The options of ``build`` / ``scripts/build_index.py``."""
+    from app.core.datasets import COLLECTION_KINDS
+    from app.core.features import CHUNK_SIZE
+
+    p.add_argument("--collection", required=True, choices=COLLECTION_KINDS, help="dataset layout")
+    p.add_argument("--data", required=True, metavar="DIR",
+                   help="the collection's folder (as data_download.sh lays it out)")
+    p.add_argument("--name", default=None, help="collection name (default: the --collection value)")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="a deterministic sample of N images spread over the labels")
+    p.add_argument("--include", default="", help="Caltech101: comma-separated folders left out by default "
+                   "(BACKGROUND_Google, Faces_easy)")
+    add_common_args(p)
+    p.add_argument("--workers", type=int, default=None, help="image decoding worker processes")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--chunk-size", type=int, default=CHUNK_SIZE, metavar="N",
+                   help=f"images per saved chunk: the most work an interruption can lose (default {CHUNK_SIZE})")
+    p.add_argument("--factory", default=None,
+                   help="fixed faiss factory string instead of tuning, e.g. 'PCAR128,IVF64,PQ32'")
+    p.add_argument("--nprobe", type=int, default=None, help="nprobe for --factory")
+    p.add_argument("--target-recall", type=float, default=0.95, help="tuning: recall@5 to reach (default 0.95)")
+    p.add_argument("--max-ms", type=float, default=1.0, help="tuning: max ms per query (default 1.0)")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from app.service.build import build_collection
+    from app.core.weights import UNTRAINED_NOTICE
+
+    if args.chunk_size < 1:
+        raise AppError("--chunk-size must be a positive number.")
+    config = config_from_args(args).with_(workers=args.workers, batch_size=args.batch_size)
+    if str(config.weights).lower() == "untrained":
+        notice([UNTRAINED_NOTICE])
+    result = build_collection(
+        config,
+        kind=args.collection,
+        data=args.data,
+        name=args.name,
+        limit=args.limit,
+        include=tuple(x.strip() for x in args.include.split(",") if x.strip()),
+        factory=args.factory,
+        nprobe=args.nprobe,
+        target_recall=args.target_recall,
+        max_ms=args.max_ms,
+        progress=not args.no_progress,
+        chunk_size=args.chunk_size,
+    )
+    m, s = result.manifest, result.stats
+    if args.json:
+        print(json.dumps({"manifest": m, "stats": s, "skipped": result.skipped}, indent=2))
+        return 0
+    for sk in result.skipped:
+        print(f"skipped {sk['path']}: {sk['reason']}", file=sys.stderr)
+    tuning = m.get("tuning", {})
+    chosen = tuning.get("chosen") or {}
+    print(f"built {m['name']}: {m['count']} images indexed, {s['skipped']} skipped"
+          + (f", {s['resumed_rows']} resumed from an earlier run" if s["resumed_rows"] else ""))
+    print(f"  embedding: {s['img_per_s']:.1f} img/s over {s['seconds']:.1f} s (engine {m.get('engine')})")
+    print(f"  index: {m['factory']} nprobe={m['nprobe']}, {m['index_bytes'] / 1e6:.2f} MB, "
+          f"built in {s['index_seconds']:.1f} s"
+          + (f", recall@5 {chosen.get('recall_at_5')} at {chosen.get('ms_per_query')} ms/query" if chosen else ""))
+    if tuning and not tuning.get("fixed") and not tuning.get("target_met"):
+        print(f"  warning: no configuration reached recall@5 >= {args.target_recall}; kept the best found",
+              file=sys.stderr)
+    print(f"  files: {config.indexes_dir / (m['name'] + '.faiss')}, {config.features_dir / (m['name'] + '.npy')}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from app.service.search import SearchService
+
+    service = SearchService(config_from_args(args))
+    infos = service.collections()
+    if args.json:
+        print(json.dumps([i.__dict__ for i in infos], indent=2))
+        return 0
+    rows = [(i.name, "ready" if i.ready else "not built", str(i.size) if i.ready else "", i.build_command)
+            for i in infos]
+    print(table(("collection", "status", "images", "build command"), rows))
+    return 0
+
+

@@ -1,0 +1,77 @@
+"""What every command line shares: the model/index options, the one Config they make, tables, and the
+one handler that turns the core's typed errors into a one-line message and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+from app.config import Config
+from app.errors import AppError
+
+EXIT_ERROR = 2  # an expected failure: bad input, missing index or weights, refused URL...
+EXIT_INTERRUPTED = 130
+
+
+def add_common_args(p: argparse.ArgumentParser) -> None:
+    from app.core.models import DEFAULT_MODEL, model_names
+
+    p.add_argument("--model", default=None, choices=model_names(),
+                   help=f"embedding model (default: {DEFAULT_MODEL}); efficientnet-lite0 needs no download")
+    p.add_argument("--weights", default=None,
+                   help="imagenet (default: the model's pretrained weights), untrained (speed tests only), "
+                        "or a path to a state dict for --model")
+    p.add_argument("--indexes", default=None, metavar="DIR", help="folder of built indexes (default: indexes/)")
+    p.add_argument("--backend", default=None, choices=["faiss", "milvus"],
+                   help="where the vectors are searched: the local faiss index (default) or Milvus")
+    p.add_argument("--milvus-uri", default=None, metavar="URI",
+                   help="with --backend milvus: http://host:19530, or a file path for embedded Milvus Lite")
+    p.add_argument("--features", default=None, metavar="DIR", help="folder of stored features (default: features/)")
+    p.add_argument("--engine", default=None, choices=["auto", "onnx", "torch"], help="inference engine (default: auto)")
+    p.add_argument("--threads", type=int, default=None, help="inference threads (default: all cores)")
+
+
+def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Config:
+    base = base or Config()
+    return base.with_(
+        model=getattr(args, "model", None),
+        weights=getattr(args, "weights", None),
+        indexes_dir=getattr(args, "indexes", None),
+        features_dir=getattr(args, "features", None),
+        data_dir=getattr(args, "data_root", None),
+        engine=getattr(args, "engine", None),
+        backend=getattr(args, "backend", None),
+        milvus_uri=getattr(args, "milvus_uri", None),
+        threads=getattr(args, "threads", None),
+    )
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)] if rows else [len(h) for h in header]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    lines = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
+    lines += [fmt.format(*r) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+
+
+def notice(lines: Sequence[str]) -> None:
+    for line in lines:
+        print(f"note: {line}", file=sys.stderr)
+
+
+def run(fn: Callable[[argparse.Namespace], int], args: argparse.Namespace, *, interrupted: str = "") -> int:
+    """Run a command: a typed error becomes ``error: <one line>`` on stderr and exit 2; Ctrl-C exits
+    130 with ``interrupted`` (what happens to the work done so far). Every entry point uses this."""
+    try:
+        return fn(args)
+    except AppError as exc:
+        print(f"error: {' '.join(exc.user_message().split())}", file=sys.stderr)  # always one line
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted" + (f" ({interrupted})" if interrupted else ""), file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # e.g. piped into head
+        return 0

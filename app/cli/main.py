@@ -1,0 +1,50 @@
+"""``python -m app.cli COMMAND``: every command line of the project, one parser, one error handler.
+
+Commands: ``search`` (files, folders, URLs), ``list``, ``build`` (also ``scripts/build_index.py``),
+``evaluate`` and ``bench`` (``scripts/evaluate.py``, ``scripts/bench.py``), ``download`` (also
+``data_download.sh``), ``sync`` (to Milvus) and ``prepare`` (``scripts/run.sh``).
+Expected failures (a bad image, a missing index, offline weights) exit 2 with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Sequence
+
+from app.cli import bench, build, download, evaluate, prepare, search, sync
+from app.cli.common import run
+
+# command -> (help, add its arguments, run it, what Ctrl-C leaves behind)
+COMMANDS = {
+    "search": ("find the images most similar to each IMAGE", search.add_search_args, search.cmd_search, ""),
+    "list": ("list collections and whether they are built", build.add_list_args, build.cmd_list, ""),
+    "build": ("build a collection's index (the same as scripts/build_index.py)", build.add_build_args,
+              build.cmd_build, build.RESUME),
+    "download": ("download the datasets or the ResNet-50 weights", download.add_download_args,
+                 download.cmd_download, download.RESUME),
+    "sync": ("push a built collection's vectors to Milvus", sync.add_sync_args, sync.cmd_sync, ""),
+    "evaluate": ("retrieval quality and index recall of a collection (scripts/evaluate.py)",
+                 evaluate.add_evaluate_args, evaluate.cmd_evaluate, ""),
+    "bench": ("speed of the query and build paths (scripts/bench.py)", bench.add_bench_args, bench.cmd_bench, ""),
+    "prepare": ("get weights, datasets and indexes ready (scripts/run.sh)", prepare.add_prepare_args,
+                prepare.cmd_prepare, prepare.RESUME),
+}
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m app.cli", description="Local reverse image search.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (text, add_args, _, _) in COMMANDS.items():
+        add_args(sub.add_parser(name, help=text, description=text))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    parser = make_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and args.command != "prepare":  # prepare leaves the app's own options to the app
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    _, _, fn, interrupted = COMMANDS[args.command]
+    return run(fn, args, interrupted=interrupted)

@@ -1,0 +1,89 @@
+"""``search``: the images most similar to each query (files, folders, URLs), one model and index load."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from app.cli.common import EXIT_ERROR, add_common_args, config_from_args, notice, table
+from app.config import Config
+from app.errors import AppError
+
+
+def add_search_args(s: argparse.ArgumentParser) -> None:
+    s.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files, folders (every image below them) or http(s) URLs; the model and the "
+                        "index load once for all of them")
+    s.add_argument("--collection", "-c", required=True, help="collection name, e.g. caltech101")
+    s.add_argument("-k", type=int, default=5, help="number of results, 1-20 (default 5)")
+    s.add_argument("--json", action="store_true",
+                   help="print one JSON object per query (JSON Lines) instead of tables")
+    add_common_args(s)
+
+
+def expand_queries(arguments: Sequence[str]) -> list[str]:
+    """Each argument as given, except a folder, which becomes every image file below it (a folder
+    with none stays itself, and fails as a query of its own)."""
+    from app.core.datasets import image_files
+
+    out: list[str] = []
+    for arg in arguments:
+        path = Path(arg)
+        found = image_files(path) if not arg.startswith(("http://", "https://")) and path.is_dir() else []
+        out += [str(path / rel) for rel in found] or [arg]
+    return out
+
+
+def _query_source(query: str, config: Config) -> object:
+    if query.startswith(("http://", "https://")):
+        from app.net.fetch import fetch_url
+
+        return fetch_url(query, allow_loopback=config.allow_loopback_urls)
+    if not Path(query).exists():
+        raise AppError(f"No such file: {query}")
+    if Path(query).is_dir():
+        raise AppError(f"No image files found in {query}.")
+    return query
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from app.service.search import SearchService
+
+    config = config_from_args(args)
+    service = SearchService(config)
+    notice(service.notices())
+    col = service.collection(args.collection)  # a missing or mismatched index fails once, for every query
+    k = service.clamp_k(args.k)
+    queries = expand_queries(args.images)
+    failed = 0
+    for n, query in enumerate(queries):
+        try:
+            result = service.search(_query_source(query, config), args.collection, k)
+        except AppError as exc:
+            failed += 1
+            message = " ".join(exc.user_message().split())
+            if args.json:
+                print(json.dumps({"query": query, "model": service.embedder.model.name, "error": message}),
+                      flush=True)
+            else:
+                print(f"error: {query}: {message}", file=sys.stderr)
+            continue
+        if args.json:
+            out = {"query": query, "model": service.embedder.model.name,
+                   "weights_id": service.embedder.weights_id, "engine": service.embedder.engine, **result.to_json()}
+            print(json.dumps(out), flush=True)
+            continue
+        rows = [(str(h.rank), f"{h.score:.4f}", h.label, h.path) for h in result.hits]
+        print(("\n" if n else "") + (f"query: {query}\n" if len(queries) > 1 else "")
+              + table(("rank", "score", "label", "file"), rows))
+        print(
+            f"\n{len(result.hits)} hits in {args.collection} ({len(col)} images) | "
+            f"decode {result.decode_ms:.1f} ms, embed {result.embed_ms:.1f} ms ({service.embedder.engine}), "
+            f"search {result.search_ms:.2f} ms, total {result.total_ms:.1f} ms"
+        )
+    return EXIT_ERROR if failed else 0
+
+

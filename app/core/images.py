@@ -1,0 +1,187 @@
+"""Image loading and validation: the one loader used by the CLI, the index build and the UI.
+
+Everything that reaches the model goes through :func:`load_image`, which returns an RGB
+``PIL.Image`` or raises :class:`~app.errors.InvalidImageError` with a readable reason.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import IO, Union
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from app.errors import InvalidImageError
+
+# Formats we decode. Anything else (including PIL's long tail of exotic plugins) is refused.
+ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")  # JPEG covers MPO (phone photos)
+# 50 megapixels covers every phone camera's default output; larger is treated as a bomb.
+DEFAULT_MAX_PIXELS = 50_000_000
+# Alpha is composited on this fixed background, so transparent areas embed the same way every time.
+BACKGROUND_RGB = (255, 255, 255)
+
+ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, IO[bytes], Image.Image]
+
+# Never decode half an image silently.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+def load_image(
+    source: ImageSource,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    draft_size: int | None = None,
+) -> Image.Image:
+    """Decode ``source`` into an RGB image ready for preprocessing.
+
+    ``draft_size``: when set and the file is a JPEG, decode at the smallest DCT scale that still
+    gives at least ``draft_size`` pixels on each side (up to 8x less decoding work for photos).
+    Any failure, whatever Pillow raises underneath, comes out as :class:`InvalidImageError`.
+    """
+    if isinstance(source, Image.Image):
+        img = source
+        if img.format is not None and img.format not in ALLOWED_FORMATS + ("MPO",):
+            raise InvalidImageError(
+                f"{img.format} images are not supported ({', '.join(ALLOWED_FORMATS)})."
+            )
+        _check_pixels(img, max_pixels)
+        try:
+            img.load()
+            return to_rgb(ImageOps.exif_transpose(img) or img)
+        except InvalidImageError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise many untyped errors
+            raise InvalidImageError(f"The image could not be decoded ({exc}).") from exc
+
+    img, owned = _open(source)
+    try:
+        _check_pixels(img, max_pixels)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            if draft_size and img.format in ("JPEG", "MPO"):
+                img.draft("RGB", (draft_size, draft_size))
+            img.seek(0)  # animated GIF/WebP/MPO: the first frame
+            img.load()
+            out = to_rgb(ImageOps.exif_transpose(img) or img)
+            if out is img:
+                out = img.copy()  # detached from the file, which is closed below
+            return out
+    except InvalidImageError:
+        raise
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise InvalidImageError(
+            f"The image is too large to decode safely ({exc})."
+        ) from exc
+    except Exception as exc:  # noqa: BLE001 - truncated data: OSError, SyntaxError, struct.error...
+        raise InvalidImageError(f"The image file is damaged or truncated ({exc}).") from exc
+    finally:
+        if owned is not None:
+            img.close()  # our own handle: never leave it open (multi-frame files keep it)
+            owned.close()
+
+
+def _open(source: ImageSource) -> tuple[Image.Image, IO[bytes] | None]:
+    """Open without decoding; returns the image and the file handle we opened (None: the caller's)."""
+    owned: IO[bytes] | None = None
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise InvalidImageError("The file is empty (0 bytes).")
+        fp: IO[bytes] = io.BytesIO(bytes(source))
+        owned = fp
+        name = "the data"
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        name = path.name
+        try:
+            if not path.is_file():
+                raise InvalidImageError(f"No such file: {path}." if not path.exists() else f"Not a file: {path}.")
+            if path.stat().st_size == 0:
+                raise InvalidImageError(f"The file {name} is empty (0 bytes).")
+            fp = owned = open(path, "rb")  # noqa: SIM115 - closed by load_image
+        except OSError as exc:
+            raise InvalidImageError(f"Cannot read {path}: {exc.strerror or exc}.") from exc
+    else:
+        fp = source
+        name = getattr(source, "name", "the data")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(fp, formats=ALLOWED_FORMATS), owned
+    except BaseException as exc:
+        if owned is not None:
+            owned.close()
+        if isinstance(exc, UnidentifiedImageError):
+            raise InvalidImageError(
+                f"{_display(name)} is not an image in a supported format "
+                f"({', '.join(ALLOWED_FORMATS)})."
+            ) from exc
+        if isinstance(exc, (Image.DecompressionBombWarning, Image.DecompressionBombError)):
+            raise InvalidImageError(f"The image is too large to decode safely ({exc}).") from exc
+        if isinstance(exc, Exception):  # OSError, SyntaxError, EOFError, struct.error...
+            raise InvalidImageError(f"{_display(name)} could not be read ({exc}).") from exc
+        raise
+
+
+def _display(name: object) -> str:
+    text = str(name)
+    return "The data" if text == "the data" else f"The file {os.path.basename(text)}"
+
+
+def _check_pixels(img: Image.Image, max_pixels: int) -> None:
+    w, h = img.size
+    if w <= 0 or h <= 0:
+        raise InvalidImageError("The image has no pixels.")
+    if w * h > max_pixels:
+        raise InvalidImageError(
+            f"The image is too large ({w}x{h} = {_megapixels(w * h)} megapixels; "
+            f"the limit is {_megapixels(max_pixels)})."
+        )
+
+
+def _megapixels(pixels: int) -> str:
+    return f"{pixels / 1e6:.0f}" if pixels >= 10_000_000 else f"{pixels / 1e6:.3g}"
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any PIL mode to RGB: 16-bit and float rescaled, alpha composited on a fixed colour."""
+    mode = img.mode
+    if mode in ("1", "L", "RGB") and "transparency" in img.info:
+        # A PNG colour key (tRNS): those pixels are transparent, so they get the background too.
+        img = img.convert("RGBA")
+        mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        return Image.fromarray(_rescale_to_uint8(img), mode="L").convert("RGB")
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        mode = img.mode
+        if mode == "RGB":
+            return img
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, BACKGROUND_RGB + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")  # 1, L, CMYK, YCbCr, LAB, HSV, ...
+
+
+def _rescale_to_uint8(img: Image.Image) -> np.ndarray:
+    arr = np.asarray(img)
+    if arr.dtype.kind in "ui" and arr.size and arr.min() >= 0 and arr.max() <= 65535:
+        # 16-bit samples (PNG/TIFF "I;16" opens as I;16 or I): full 16-bit range to 8 bits.
+        max_value = 255 if img.mode == "I" and arr.max() <= 255 else 65535
+        return np.clip(np.rint(arr.astype(np.float64) * (255.0 / max_value)), 0, 255).astype(np.uint8)
+    arr = arr.astype(np.float64)
+    finite = arr[np.isfinite(arr)]
+    if finite.size == 0:
+        return np.zeros(arr.shape, dtype=np.uint8)
+    lo, hi = float(finite.min()), float(finite.max())
+    if img.mode == "F" and lo >= 0.0 and hi <= 1.0:
+        lo, hi = 0.0, 1.0  # float images in [0, 1]
+    scale = 255.0 / (hi - lo) if hi > lo else 0.0
+    out = np.nan_to_num((arr - lo) * scale, nan=0.0, posinf=255.0, neginf=0.0)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)

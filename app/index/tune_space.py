@@ -1,0 +1,200 @@
+"""Measuring index configurations on a held-out split of a collection's own vectors.
+
+The machinery behind :mod:`app.tune` (and the sweep of :mod:`app.evaluate`): the split and its
+exact ground truth, the PCA projections and their recall ceilings, building a candidate in its
+reduced space, and sweeping ``nprobe``/``k_factor`` upwards until a recall target is reached.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from app.index.faiss_store import IndexConfig, _quiet_clustering, pca_eigen, pca_from_eigen, search, set_search_params
+
+RECALL_K = 5
+PCA_DIMS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 320, 384, 448, 512, 640, 768, 1024, 1536)
+CEILING_MARGIN = 0.02  # ceilings are measured up to the first dimension reaching target + this
+NPROBES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+K_FACTORS = (2, 4, 8, 16, 32)
+MAX_QUERIES = 1000  # held-out queries: recall@5 measured to about +-0.005
+TIMING_QUERIES = 200
+MAX_PCA_SAMPLE = 20_000  # vectors used for the covariance
+MAX_TRAIN = 50_000  # vectors used to train IVF, PQ and SQ
+
+
+def pca_dims(n_train: int, d: int) -> list[int]:
+    return [p for p in PCA_DIMS if p < d and p < n_train]
+
+
+@dataclass
+class Trial:
+    """One measured configuration: factory string plus search parameters."""
+
+    factory: str
+    nprobe: int
+    recall_at_5: float
+    ms_per_query: float | None  # None: not timed (its recall was below the target)
+    index_bytes: int
+    train_s: float
+    k_factor: int = 1
+
+    @property
+    def config(self) -> IndexConfig:
+        return IndexConfig(self.factory, self.nprobe, self.k_factor)
+
+    def passes(self, target_recall: float, max_ms: float) -> bool:
+        return self.recall_at_5 >= target_recall and self.ms_per_query is not None and self.ms_per_query <= max_ms
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A configuration to try: ``pre`` (a PCA prefix or "") + ``body``, in a ``dp``-dim space."""
+
+    dp: int
+    pre: str
+    body: str
+    nlist: int
+    est_bytes: int
+    bits_per_dim: float  # code bits per reduced dimension that decide the final ranking
+    refine: bool = False
+    probe: bool = False  # cheap to train: measured first, its failures prune the others
+    base: str = ""  # for a larger-nlist variant: the factory it is a faster version of
+
+    @property
+    def factory(self) -> str:
+        return f"{self.pre},{self.body}" if self.pre else self.body
+
+
+# -- exact search ------------------------------------------------------------------------------
+
+
+def exact_topk(db: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """Exact top-k ids by L2 distance (= the cosine ranking on unit vectors), blockwise."""
+    k = min(k, len(db))
+    half_norms = 0.5 * np.einsum("ij,ij->i", db, db)
+    out = np.empty((len(queries), k), dtype=np.int64)
+    for s in range(0, len(queries), 1024):
+        sims = queries[s : s + 1024] @ db.T - half_norms  # its argmax is the L2 argmin
+        part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        order = np.take_along_axis(sims, part, axis=1).argsort(axis=1)[:, ::-1]
+        out[s : s + 1024] = np.take_along_axis(part, order, axis=1)
+    return out
+
+
+def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
+    """Fraction of the true top-k found in the returned top-k (order ignored)."""
+    k = truth.shape[1]
+    hits = sum(len(set(f[f >= 0][:k].tolist()) & set(t.tolist())) for f, t in zip(found, truth))
+    return hits / float(truth.size)
+
+
+def time_queries(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, float]:
+    """Search one query at a time (as the app does); returns ids and the median ms per query."""
+    ids = np.empty((len(queries), k), dtype=np.int64)
+    times = []
+    for i in range(len(queries)):
+        t = time.perf_counter()
+        ids[i] = search(index, queries[i : i + 1], k)[1][0]
+        times.append(time.perf_counter() - t)
+    return ids, float(np.median(times)) * 1000.0
+
+
+class Space:
+    """The held-out split, its ground truth and the PCA projections, computed once."""
+
+    def __init__(self, vectors: np.ndarray, n_queries: int | None, seed: int) -> None:
+        n, self.d = vectors.shape
+        nq = n_queries or int(min(MAX_QUERIES, max(1, n // 8)))
+        rng = np.random.default_rng(seed)
+        q_idx = np.sort(rng.choice(n, size=min(nq, max(1, n - 1)), replace=False))
+        mask = np.ones(n, dtype=bool)
+        mask[q_idx] = False
+        self.db, self.queries = vectors[mask], vectors[q_idx]
+        self.k = min(RECALL_K, len(self.db))
+        self.truth = exact_topk(self.db, self.queries, self.k)
+        self.timing = self.queries[: min(len(self.queries), TIMING_QUERIES)]
+        self.train_idx = np.sort(rng.choice(len(self.db), size=min(len(self.db), MAX_TRAIN), replace=False))
+        pca_n = min(len(self.db), MAX_PCA_SAMPLE)
+        self.pca_idx = np.sort(rng.choice(len(self.db), size=pca_n, replace=False))
+        self.dims = pca_dims(pca_n, self.d)
+        self._eigen: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._pcas: dict[int, Any] = {}
+        self._proj: dict[int, np.ndarray] = {}
+
+    def eigen(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self._eigen is None:
+            self._eigen = pca_eigen(self.db[self.pca_idx], max_components=max(self.dims, default=None))
+        return self._eigen
+
+    def ceilings(self, target: float) -> dict[int, float]:
+        """recall@5 of exact search after PCA to each dimension, up to the first clearly reaching the target."""
+        out: dict[int, float] = {}
+        if not self.dims:
+            return out
+        mean, _, vecs = self.eigen()
+        mean32 = mean.astype(np.float32)
+        db_p = q_p = np.zeros((0, 0), np.float32)
+        for dp in self.dims:
+            if dp > db_p.shape[1]:  # project in growing blocks: most collections stop early
+                hi = next((p for p in self.dims if p >= 2 * dp), self.dims[-1])
+                top = np.ascontiguousarray(vecs[:, :hi], dtype=np.float32)
+                db_p, q_p = (self.db - mean32) @ top, (self.queries - mean32) @ top
+            out[dp] = round(recall_at_k(exact_topk(db_p[:, :dp], q_p[:, :dp], self.k), self.truth), 4)
+            if out[dp] >= min(1.0, target + CEILING_MARGIN):
+                break  # larger dimensions only do better
+        return out
+
+    def pca(self, dp: int):
+        if dp not in self._pcas:
+            self._pcas[dp] = pca_from_eigen(*self.eigen(), dp, random_rotation=True)
+        return self._pcas[dp]
+
+    def projected(self, dp: int) -> np.ndarray:
+        """The database in a candidate's space (after PCAR when ``dp < d``)."""
+        if dp >= self.d:
+            return self.db
+        if dp not in self._proj:
+            self._proj[dp] = self.pca(dp).apply(self.db)
+        return self._proj[dp]
+
+    def build(self, cand: Candidate):
+        """Train ``cand`` in its reduced space and add the database; returns the full index."""
+        import faiss
+
+        data = self.projected(cand.dp)
+        inner = faiss.index_factory(cand.dp, cand.body, faiss.METRIC_L2)
+        _quiet_clustering(inner)
+        inner.train(np.ascontiguousarray(data[self.train_idx]))
+        inner.add(data)
+        return faiss.IndexPreTransform(self.pca(cand.dp), inner) if cand.pre else inner
+
+
+def sweep(space: Space, index, cand: Candidate, nbytes: int, train_s: float, target: float) -> list[Trial]:
+    """Sweep nprobe (and k_factor) upwards until the recall target is reached; time the last point."""
+    import faiss
+
+    try:
+        nlist = faiss.extract_index_ivf(index).nlist
+    except RuntimeError:
+        nlist = 1  # not an IVF index (the sweep's Flat reference)
+    nprobes = sorted({p for p in NPROBES if p < nlist} | {nlist})
+    trials: list[Trial] = []
+    for nprobe in nprobes:
+        trial = None
+        for kf in K_FACTORS if cand.refine else (1,):
+            set_search_params(index, IndexConfig(cand.factory, nprobe, kf))
+            rec = recall_at_k(search(index, space.queries, space.k)[1], space.truth)
+            trial = Trial(cand.factory, nprobe, round(rec, 4), None, nbytes, round(train_s, 2), kf)
+            if rec >= target:
+                break
+        assert trial is not None
+        trials.append(trial)
+        if trial.recall_at_5 >= target or nprobe == nprobes[-1]:
+            set_search_params(index, trial.config)
+            trial.ms_per_query = round(time_queries(index, space.timing, space.k)[1], 4)
+            break
+    return trials

@@ -1,0 +1,274 @@
+"""The Gradio Blocks of the web app: layout and event wiring.
+
+What each event does lives in :mod:`app.ui_handlers` (the handlers return a :class:`View`; this
+module maps it onto the components). Launch settings (host check, auth, upload limit, allowed
+paths, queue) live in :mod:`app.server`.
+
+Events, and why:
+
+* query editor (one ``gr.ImageEditor``: upload / webcam / clipboard, crop): ``upload`` searches a
+  new image, ``change`` / ``apply`` an edited (cropped) one. The editor fires several of these per
+  image, late, and also for images the app gives it; the handlers recognise repeats by a pixel
+  hash and those echoes by a small pixel signature, so a new image runs the model once.
+* images the app shows in the editor (example, result, history, fetched URL) go through a hidden
+  field whose ``change`` runs :data:`LOAD_INTO_EDITOR` in the browser, which hands the file to the
+  editor like a user upload (the only way its crop tool works on them in Gradio 6.31).
+* example / result / history galleries: ``select`` searches that item (stored vector, no model run).
+* URL box: ``submit`` and the Fetch button; the Search button: an explicit search of the editor.
+* k slider: ``release`` / ``change``; collection dropdown: ``change``; compare picker: ``input``.
+"""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import quote
+
+import gradio as gr
+
+from app.web.handlers import Handlers
+from app.web.view_model import SKIP, View, idle_status
+
+OUT_FIELDS = ("editor", "results", "status", "message", "last", "last_caption", "history", "examples", "compare",
+              "compare_choices", "session")
+# One more output after these: the compare box, shown when there is something to compare.
+
+CSS = """
+#ris-header h1 { margin: 0; font-size: 1.45rem; }
+#ris-header p { margin: 0.15rem 0 0; opacity: 0.75; }
+#ris-notice { border-left: 4px solid var(--color-accent); padding: 0.35rem 0.75rem;
+  background: var(--block-background-fill); border-radius: var(--radius-md); }
+#ris-notice p { margin: 0; }
+.ris-status { font-size: 0.82rem; opacity: 0.8; padding: 0.1rem 0.25rem; line-height: 1.5; }
+.ris-status span { white-space: nowrap; }
+#ris-message p { margin: 0.25rem 0; }
+#ris-message pre { white-space: pre-wrap; word-break: break-all; }
+#ris-message:empty { display: none; }
+/* The editor is a query box, not a paint program: only the image tools (sources, crop) are shown. */
+#query-editor button[aria-label="Brush"], #query-editor button[aria-label="Erase"],
+#query-editor button[aria-label="Color"], #query-editor button[aria-label="Brush Size"] { display: none !important; }
+/* Galleries take the height of their rows (Gradio's default is a fixed, scrolling box). */
+#results .grid-wrap, #examples .grid-wrap, #history .grid-wrap { min-height: 0; max-height: none; overflow-y: visible; }
+#results .grid-wrap { min-height: 190px; padding-top: 2.4rem; }
+#history .grid-wrap { padding-top: 2.4rem; }
+/* Captions: a full-width strip under each thumbnail, wrapped rather than cut. */
+#results .caption-label, #examples .caption-label, #history .caption-label {
+  left: 0; right: 0; bottom: 0; max-width: 100%; border: none; border-radius: 0; white-space: normal;
+  opacity: 0.9; font-size: 0.72rem; line-height: 1.3; padding: 2px 6px; }
+#results .thumbnail-lg:hover .caption-label, #examples .thumbnail-lg:hover .caption-label { opacity: 1; }
+#compare.block { border: 1px solid var(--border-color-primary) !important; }
+.ris-hint p { font-size: 0.8rem; opacity: 0.7; margin: 0; }
+.ris-error { color: var(--error-text-color, #b91c1c); font-size: 0.9rem; padding: 0.25rem 0; }
+"""
+
+# 640x480 is plenty for the model (224 px) and keeps the editor responsive (its default is 1920x1440).
+WEBCAM = gr.WebcamOptions(mirror=False, constraints={"video": {"width": {"ideal": 640}, "height": {"ideal": 480}}})
+
+
+# The editor silently ignores files the browser cannot decode; say so instead (the server never sees them).
+JS = """
+() => {
+  const box = () => document.getElementById("ris-client-error");
+  const say = (text) => { const el = box(); if (el) { el.textContent = text; el.hidden = !text; } };
+  const check = async (file) => {
+    if (!file) return;
+    try { const bmp = await createImageBitmap(file); bmp.close(); say(""); }
+    catch (err) {
+      say(`⚠️ "${file.name}" is not an image this browser can open. Use a JPEG, PNG, GIF, WebP or BMP file.`);
+    }
+  };
+  document.addEventListener("change", (e) => {
+    const t = e.target;
+    if (t instanceof HTMLInputElement && t.type === "file" && t.closest("#query-editor")) check(t.files && t.files[0]);
+  }, true);
+  document.addEventListener("drop", (e) => {
+    const t = e.target;
+    if (t instanceof Element && t.closest("#query-editor")) check(e.dataTransfer && e.dataTransfer.files[0]);
+  }, true);
+}
+"""
+
+
+# Images the app shows in the editor (an example, a result, a fetched URL...) are loaded by the
+# browser as if the user had picked the file: the editor can crop an upload, but not an image set
+# from the server (Gradio 6.31 then keeps sending the uncropped image).
+LOAD_INTO_EDITOR = """
+async (src) => {
+  if (!src) return [];
+  const url = src.split("#")[0];
+  const input = document.querySelector("#query-editor input[type=file]");
+  if (!input) return [];
+  const res = await fetch(url, { credentials: "same-origin" });
+  if (!res.ok) return [];
+  const blob = await res.blob();
+  const name = decodeURIComponent(url.split("/").pop() || "image.png");
+  const files = new DataTransfer();
+  files.items.add(new File([blob], name, { type: blob.type || "image/png" }));
+  input.files = files.files;
+  input.dispatchEvent(new Event("change", { bubbles: true }));
+  return [];
+}
+"""
+
+
+def editor_src_value(path: str) -> str:
+    """The hidden field that makes the browser load ``path`` into the editor (unique per request)."""
+    return f"/gradio_api/file={quote(str(path))}#{time.monotonic_ns()}"
+
+
+def theme() -> gr.themes.Base:
+    """Gradio's Soft theme, which has light and dark variants: the browser's preference picks one (no mode is forced)."""
+    return gr.themes.Soft(primary_hue="indigo", neutral_hue="slate")
+
+
+def _to_outputs(view: View) -> tuple:
+    values = []
+    compare_box = gr.skip() if view.compare is SKIP else gr.Group(visible=view.compare is not None)
+    for name in OUT_FIELDS:
+        value = getattr(view, name)
+        if value is SKIP:
+            values.append(gr.skip())
+        elif name == "editor":
+            values.append(editor_src_value(value))
+        elif name == "results":
+            values.append(gr.Gallery(value=value, selected_index=None))  # no stale highlight
+        elif name == "compare_choices":
+            values.append(gr.Dropdown(choices=value, value=0 if value else None))
+        else:
+            values.append(value)
+    return (*values, compare_box)
+
+
+def build_ui(h: Handlers) -> gr.Blocks:
+    default = h.default_collection()
+    session0 = h.initial_session(default)
+    info0 = h.info(default)
+
+    with gr.Blocks(title="Reverse image search", analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
+        session = gr.State(session0)
+        editor_src = gr.Textbox(visible="hidden", elem_id="editor-src")
+        with gr.Row(equal_height=True, elem_id="ris-header-row"):
+            gr.Markdown("# Reverse image search\nFind the most similar images in a collection, on this machine.",
+                        elem_id="ris-header")
+            collection = gr.Dropdown(choices=h.collection_choices(), value=default, label="Collection",
+                                     scale=0, min_width=260, elem_id="collection", filterable=False)
+        notices = h.notices_md()
+        gr.Markdown(notices, visible=bool(notices), elem_id="ris-notice")
+        setup = h.setup_md()
+        gr.Markdown(setup, visible=bool(setup), elem_id="ris-setup")
+
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=5, min_width=340):
+                editor = gr.ImageEditor(
+                    label="Query image", type="pil", image_mode="RGB", format="png",
+                    sources=["upload", "webcam", "clipboard"], transforms=("crop",), layers=False,
+                    webcam_options=WEBCAM, height=380, buttons=["download", "fullscreen"], elem_id="query-editor",
+                    placeholder="Drop an image, click to upload,\nor paste / take a photo with the buttons on the left",
+                )
+                with gr.Row(equal_height=True):
+                    url = gr.Textbox(placeholder="…or paste an image URL and press Enter", show_label=False,
+                                     scale=5, elem_id="url", max_lines=1, container=False)
+                    fetch = gr.Button("Fetch", scale=1, min_width=80, elem_id="fetch", size="md")
+                with gr.Row(equal_height=True):
+                    k = gr.Slider(1, h.config.max_k, value=h.config.default_k, step=1, label="Results (k)",
+                                  scale=4, elem_id="k")
+                    search = gr.Button("Search", variant="primary", scale=1, min_width=100, elem_id="search")
+                gr.Markdown("To search part of the image: choose the image tool on the left of the editor, "
+                            "then crop, drag the corners and confirm.", elem_classes=["ris-hint"])
+                gr.HTML('<div id="ris-client-error" class="ris-error" role="alert" hidden></div>', js_on_load=None)
+            with gr.Column(scale=7, min_width=420):
+                message = gr.Markdown("", elem_id="ris-message")
+                results = gr.Gallery(label="Most similar", columns=5, height="auto", fit_columns=False,
+                                     allow_preview=False, object_fit="cover", buttons=[], elem_id="results",
+                                     interactive=False)
+                status = gr.HTML(idle_status(f"{info0.size:,} images in {info0.name}. Choose a query image."
+                                             if info0 and info0.ready else "No collection is ready."),
+                                 elem_id="status", js_on_load=None)
+                with gr.Group(elem_id="compare-box", visible=False) as compare_box:
+                    compare_pick = gr.Dropdown(choices=[], label="Compare the query with",
+                                               info="Drag the handle: the query is on the left, the result on "
+                                                    "the right.", type="value", elem_id="compare-pick",
+                                               filterable=False)
+                    compare = gr.ImageSlider(show_label=False, type="filepath", max_height=300, elem_id="compare",
+                                             interactive=False)
+
+        with gr.Tabs():
+            with gr.Tab("Examples", elem_id="tab-examples"):
+                examples = gr.Gallery(value=h.example_items(session0.examples), show_label=False, columns=8,
+                                      height="auto", allow_preview=False, object_fit="cover", elem_id="examples",
+                                      interactive=False, buttons=[])
+                more = gr.Button("Show other examples", size="sm", elem_id="more-examples")
+            with gr.Tab("History", elem_id="tab-history"):
+                with gr.Row():
+                    with gr.Column(scale=2, min_width=240):
+                        last = gr.Image(label="Last searched", type="filepath", interactive=False, height=220,
+                                        elem_id="last", buttons=["download"])
+                        last_caption = gr.Markdown("", elem_id="last-caption")
+                        with gr.Row():
+                            to_query = gr.Button("↑ Back to the query", size="sm", elem_id="last-to-query")
+                            from_query = gr.Button("↓ Search the query", size="sm", elem_id="query-to-last")
+                    with gr.Column(scale=5):
+                        history = gr.Gallery(label="Recent queries (click to search again)", columns=6,
+                                             fit_columns=False, height="auto", allow_preview=False, object_fit="cover",
+                                             elem_id="history", interactive=False, buttons=[])
+
+        outs = [editor_src, results, status, message, last, last_caption, history, examples, compare, compare_pick,
+                session, compare_box]
+        ev = dict(outputs=outs, concurrency_id="search", api_visibility="private", show_progress_on=[results])
+        query_in = [editor, collection, k, session]
+
+        def on_upload(value, name, kk, s):
+            return _to_outputs(h.on_upload(value, name, kk, s))
+
+        def on_edit(value, name, kk, s):
+            return _to_outputs(h.on_edit(value, name, kk, s))
+
+        def on_search(value, name, kk, s):
+            return _to_outputs(h.on_search(value, name, kk, s))
+
+        def on_url(text, name, kk, s):
+            return _to_outputs(h.on_url(text, name, kk, s))
+
+        def on_k(kk, name, s):
+            return _to_outputs(h.on_k(kk, name, s))
+
+        def on_collection(name, kk, s):
+            return _to_outputs(h.on_collection(name, kk, s))
+
+        def on_more(name, s):
+            return _to_outputs(h.on_more_examples(name, s))
+
+        def on_example(evt: gr.SelectData, name, kk, s):
+            return _to_outputs(h.on_example(evt.index, name, kk, s))
+
+        def on_result(evt: gr.SelectData, name, kk, s):
+            return _to_outputs(h.on_result(evt.index, name, kk, s))
+
+        def on_history(evt: gr.SelectData, name, kk, s):
+            return _to_outputs(h.on_history(evt.index, name, kk, s))
+
+        def on_compare(pick, s):
+            return _to_outputs(h.on_compare(pick, s))
+
+        def on_use_last(s):
+            return _to_outputs(h.on_use_last(s))
+
+        # The editor fires these several times per image (mostly repeats): no spinner over the results for them.
+        quiet = dict(ev, show_progress="hidden")
+        editor.upload(on_upload, query_in, trigger_mode="always_last", **quiet)
+        editor.change(on_edit, query_in, trigger_mode="always_last", **quiet)
+        editor.apply(on_edit, query_in, trigger_mode="always_last", **quiet)
+        editor_src.change(None, [editor_src], None, js=LOAD_INTO_EDITOR)
+        search.click(on_search, query_in, **ev)
+        from_query.click(on_search, query_in, **ev)
+        url.submit(on_url, [url, collection, k, session], **ev)
+        fetch.click(on_url, [url, collection, k, session], **ev)
+        k.release(on_k, [k, collection, session], trigger_mode="always_last", **ev)
+        k.change(on_k, [k, collection, session], trigger_mode="always_last", **ev)
+        collection.change(on_collection, [collection, k, session], **ev)
+        more.click(on_more, [collection, session], **ev)
+        examples.select(on_example, [collection, k, session], **ev)
+        results.select(on_result, [collection, k, session], **ev)
+        history.select(on_history, [collection, k, session], **ev)
+        compare_pick.input(on_compare, [compare_pick, session], **ev)
+        to_query.click(on_use_last, [session], **ev)
+    return demo

@@ -1,0 +1,221 @@
+"""Serving the web app: a FastAPI app with the Gradio UI mounted at ``/``, run by uvicorn.
+
+Security decisions (see the README's "Using the app"):
+
+* Binds 127.0.0.1 by default. Any other address requires ``--auth`` (start-up is refused
+  otherwise); there is never a public share link (``share=True`` is not used).
+* Host header check against DNS rebinding: Gradio does not check ``Host``, so
+  :class:`HostHeaderMiddleware` answers 400 to any request whose ``Host`` is not a name this server
+  is reached by (``127.0.0.1:PORT``, ``localhost:PORT``, ``[::1]:PORT`` on loopback).
+* Files: Gradio's file route serves only its own private temp folder (uploads, rendered results)
+  and ``allowed_paths`` = the image folders of the ready collections. Its URL proxy forms
+  (``/gradio_api/file=http...``, ``/gradio_api/proxy=...``) are refused: the app fetches URLs itself,
+  through the SSRF-safe :func:`app.fetch.fetch_url`.
+* Errors: ``show_error=False`` and every handler catches its errors (:mod:`app.ui_handlers`), so no
+  traceback reaches the browser; unexpected ones are logged here.
+* Limits: uploads up to ``max_upload_mb`` (``max_file_size``), a bounded queue (``queue_size``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import ipaddress
+import logging
+import os
+import re
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterable
+
+from app.config import Config
+
+log = logging.getLogger(__name__)
+
+AUTH_ENV = "RIS_AUTH"
+_REFUSED_PATHS = re.compile(r"^/gradio_api/(?:file[=/]\s*[a-z][a-z0-9+.-]*:|proxy=)", re.IGNORECASE)
+_WILDCARDS = ("0.0.0.0", "::", "")
+
+
+class StartupError(Exception):
+    """The server cannot start with these settings (message for the command line)."""
+
+
+def is_loopback(host: str) -> bool:
+    host = host.strip().strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_auth(text: str | None) -> tuple[str, str] | None:
+    """``USER:PASS`` -> (user, password); None or empty -> None."""
+    if not text:
+        return None
+    user, sep, password = text.partition(":")
+    if not sep or not user or not password:
+        raise StartupError("--auth must look like USER:PASSWORD (both non-empty).")
+    return user, password
+
+
+def _host_name(host: str) -> str:
+    host = host.strip().strip("[]").lower()
+    try:
+        if ipaddress.ip_address(host).version == 6:
+            return f"[{host}]"
+    except ValueError:
+        pass
+    return host
+
+
+def allowed_hosts(host: str, port: int, extra: Iterable[str] = ()) -> frozenset[str]:
+    """The ``Host`` header values accepted: every name the server can legitimately be reached by."""
+    bare = host.strip().strip("[]").lower()
+    names: set[str] = set()
+    if bare in _WILDCARDS or is_loopback(bare):
+        names |= {"127.0.0.1", "localhost", "[::1]"}
+    if bare in _WILDCARDS:
+        hostname = socket.gethostname()
+        names |= {hostname.lower(), socket.getfqdn().lower()}
+        try:
+            names |= {_host_name(info[4][0]) for info in socket.getaddrinfo(hostname, None)}
+        except OSError:
+            pass
+    else:
+        names.add(_host_name(bare))
+    names |= {_host_name(e) for e in extra if e}
+    accepted = {f"{n}:{port}" for n in names}
+    if port == 80:
+        accepted |= names
+    return frozenset(accepted)
+
+
+class HostHeaderMiddleware:
+    """Refuse requests with an unexpected ``Host`` (DNS rebinding) and Gradio's URL-proxy routes."""
+
+    def __init__(self, app, allowed: Iterable[str]) -> None:
+        self.app = app
+        self.allowed = frozenset(a.lower() for a in allowed)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            host = ""
+            for name, value in scope.get("headers", ()):
+                if name == b"host":
+                    host = value.decode("latin-1").strip().lower()
+                    break
+            if host not in self.allowed:
+                await self._refuse(scope, receive, send, 400, "Invalid Host header")
+                return
+            if _REFUSED_PATHS.match(scope.get("path", "")):
+                await self._refuse(scope, receive, send, 403, "Not allowed")
+                return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _refuse(scope, receive, send, status: int, text: str) -> None:
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        from starlette.responses import PlainTextResponse
+
+        await PlainTextResponse(text, status_code=status)(scope, receive, send)
+
+
+def _private_gradio_temp_dir() -> str:
+    """Gradio keeps uploads and rendered files in GRADIO_TEMP_DIR; use a private one per process."""
+    current = os.environ.get("GRADIO_TEMP_DIR")
+    if current:
+        return current
+    path = tempfile.mkdtemp(prefix="ris-gradio-")
+    atexit.register(shutil.rmtree, path, True)
+    os.environ["GRADIO_TEMP_DIR"] = path
+    return path
+
+
+def create_app(config: Config, service=None, *, allowed_extra: Iterable[str] = ()):
+    """The ASGI app: FastAPI + host check + the Gradio UI. Returns (app, handlers)."""
+    temp_dir = _private_gradio_temp_dir()  # before any Gradio component exists
+
+    import gradio as gr
+    from fastapi import FastAPI
+
+    from app.service.search import SearchService
+    from app.web.layout import CSS, JS, build_ui, theme
+    from app.web.handlers import Handlers
+
+    service = service or SearchService(config)
+    handlers = Handlers(service, config, work_dir=Path(temp_dir) / "queries",
+                        toast=lambda text: gr.Warning(_html_escape(text), duration=8))
+    demo = build_ui(handlers)
+    demo.queue(max_size=config.queue_size, default_concurrency_limit=1)
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(HostHeaderMiddleware, allowed=allowed_hosts(config.host, config.port, allowed_extra))
+    gr.mount_gradio_app(
+        app, demo, path="/", server_name=config.host, server_port=config.port,
+        auth=config.auth, allowed_paths=handlers.image_roots(), max_file_size=config.max_upload_bytes,
+        show_error=False, footer_links=["gradio", "settings"], run_history=False, ssr_mode=False,
+        mcp_server=False, pwa=False, theme=theme(), css=CSS, js=JS,
+    )
+    return app, handlers
+
+
+def _html_escape(text: str) -> str:
+    import html
+
+    return html.escape(text)
+
+
+def check_bind(config: Config) -> None:
+    if not is_loopback(config.host) and config.auth is None:
+        raise StartupError(
+            f"Refusing to listen on {config.host} without a password: anyone on the network could use the app. "
+            f"Add --auth USER:PASSWORD (or set {AUTH_ENV}), or bind 127.0.0.1."
+        )
+
+
+def warm_up(service) -> None:
+    """Load the collections and the model, and run the model once, so the first query is fast."""
+    from PIL import Image
+
+    service.collections()
+    service.embedder.load()
+    service.embed(Image.new("RGB", (256, 256), (127, 127, 127)))
+
+
+def make_server(app, config: Config):
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets=None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:
+                host = f"[{config.host}]" if ":" in config.host else config.host
+                print(f"Reverse image search is ready: http://{host}:{config.port}/", flush=True)
+
+    return Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning", access_log=False,
+                                 server_header=False, proxy_headers=False, timeout_graceful_shutdown=3))
+
+
+def serve(config: Config, *, allowed_extra: Iterable[str] = ()) -> int:
+    """Check the settings, load everything once, then serve until interrupted."""
+    from app.service.search import SearchService
+
+    check_bind(config)
+    t0 = time.perf_counter()
+    service = SearchService(config)
+    warm_up(service)
+    app, handlers = create_app(config, service, allowed_extra=allowed_extra)
+    ready = handlers.ready()
+    print(f"Collections ready: {', '.join(ready) if ready else 'none (the page shows how to build one)'}; "
+          f"engine {service.embedder.engine}; loaded in {time.perf_counter() - t0:.1f} s", flush=True)
+    for notice in service.notices():
+        print(f"note: {notice}", flush=True)
+    server = make_server(app, config)
+    server.run()
+    return 0 if server.started else 1

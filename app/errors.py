@@ -1,6 +1,6 @@
 """Typed errors raised by the core.
 
-Only the UI (``app.ui``) and the CLI (``app.cli``) turn these into messages for people.
+Only the UI (``app.web``) and the CLI (``app.cli``) turn these into messages for people.
 Every error carries a one-line, human-readable ``str()``; ``hint`` says what to do next.
 """
 
@@ -53,3 +53,19 @@ class UnknownItemError(AppError):
 
 class UnknownModelError(AppError):
     """A model name that is not in the registry (``app.models``)."""
+
+
+class ManifestError(IndexMismatchError):
+    """An index manifest lacks a field, has one of the wrong type, or has an unknown schema version.
+
+    ``fields`` names the offending fields (the message names them too).
+    """
+
+    def __init__(self, message: str, *, fields: tuple[str, ...] = (), hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.fields = tuple(fields)
+
+
+class UnsupportedOperationError(AppError):
+    """A vector store cannot do what was asked (for example remove ids from a flat faiss index, which
+    would renumber every later row)."""

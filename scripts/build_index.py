@@ -1,13 +1,5 @@
 #!/usr/bin/env python3
-"""Build a collection: embed its images into features/ and save a tuned faiss index in indexes/.
-
-    python scripts/build_index.py --collection caltech101 --data data/caltech101
-    python scripts/build_index.py --collection caltech101 --data data/caltech101 --model efficientnet-lite0
-    python scripts/build_index.py --collection folder --data ~/Pictures --name my-photos
-
-Resumable: if it is interrupted, run the same command again and it continues.
-(``python -m app.cli build`` takes the same options.)
-"""
+"""`python -m app.cli build`, as a script (see app/cli/build.py, or `--help`)."""
 
 import sys
 

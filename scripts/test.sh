@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up and run the whole test suite (slow and browser tests included).
+# Set up, lint (ruff) and run the whole test suite (slow and browser tests included).
 # Installs Debian's chromium for the browser tests when it is missing (needs root or sudo).
 # Extra arguments go to pytest, e.g. scripts/test.sh -m "not slow" -x
 set -euo pipefail
@@ -18,4 +18,6 @@ if [[ ! -x /usr/bin/chromium && "${SKIP_BROWSER_TESTS:-0}" != "1" ]]; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
 fi
 
+echo "==> ruff check (pyflakes, isort, bugbear: pyproject.toml)"
+.venv/bin/ruff check .
 exec .venv/bin/python -m pytest "$@"

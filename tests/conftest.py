@@ -40,8 +40,8 @@ def small_collection(tmp_path_factory, embedder, model_cache):
 
     Returns (config, build result, data dir). Treat it as read-only.
     """
-    from app.service.build import build_collection
     from app.config import Config
+    from app.service.build import BuildSpec, build_collection
 
     base = tmp_path_factory.mktemp("small")
     data = base / "photos"
@@ -54,7 +54,7 @@ def small_collection(tmp_path_factory, embedder, model_cache):
         weights="untrained",
         workers=0,
     )
-    result = build_collection(config, kind="folder", data=data, name="shapes", embedder=embedder, progress=False)
+    result = build_collection(config, BuildSpec(kind="folder", data=data, name="shapes"), embedder=embedder, progress=False)
     return config, result, data
 
 

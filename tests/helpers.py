@@ -99,55 +99,6 @@ def make_voc_layout(root: Path, *, images: dict[str, tuple[str, ...]] | None = N
     return root
 
 
-class FakeEmbedder:
-    """A model-free stand-in for ``app.embed.Embedder``: deterministic, content-dependent vectors.
-
-    Each vector is the image's 8x8-pooled preprocessed pixels (first ``dim`` values) plus ``salt``,
-    L2-normalised, so identical images give identical vectors and different "weights" (salt)
-    give different ones. ``dim`` 2048 stands in for ResNet-50, 1280 for EfficientNet-Lite0.
-    ``calls``/``rows`` count what went through the "model".
-    """
-
-    def __init__(self, weights_id: str = "fake/v1", salt: float = 0.0, dim: int = 2048) -> None:
-        from types import SimpleNamespace
-
-        from app.core.models import MODELS
-
-        self.model = next(m for m in MODELS.values() if m.dim == dim and m.input_size == 224)
-        self.dim = dim
-        self.weights_id = weights_id
-        self.salt = salt
-        self.spec = SimpleNamespace(kind="fake", path=None, untrained=True, arg=lambda: "fake")
-        self.engine = "fake"
-        self.notices: list[str] = []
-        self.calls = 0
-        self.rows = 0
-
-    @property
-    def preprocessing(self):
-        return self.model.preprocessing
-
-    def preprocess(self, img):
-        from app.core.preprocess import preprocess
-
-        return preprocess(img, self.model.preprocessing)
-
-    def load(self) -> "FakeEmbedder":
-        return self
-
-    def embed_arrays(self, batch: np.ndarray) -> np.ndarray:
-        batch = np.asarray(batch, dtype=np.float32)
-        assert batch.ndim == 4 and batch.shape[1:] == (3, 224, 224), batch.shape
-        self.calls += 1
-        self.rows += len(batch)
-        pooled = batch.reshape(len(batch), 3, 28, 8, 28, 8).mean(axis=(3, 5)).reshape(len(batch), -1)[:, : self.dim]
-        v = pooled.astype(np.float64) + self.salt
-        return (v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-
-    def embed_images(self, images) -> np.ndarray:
-        return self.embed_arrays(np.stack([self.preprocess(im) for im in images]))
-
-
 def temp_files(folder: Path) -> list[Path]:
     """Leftovers of ``app.atomic`` writes (``.NAME.XXXX.tmp``) anywhere under ``folder``."""
     return sorted(p for p in Path(folder).rglob("*.tmp"))

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from app.metrics.bench import check_targets, format_bench, make_12mp_jpeg, ready_probe
 from app.core.images import load_image
+from app.metrics.bench import check_targets, format_bench, make_12mp_jpeg, ready_probe
 from tests.helpers import make_caltech_layout
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 import time
 from pathlib import Path
 
@@ -19,8 +18,8 @@ from PIL import Image
 
 from app.config import PROJECT_ROOT, Config
 from app.service.search import SearchService
+from tests.fakes import SpyEmbedder, free_port, running_app, serve_directory
 from tests.helpers import make_image_folder
-from tests.ui_support import SpyEmbedder, free_port, serve_directory
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -34,8 +33,8 @@ WAIT_S = 30  # the longest any single wait may take
 
 @pytest.fixture(scope="module")
 def app_server(tmp_path_factory, embedder, model_cache):
-    from app.service.build import build_collection
-    from app.web.server import create_app, make_server, warm_up
+    from app.service.build import BuildSpec, build_collection
+    from app.web.server import warm_up
 
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed")
@@ -46,22 +45,13 @@ def app_server(tmp_path_factory, embedder, model_cache):
     make_image_folder(base / "shapes")
     make_image_folder(base / "tiles", classes=("dots", "bars"), per_class=4, seed=5, size=(80, 80))
     for name in ("shapes", "tiles"):
-        build_collection(config, kind="folder", data=base / name, name=name, embedder=embedder, progress=False)
+        build_collection(config, BuildSpec(kind="folder", data=base / name, name=name), embedder=embedder, progress=False)
     spy = SpyEmbedder(embedder)
     service = SearchService(config, embedder=spy)
     warm_up(service)
     spy.calls = 0
-    app, _ = create_app(config, service)
-    server = make_server(app, config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + WAIT_S
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "the app did not start"
-    yield {"url": f"http://127.0.0.1:{config.port}/", "spy": spy, "base": base, "service": service}
-    server.should_exit = True
-    thread.join(timeout=10)
+    with running_app(config, service) as url:
+        yield {"url": url, "spy": spy, "base": base, "service": service}
 
 
 @pytest.fixture(scope="module")

@@ -3,16 +3,14 @@ other things (cups, cameras, laptops, chairs, butterflies) and the top result is
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from app.config import Config
 from app.service.search import SearchService
+from tests.fakes import free_port, running_app
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, WAIT_S, captions, wait_results
-from tests.ui_support import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -21,29 +19,19 @@ DATA = Path(__file__).parent / "data"
 
 @pytest.fixture(scope="module")
 def real_app(tmp_path_factory, lite0_embedder):
-    from app.service.build import build_collection
-    from app.web.server import create_app, make_server, warm_up
+    from app.service.build import BuildSpec, build_collection
+    from app.web.server import warm_up
 
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed")
     base = tmp_path_factory.mktemp("browser-real")
     config = Config(indexes_dir=base / "indexes", features_dir=base / "features", model="efficientnet-lite0",
                     cache_dir=lite0_embedder.cache_dir, workers=0, port=free_port())
-    build_collection(config, kind="folder", data=DATA / "cats_and_cups", name="cats-and-cups",
-                     embedder=lite0_embedder, factory="Flat", progress=False)
+    build_collection(config, BuildSpec(kind="folder", data=DATA / "cats_and_cups", name="cats-and-cups", factory="Flat"), embedder=lite0_embedder, progress=False)
     service = SearchService(config, embedder=lite0_embedder)
     warm_up(service)
-    app, _ = create_app(config, service)
-    server = make_server(app, config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + WAIT_S
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "the app did not start"
-    yield f"http://127.0.0.1:{config.port}/"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with running_app(config, service) as url:
+        yield url
 
 
 def test_uploaded_cat_finds_a_cat(real_app):

@@ -184,7 +184,7 @@ def test_search_many_queries_print_a_query_header_before_each_table(small_collec
     lines = proc.stdout.splitlines()
     headers = [i for i, line in enumerate(lines) if line.startswith("query: ")]
     assert [lines[i] for i in headers] == [f"query: {q}" for q in queries]
-    for i, query in zip(headers, queries):
+    for i, query in zip(headers, queries, strict=True):
         assert lines[i + 1].split() == ["rank", "score", "label", "file"]
         assert set(lines[i + 2].replace(" ", "")) == {"-"}
         rows = [line.split() for line in lines[i + 3 : i + 7]]
@@ -272,6 +272,18 @@ def test_build_script_builds_a_sample_and_prints_the_summary(reference_build, em
 def test_build_script_refuses_a_missing_data_folder(cli_env, tmp_path):
     proc = run(build_args(tmp_path / "nowhere", tmp_path), cli_env)
     assert_one_line_error(proc, "nowhere", "--data")
+
+
+def test_build_json_prints_the_manifest_as_written(tiny_folder, cli_env, tmp_path):
+    proc = run(build_args(tiny_folder, tmp_path, "--json"), cli_env)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert set(out) == {"manifest", "stats", "skipped"} and out["skipped"] == []
+    written = json.loads((tmp_path / "indexes" / "tiny.manifest.json").read_text())
+    assert out["manifest"] == written and written["schema_version"] == 2
+    for key in ("model", "weights_id", "dim", "count", "factory", "nprobe", "k_factor", "tuning", "index_bytes"):
+        assert key in written, key
+    assert (written["count"], written["factory"], written["nprobe"]) == (8, "IVF2,Flat", 1)
 
 
 @pytest.mark.slow

@@ -7,8 +7,8 @@ from collections import Counter
 import pytest
 
 from app.core.datasets import Item, load_dataset, spread_sample
-from app.errors import DatasetError
 from app.core.images import load_image
+from app.errors import DatasetError
 from tests.helpers import VOC_IMAGES, make_caltech_layout, make_image_folder, make_voc_layout
 
 

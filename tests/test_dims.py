@@ -13,14 +13,15 @@ import re
 import numpy as np
 import pytest
 
-from app.service.build import build_collection
 from app.config import Config
-from app.errors import IndexMismatchError
 from app.core.features import feature_paths, load_features
-from app.index.faiss_store import load_index, manifest_path
 from app.core.models import DEFAULT_MODEL
+from app.errors import IndexMismatchError
+from app.index.faiss_store import load_index, manifest_path
+from app.service.build import BuildSpec, build_collection
 from app.service.search import SearchService
-from tests.helpers import FakeEmbedder, make_image_folder
+from tests.fakes import FakeEmbedder
+from tests.helpers import make_image_folder
 
 DIMS = (1280, 2048)
 OTHER = {1280: 2048, 2048: 1280}
@@ -45,8 +46,8 @@ def built(request, tmp_path_factory):
     config = make_config(base)
     fake = FakeEmbedder(dim=dim)
     results = {
-        name: build_collection(config, kind="folder", data=base / "pics", name=name, embedder=fake,
-                               factory=factory, progress=False)
+        name: build_collection(config, BuildSpec(kind="folder", data=base / "pics", name=name, factory=factory),
+                               embedder=fake, progress=False)
         for name, factory in BUILDS.items()
     }
     return dim, config, fake, results, base / "pics"
@@ -103,7 +104,7 @@ def test_every_image_finds_itself_first(built, name):
     dim, config, fake, _, pics = built
     service = SearchService(config, embedder=fake)
     col = service.collection(name)
-    assert len(col) == N and col.vectors.shape == (N, dim) and col.index.d == dim
+    assert len(col) == N and col.vectors.shape == (N, dim) and col.store.dim == dim
     for item_id, rel in enumerate(col.table.paths):
         result = service.search(pics / rel, name, k=5)
         assert len(result.hits) == 5 and not result.reused
@@ -147,10 +148,10 @@ def test_milvus_backend_matches_faiss_at_each_dimension(built, milvus):
     milvus_config, meta = milvus
     assert meta["dim"] == dim and meta["count"] == N and meta["weights_id"] == fake.weights_id
     index = MilvusIndex(milvus_config.milvus_uri, "tuned")
-    assert (index.d, index.ntotal) == (dim, N)
+    assert (index.dim, index.count()) == (dim, N)
     remote = SearchService(milvus_config, embedder=fake)
     local = SearchService(config, embedder=fake)
-    assert remote.collection("tuned").index.d == dim
+    assert remote.collection("tuned").store.dim == dim
     for item_id in range(0, N, 3):
         got = remote.search_item("tuned", item_id, k=5)
         want = local.search_item("tuned", item_id, k=5)
@@ -172,8 +173,8 @@ def test_index_of_another_model_is_refused_naming_both(tmp_path, built_dim):
     make_image_folder(tmp_path / "pics", classes=("circles", "stripes"), per_class=3, seed=2)
     config = make_config(tmp_path)
     builder = FakeEmbedder(f"{built_model}/fake", dim=built_dim)
-    build_collection(config, kind="folder", data=tmp_path / "pics", name="mine", embedder=builder,
-                     factory="Flat", progress=False)
+    build_collection(config, BuildSpec(kind="folder", data=tmp_path / "pics", name="mine", factory="Flat"),
+                     embedder=builder, progress=False)
     assert SearchService(config, embedder=builder).search_item("mine", 0).hits[0].id == 0
 
     runner = FakeEmbedder(f"{run_model}/fake", dim=run_dim)

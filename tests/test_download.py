@@ -13,7 +13,7 @@ import tarfile
 import threading
 import zipfile
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -21,10 +21,16 @@ from PIL import Image
 
 import app.net.download as dl
 from app.cli.main import main as cli_main
-from app.net.download import (
-    Source, dataset_present, download_dataset, download_file, ensure_imagenet_weights, safe_extract,
-)
 from app.errors import DownloadError
+from app.net.download import (
+    Source,
+    dataset_present,
+    download_dataset,
+    download_file,
+    ensure_imagenet_weights,
+    safe_extract,
+)
+from tests.fakes import QuietHTTPServer
 
 REPO = Path(__file__).resolve().parent.parent
 SERVER_LIFETIME_S = 60
@@ -77,8 +83,7 @@ class FileServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
+        self.httpd = QuietHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
         self.timer = threading.Timer(SERVER_LIFETIME_S, self.httpd.shutdown)

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from app.core.embed import Embedder
-from app.errors import WeightsError
 from app.core.images import load_image
+from app.errors import WeightsError
 
 DATA = Path(__file__).parent / "data"
 PHOTOS = sorted(DATA.glob("engine_*.jpg"))

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app.index.faiss_index import IndexConfig
+from app.index.faiss_store import load_index
 from app.metrics.evaluate import (
     evaluate_collection,
     exact_neighbours,
@@ -21,7 +23,6 @@ from app.metrics.evaluate import (
     sweep_configs,
     sweep_grid,
 )
-from app.index.faiss_store import load_index
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,7 +87,7 @@ def test_sweep_rows_include_the_old_demo_reference():
     rng = np.random.default_rng(0)
     v = rng.standard_normal((2500, 256)).astype(np.float32) * (1.0 / np.sqrt(1 + np.arange(256)))
     v /= np.linalg.norm(v, axis=1, keepdims=True)
-    rows = sweep_configs(v, {"factory": "PCAR128,IVF64,SQ8", "nprobe": 16, "k_factor": 1})
+    rows = sweep_configs(v, IndexConfig("PCAR128,IVF64,SQ8", nprobe=16, k_factor=1))
     names = {(r["factory"], r["nprobe"]) for r in rows}
     assert ("Flat", 1) in names and ("IVF100,PQ8np", 1) in names
     flat = next(r for r in rows if r["factory"] == "Flat")
@@ -97,7 +98,7 @@ def test_sweep_rows_include_the_old_demo_reference():
 
 
 def test_sweep_grid_adds_the_tuned_dimension():
-    grid = sweep_grid(8000, 2048, {"factory": "PCAR320,IVF64,SQ8", "nprobe": 16})
+    grid = sweep_grid(8000, 2048, IndexConfig("PCAR320,IVF64,SQ8", nprobe=16))
     assert any(f.startswith("PCAR320,") for f, *_ in grid)
     assert grid[1][0] == "IVF100,PQ8np" and grid[1][1][0] == 1
 

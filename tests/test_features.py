@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 
 from app.core.datasets import load_dataset
+from app.core.features import extract_features, feature_paths, load_features
+from app.core.images import load_image
 from app.core.models import get_model
 from app.core.preprocess import preprocess
 from app.errors import DatasetError, IndexMismatchError
-from app.core.features import extract_features, feature_paths, load_features
-from app.core.images import load_image
-from tests.helpers import FakeEmbedder, make_image_folder, temp_files
+from tests.fakes import FakeEmbedder
+from tests.helpers import make_image_folder, temp_files
 
 
 class Killed(KeyboardInterrupt):
@@ -154,13 +155,13 @@ def test_unreadable_files_are_skipped_listed_and_counted(tmp_path):
     assert saved["count"] == 4 and len(saved["skipped"]) == 4 and saved["weights_id"] == "fake/v1"
 
     # the whole build completes too, and says what it skipped
-    from app.service.build import build_collection
     from app.config import Config
+    from app.service.build import BuildSpec, build_collection
 
     config = Config(indexes_dir=tmp_path / "indexes", features_dir=tmp_path / "built", workers=0)
-    result = build_collection(config, kind="folder", data=root, name="c", embedder=FakeEmbedder(), factory="Flat",
-                              progress=False)
-    assert result.manifest["count"] == 4 and result.manifest["skipped"] == 4 and result.stats["skipped"] == 4
+    result = build_collection(config, BuildSpec(kind="folder", data=root, name="c", factory="Flat"),
+                              embedder=FakeEmbedder(), progress=False)
+    assert result.manifest.count == 4 and result.manifest.skipped == 4 and result.stats["skipped"] == 4
     assert {s["path"] for s in result.skipped} == bad
 
 

@@ -12,7 +12,6 @@ import http.server
 import io
 import shutil
 import socket
-import socketserver
 import ssl
 import subprocess
 import threading
@@ -27,6 +26,7 @@ from PIL import Image
 import app.net.fetch as fetch_mod
 from app.errors import FetchError
 from app.net.fetch import DEFAULT_MAX_BYTES, address_refusal, fetch_url
+from tests.fakes import QuietHTTPServer
 
 REAL_GETADDRINFO = socket.getaddrinfo
 REAL_CONNECT_SOCKET = fetch_mod._connect_socket
@@ -49,15 +49,6 @@ def png_bytes() -> bytes:
 class SeenRequest:
     path: str
     headers: dict[str, str]
-
-
-class _QuietServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def server_bind(self) -> None:
-        # Skip HTTPServer.server_bind's reverse lookup (getfqdn): no name resolution in tests.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
 
 
 class LocalServer:
@@ -87,7 +78,7 @@ class LocalServer:
             def log_message(self, format: str, *args: object) -> None:  # noqa: A002
                 return
 
-        self.httpd = _QuietServer(("127.0.0.1", 0), _Handler)
+        self.httpd = QuietHTTPServer(("127.0.0.1", 0), _Handler)
         if tls is not None:
             self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
         self.port = self.httpd.server_address[1]

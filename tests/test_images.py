@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.errors import InvalidImageError
 from app.core.images import ALLOWED_FORMATS, BACKGROUND_RGB, load_image
+from app.errors import InvalidImageError
 
 DATA = Path(__file__).parent / "data"
 WHITE = BACKGROUND_RGB

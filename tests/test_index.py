@@ -10,18 +10,10 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
+from app.core.manifest import Manifest
 from app.errors import IndexMismatchError, IndexMissingError
-from app.index.faiss_store import (
-    IndexConfig,
-    build_command,
-    build_index,
-    index_path,
-    list_indexes,
-    load_index,
-    manifest_path,
-    save_index,
-    search,
-)
+from app.index.faiss_index import IndexConfig, build_index, search
+from app.index.faiss_store import build_command, index_path, list_indexes, load_index, manifest_path, save_index
 from tests.helpers import temp_files
 
 MANIFEST_KEYS = {
@@ -162,7 +154,7 @@ def test_missing_or_unreadable_manifest(shapes_copy, embedder):
     mpath.write_text("{truncated")
     with pytest.raises(IndexMismatchError, match="unreadable"):
         load_index(indexes, "shapes")
-    good = json.loads(json.dumps(manifest))
+    good = manifest.to_json()
     mpath.write_text(json.dumps({"dim": 2048}))
     with pytest.raises(IndexMismatchError, match="lacks"):
         load_index(indexes, "shapes")
@@ -192,13 +184,15 @@ def test_missing_index_file_with_a_manifest(shapes_copy, embedder):
 
 
 def test_rebuild_command_repeats_the_build_options():
-    manifest = {"collection": "caltech101", "dataset_root": "/data/caltech101", "weights_arg": "untrained",
-                "limit": 120, "include": ["BACKGROUND_Google"]}
+    built = {"weights_id": "resnet50/IMAGENET1K_V2/11ad3fa6", "dim": 2048, "count": 120}
+    manifest = Manifest(collection="caltech101", dataset_root="/data/caltech101", weights_arg="untrained",
+                        limit=120, include=("BACKGROUND_Google",), **built)
     assert build_command("caltech101", manifest) == (
         "python scripts/build_index.py --collection caltech101 --data /data/caltech101 --weights untrained "
         "--limit 120 --include BACKGROUND_Google"
     )
-    assert build_command("mine", {"collection": "folder", "dataset_root": "/p", "weights_arg": "imagenet"}) == (
+    mine = Manifest(collection="folder", dataset_root="/p", weights_arg="imagenet", **built)
+    assert build_command("mine", mine) == (
         "python scripts/build_index.py --collection folder --data /p --name mine"
     )
 

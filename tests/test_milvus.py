@@ -9,8 +9,8 @@ import pytest
 pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
 
-from app.errors import IndexMismatchError, IndexMissingError  # noqa: E402
 from app.cli.main import main  # noqa: E402
+from app.errors import IndexMismatchError, IndexMissingError  # noqa: E402
 from app.index.milvus_store import MilvusIndex, sync  # noqa: E402
 from app.service.search import SearchService  # noqa: E402
 
@@ -28,8 +28,8 @@ def test_sync_records_count_and_weights(milvus_collection, small_collection):
     config, meta = milvus_collection
     assert meta["count"] == small_collection[1].manifest["count"]
     index = MilvusIndex(config.milvus_uri, "shapes")
-    assert (index.ntotal, index.d) == (meta["count"], 2048)
-    assert index.meta["weights_id"] == small_collection[1].manifest["weights_id"]
+    assert (index.count(), index.dim) == (meta["count"], 2048)
+    assert index.meta.weights_id == small_collection[1].manifest.weights_id
 
 
 @pytest.mark.slow
@@ -100,3 +100,32 @@ def test_cli_and_app_take_the_milvus_backend(milvus_collection, small_collection
     assert hits[True] == hits[False] and len(hits[True]) == 3
     app_config = config_from_args(make_parser().parse_args(["--backend", "milvus", "--milvus-uri", "m.db"]))
     assert (app_config.backend, app_config.milvus_uri) == ("milvus", "m.db")
+
+
+@pytest.mark.slow
+def test_build_with_the_milvus_backend_pushes_the_vectors(tmp_path, cli_env):
+    """``scripts/build_index.py --backend milvus --milvus-uri URI`` builds locally, then syncs to Milvus."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.helpers import make_image_folder
+
+    make_image_folder(tmp_path / "pics", per_class=3)
+    uri = str(tmp_path / "build.db")
+    dirs = ["--indexes", str(tmp_path / "i"), "--features", str(tmp_path / "f")]
+    proc = subprocess.run([sys.executable, "scripts/build_index.py", "--collection", "folder", "--data",
+                           str(tmp_path / "pics"), "--name", "pics", "--weights", "untrained", "--factory", "Flat",
+                           "--backend", "milvus", "--milvus-uri", uri, "--no-progress", "--json", *dirs],
+                          cwd=Path(__file__).resolve().parent.parent, env=cli_env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["stats"]["milvus"]["count"] == out["manifest"]["count"] == 12
+    index = MilvusIndex(uri, "pics")
+    assert index.count() == 12 and index.meta.weights_id == out["manifest"]["weights_id"]
+    missing = subprocess.run([sys.executable, "scripts/build_index.py", "--collection", "folder", "--data",
+                              str(tmp_path / "pics"), "--backend", "milvus", *dirs],
+                             cwd=Path(__file__).resolve().parent.parent, env=cli_env, capture_output=True,
+                             text=True, timeout=120)
+    assert missing.returncode == 2 and "--milvus-uri" in missing.stderr and "Traceback" not in missing.stderr

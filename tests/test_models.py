@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from app.core.embed import Embedder
-from app.errors import DownloadError, UnknownModelError, WeightsError
 from app.core.images import load_image
 from app.core.models import DEFAULT_MODEL, MODELS, get_model
 from app.core.weights import WeightsSpec, build_torch_model, map_efficientnet_pytorch, pretrained_path
+from app.errors import DownloadError, UnknownModelError, WeightsError
 
 DATA = Path(__file__).parent / "data"
 LITE0 = get_model("efficientnet-lite0")

@@ -9,40 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.service.build import build_collection
 from app.config import Config
-from app.errors import IndexMismatchError, IndexMissingError, InvalidImageError, UnknownItemError
 from app.core.features import feature_paths
+from app.errors import IndexMismatchError, IndexMissingError, InvalidImageError, UnknownItemError
+from app.service.build import BuildSpec, build_collection
 from app.service.search import SearchService
-from tests.helpers import FakeEmbedder, make_image_folder
+from tests.fakes import FakeEmbedder, SpyEmbedder
+from tests.helpers import make_image_folder
 
 DATA = Path(__file__).parent / "data"
-
-
-class SpyEmbedder:
-    """Wraps an embedder and counts every use of the model."""
-
-    def __init__(self, inner) -> None:
-        self.inner = inner
-        self.weights_id = inner.weights_id
-        self.dim = inner.dim
-        self.notices = list(inner.notices)
-        self.model_calls = 0
-
-    @property
-    def engine(self):
-        return self.inner.engine
-
-    def load(self):
-        self.model_calls += 1
-        return self
-
-    def embed_arrays(self, batch):
-        self.model_calls += 1
-        return self.inner.embed_arrays(batch)
-
-    def __getattr__(self, name):  # model, preprocessing... from the wrapped embedder
-        return getattr(self.inner, name)
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +34,9 @@ def approx(tmp_path_factory):
     config = Config(data_dir=base / "data", indexes_dir=base / "indexes", features_dir=base / "features",
                     cache_dir=base / "cache", weights="untrained", workers=0, max_k=100)
     fake = FakeEmbedder("fake/approx")
-    result = build_collection(config, kind="folder", data=base / "pics", name="approx", embedder=fake,
-                              factory="IVF8,PQ16x4", nprobe=1, progress=False)
-    assert result.manifest["count"] == 40
+    spec = BuildSpec(kind="folder", data=base / "pics", name="approx", factory="IVF8,PQ16x4", nprobe=1)
+    result = build_collection(config, spec, embedder=fake, progress=False)
+    assert result.manifest.count == 40
     return SearchService(config, embedder=fake), config, base
 
 
@@ -219,6 +194,6 @@ def test_search_item_does_not_run_the_model(shapes, embedder):
     service = SearchService(config, embedder=spy)
     for item_id in (0, 7, 23):
         assert service.search_item("shapes", item_id, k=5).hits[0].id == item_id
-    assert spy.model_calls == 0
+    assert spy.calls == spy.loads == 0  # not even loaded
     service.search(data / service.collection("shapes").table.paths[0], "shapes", k=5)
-    assert spy.model_calls >= 1  # the spy does see the model when it is used
+    assert spy.calls >= 1  # the spy does see the model when it is used

@@ -15,7 +15,7 @@ import json
 import numpy as np
 import pytest
 
-from app.index.faiss_store import search
+from app.index.faiss_index import search
 from app.index.tune import candidates, exact_topk, is_ivfpq, recall_at_k, tune
 
 

@@ -1,4 +1,5 @@
-"""Handler tests for the web UI (:mod:`app.ui_handlers`) and its server (:mod:`app.server`).
+"""Handler tests for the web UI (the handler groups of :mod:`app.web.handlers`) and its server
+(:mod:`app.web.server`).
 
 The handlers are called directly, as Gradio would call them, over the ``small_collection``
 fixture; a spy embedder counts model runs. No browser here (see ``test_browser.py``).
@@ -16,8 +17,8 @@ from PIL import Image
 from app.config import Config
 from app.service.search import SearchService
 from app.web.handlers import SKIP, Handlers, Session, View
+from tests.fakes import SpyEmbedder, serve_directory
 from tests.helpers import make_image_folder
-from tests.ui_support import SpyEmbedder, serve_directory
 
 
 # -- fixtures ------------------------------------------------------------------------------------
@@ -45,15 +46,15 @@ def h(make_handlers) -> Handlers:
 @pytest.fixture(scope="module")
 def two_collections(tmp_path_factory, embedder, model_cache):
     """A config with two built collections, ``shapes`` and ``tiles``."""
-    from app.service.build import build_collection
+    from app.service.build import BuildSpec, build_collection
 
     base = tmp_path_factory.mktemp("two")
     config = Config(data_dir=base / "data", indexes_dir=base / "indexes", features_dir=base / "features",
                     cache_dir=model_cache, weights="untrained", workers=0)
     make_image_folder(base / "a", per_class=3)
     make_image_folder(base / "b", classes=("dots", "bars"), per_class=4, seed=5, size=(80, 80))
-    build_collection(config, kind="folder", data=base / "a", name="shapes", embedder=embedder, progress=False)
-    build_collection(config, kind="folder", data=base / "b", name="tiles", embedder=embedder, progress=False)
+    build_collection(config, BuildSpec(kind="folder", data=base / "a", name="shapes"), embedder=embedder, progress=False)
+    build_collection(config, BuildSpec(kind="folder", data=base / "b", name="tiles"), embedder=embedder, progress=False)
     return config, base
 
 
@@ -80,7 +81,7 @@ def query_img(small_collection) -> Image.Image:
 # -- searching -----------------------------------------------------------------------------------
 def test_search_by_image_gives_k_results_with_captions(h, spy, query_img):
     s = Session()
-    view = h.on_upload(editor_value(query_img), "shapes", 5, s)
+    view = h.queries.on_upload(editor_value(query_img), "shapes", 5, s)
     assert len(view.results) == 5
     for path, cap in view.results:
         assert Path(path).is_file()
@@ -99,49 +100,49 @@ def test_search_by_image_gives_k_results_with_captions(h, spy, query_img):
 
 @pytest.mark.parametrize("k, expected", [(0, 1), (-3, 1), (1, 1), (7, 7), (20, 20), (99, 20), (None, 5)])
 def test_k_is_clamped(h, query_img, k, expected):
-    view = h.on_search(editor_value(query_img), "shapes", k, Session())
+    view = h.queries.on_search(editor_value(query_img), "shapes", k, Session())
     assert len(view.results) == expected
 
 
 def test_one_model_run_however_many_editor_events(h, spy, query_img):
     """The editor fires upload three times, then change/apply, for one image: the model runs once."""
     s = Session()
-    first = h.on_upload(editor_value(query_img), "shapes", 5, s)
+    first = h.queries.on_upload(editor_value(query_img), "shapes", 5, s)
     assert first.results != SKIP
-    for handler in (h.on_upload, h.on_upload, h.on_edit, h.on_edit):
+    for handler in (h.queries.on_upload, h.queries.on_upload, h.queries.on_edit, h.queries.on_edit):
         assert only_skips(handler(editor_value(query_img.copy()), "shapes", 5, s))
     assert spy.calls == 1
     # The Search button always answers, but with the remembered vector.
-    again = h.on_search(editor_value(query_img), "shapes", 5, s)
+    again = h.queries.on_search(editor_value(query_img), "shapes", 5, s)
     assert len(again.results) == 5 and "model not run" in again.status
     assert spy.calls == 1
     # Events that carry no image yet (the editor sends those too) do nothing.
-    assert only_skips(h.on_upload({"background": None, "layers": [], "composite": None}, "shapes", 5, s))
-    assert only_skips(h.on_edit(None, "shapes", 5, s))
+    assert only_skips(h.queries.on_upload({"background": None, "layers": [], "composite": None}, "shapes", 5, s))
+    assert only_skips(h.queries.on_edit(None, "shapes", 5, s))
 
 
 def test_a_different_image_runs_the_model_again(h, spy, small_collection):
     _, _, data = small_collection
     s = Session()
-    h.on_upload(editor_value(rgb(data / "circles" / "img_01.jpg")), "shapes", 5, s)
-    h.on_upload(editor_value(rgb(data / "squares" / "img_03.jpg")), "shapes", 5, s)
+    h.queries.on_upload(editor_value(rgb(data / "circles" / "img_01.jpg")), "shapes", 5, s)
+    h.queries.on_upload(editor_value(rgb(data / "squares" / "img_03.jpg")), "shapes", 5, s)
     assert spy.calls == 2
 
 
 def test_changing_k_reuses_the_query(h, spy, query_img):
     s = Session()
-    h.on_upload(editor_value(query_img), "shapes", 5, s)
-    view = h.on_k(12, "shapes", s)
+    h.queries.on_upload(editor_value(query_img), "shapes", 5, s)
+    view = h.session.on_k(12, "shapes", s)
     assert len(view.results) == 12
-    assert only_skips(h.on_k(12, "shapes", s))
+    assert only_skips(h.session.on_k(12, "shapes", s))
     assert spy.calls == 1
 
 
 # -- reuse: collection images never run the model --------------------------------------------------
 def test_example_click_uses_the_stored_vector(h, spy):
-    s = h.initial_session("shapes")
+    s = h.collections.initial_session("shapes")
     assert len(s.examples) == 12
-    view = h.on_example(3, "shapes", 5, s)
+    view = h.queries.on_example(3, "shapes", 5, s)
     hit = s.examples[3]
     assert view.editor == str(hit.abs_path)  # the query editor shows the example
     assert view.results[0][0] == str(hit.abs_path)  # an item is its own best match
@@ -150,61 +151,61 @@ def test_example_click_uses_the_stored_vector(h, spy):
     # The editor echoes the image it was given (through upload and change events, decoded by the
     # browser, so not always bit-exact): not a new image.
     echo = editor_value(rgb(hit.abs_path))
-    assert only_skips(h.on_edit(echo, "shapes", 5, s))
-    assert only_skips(h.on_upload(echo, "shapes", 5, s))
+    assert only_skips(h.queries.on_edit(echo, "shapes", 5, s))
+    assert only_skips(h.queries.on_upload(echo, "shapes", 5, s))
     buf = io.BytesIO()
     rgb(hit.abs_path).save(buf, format="JPEG", quality=85)
-    assert only_skips(h.on_upload(editor_value(rgb(buf)), "shapes", 5, s))
+    assert only_skips(h.queries.on_upload(editor_value(rgb(buf)), "shapes", 5, s))
     assert spy.calls == 0
     # Search on the unchanged example: still the stored vector.
-    assert "stored vector" in h.on_search(echo, "shapes", 5, s).status
+    assert "stored vector" in h.queries.on_search(echo, "shapes", 5, s).status
     assert spy.calls == 0
 
 
 def test_late_echo_of_an_earlier_example_is_ignored(h, spy):
     """The editor may echo example A after the app already showed example B."""
-    s = h.initial_session("shapes")
+    s = h.collections.initial_session("shapes")
     a, b = s.examples[1], s.examples[7]
-    h.on_example(1, "shapes", 5, s)
-    h.on_example(7, "shapes", 5, s)
-    assert only_skips(h.on_upload(editor_value(rgb(a.abs_path)), "shapes", 5, s))
-    assert only_skips(h.on_edit(editor_value(rgb(b.abs_path)), "shapes", 5, s))
+    h.queries.on_example(1, "shapes", 5, s)
+    h.queries.on_example(7, "shapes", 5, s)
+    assert only_skips(h.queries.on_upload(editor_value(rgb(a.abs_path)), "shapes", 5, s))
+    assert only_skips(h.queries.on_edit(editor_value(rgb(b.abs_path)), "shapes", 5, s))
     assert s.searched.item_id == b.id and spy.calls == 0
     # Search answers with what the editor shows, still from stored vectors.
-    view = h.on_search(editor_value(rgb(a.abs_path)), "shapes", 5, s)
+    view = h.queries.on_search(editor_value(rgb(a.abs_path)), "shapes", 5, s)
     assert s.searched.item_id == a.id and "stored vector" in view.status and spy.calls == 0
 
 
 def test_late_echo_does_not_undo_k_or_collection_changes(two_collections, spy, tmp_path):
     config, _ = two_collections
     h = Handlers(SearchService(config, embedder=spy), config, work_dir=tmp_path)
-    s = h.initial_session("shapes")
-    h.on_example(2, "shapes", 5, s)
-    h.on_k(8, "shapes", s)
-    h.on_collection("tiles", 8, s)
+    s = h.collections.initial_session("shapes")
+    h.queries.on_example(2, "shapes", 5, s)
+    h.session.on_k(8, "shapes", s)
+    h.collections.on_collection("tiles", 8, s)
     echo = editor_value(rgb(s.query.path))
     # The editor's echo was fired before those changes, so it carries k=5 and "shapes".
-    assert only_skips(h.on_upload(echo, "shapes", 5, s))
-    assert only_skips(h.on_edit(echo, "shapes", 5, s))
+    assert only_skips(h.queries.on_upload(echo, "shapes", 5, s))
+    assert only_skips(h.queries.on_edit(echo, "shapes", 5, s))
     assert s.shown[1:] == ("tiles", 8) and spy.calls == 0
 
 
 def test_another_image_of_the_same_size_is_not_an_echo(h, spy, small_collection):
     _, _, data = small_collection
-    s = h.initial_session("shapes")
-    h.on_example(0, "shapes", 5, s)  # a 96x72 collection image
+    s = h.collections.initial_session("shapes")
+    h.queries.on_example(0, "shapes", 5, s)  # a 96x72 collection image
     other = rgb(data / "checks" / "img_05.png")  # also 96x72, another picture
     assert other.size == s.query.size
-    view = h.on_upload(editor_value(other), "shapes", 5, s)
+    view = h.queries.on_upload(editor_value(other), "shapes", 5, s)
     assert spy.calls == 1 and s.searched.kind == "image" and len(view.results) == 5
 
 
 def test_result_click_becomes_the_query_without_a_model_run(h, spy, query_img):
     s = Session()
-    h.on_upload(editor_value(query_img), "shapes", 5, s)
+    h.queries.on_upload(editor_value(query_img), "shapes", 5, s)
     assert spy.calls == 1
     clicked = s.results[2]
-    view = h.on_result(2, "shapes", 5, s)
+    view = h.queries.on_result(2, "shapes", 5, s)
     assert spy.calls == 1  # search_item: no model run
     assert view.editor == str(clicked.abs_path) and view.last == str(clicked.abs_path)
     assert s.searched.kind == "item" and s.searched.item_id == clicked.id
@@ -213,18 +214,18 @@ def test_result_click_becomes_the_query_without_a_model_run(h, spy, query_img):
 
 
 def test_more_examples_shows_other_images(h):
-    s = h.initial_session("shapes")
+    s = h.collections.initial_session("shapes")
     before = [x.id for x in s.examples]
-    view = h.on_more_examples("shapes", s)
+    view = h.collections.on_more_examples("shapes", s)
     assert len(view.examples) == 12 and [x.id for x in s.examples] != before
 
 
 def test_crop_of_an_example_is_a_new_image(h, spy):
-    s = h.initial_session("shapes")
-    h.on_example(0, "shapes", 5, s)
+    s = h.collections.initial_session("shapes")
+    h.queries.on_example(0, "shapes", 5, s)
     full = rgb(s.examples[0].abs_path)
     cropped = full.crop((10, 10, 60, 50))
-    view = h.on_edit(editor_value(cropped), "shapes", 5, s)
+    view = h.queries.on_edit(editor_value(cropped), "shapes", 5, s)
     assert spy.calls == 1 and len(view.results) == 5
     assert s.searched.label == "Cropped image" and s.searched.size == (50, 40)
     assert view.editor == s.searched.path  # shown afresh in the editor
@@ -234,15 +235,15 @@ def test_crop_of_an_example_is_a_new_image(h, spy):
 def test_switching_collection_reuses_vectors(two_collections, spy, tmp_path):
     config, _ = two_collections
     h = Handlers(SearchService(config, embedder=spy), config, work_dir=tmp_path)
-    s = h.initial_session("shapes")
-    h.on_example(1, "shapes", 5, s)
-    view = h.on_collection("tiles", 5, s)
+    s = h.collections.initial_session("shapes")
+    h.queries.on_example(1, "shapes", 5, s)
+    view = h.collections.on_collection("tiles", 5, s)
     assert spy.calls == 0  # the shapes item's stored vector searched in tiles
     assert "tiles" in view.status and len(view.examples) == 8
     assert all("/b/" in p for p, _ in view.results)
     img = rgb(s.examples[0].abs_path).crop((0, 0, 40, 40))
-    h.on_upload(editor_value(img), "tiles", 5, s)
-    h.on_collection("shapes", 5, s)
+    h.queries.on_upload(editor_value(img), "tiles", 5, s)
+    h.collections.on_collection("shapes", 5, s)
     assert spy.calls == 1  # the uploaded image's vector is remembered
 
 
@@ -252,7 +253,7 @@ def test_url_is_fetched_and_searched(make_handlers, spy, small_collection):
     h = make_handlers(allow_loopback_urls=True)
     s = Session()
     with serve_directory(data) as base:
-        view = h.on_url(f"  {base}/stripes/img_02.png  ", "shapes", 4, s)
+        view = h.queries.on_url(f"  {base}/stripes/img_02.png  ", "shapes", 4, s)
     assert view.message == "" and len(view.results) == 4
     assert view.editor == s.searched.path and Path(view.editor).is_file()  # the editor shows the fetched image
     assert rgb(Path(view.editor)).tobytes() == rgb(data / "stripes" / "img_02.png").tobytes()
@@ -267,19 +268,19 @@ def test_url_errors_are_messages(make_handlers, small_collection, tmp_path):
     s = Session()
     h = make_handlers(allow_loopback_urls=True)
     with serve_directory(tmp_path / "site") as base:
-        not_image = h.on_url(f"{base}/notes.txt", "shapes", 5, s)
-        missing = h.on_url(f"{base}/nothing.png", "shapes", 5, s)
+        not_image = h.queries.on_url(f"{base}/notes.txt", "shapes", 5, s)
+        missing = h.queries.on_url(f"{base}/nothing.png", "shapes", 5, s)
     assert "not an image" in not_image.message and not_image.results is SKIP
     assert "404" in missing.message
-    refused = make_handlers().on_url("http://127.0.0.1:9/x.png", "shapes", 5, s)  # loopback not allowed
+    refused = make_handlers().queries.on_url("http://127.0.0.1:9/x.png", "shapes", 5, s)  # loopback not allowed
     assert refused.message.startswith("⚠️") and "Traceback" not in refused.message
-    assert "URL" in h.on_url("   ", "shapes", 5, s).message
-    assert "ftp" in h.on_url("ftp://example.com/a.png", "shapes", 5, s).message
+    assert "URL" in h.queries.on_url("   ", "shapes", 5, s).message
+    assert "ftp" in h.queries.on_url("ftp://example.com/a.png", "shapes", 5, s).message
     assert s.searched is None
 
 
 def test_non_image_in_the_editor_is_a_message(h):
-    view = h.on_search({"background": None, "layers": [], "composite": None}, "shapes", 5, Session())
+    view = h.queries.on_search({"background": None, "layers": [], "composite": None}, "shapes", 5, Session())
     assert "Choose an image first" in view.message
 
 
@@ -290,80 +291,81 @@ def test_unexpected_errors_are_logged_not_shown(h, monkeypatch, caplog, query_im
     monkeypatch.setattr(h.service, "search_image", boom)
     toasts = []
     h.toast = toasts.append
-    with caplog.at_level(logging.ERROR, logger="app.web.handlers"):
-        view = h.on_upload(editor_value(query_img), "shapes", 5, Session())
+    with caplog.at_level(logging.ERROR, logger="app.web.common"):
+        view = h.queries.on_upload(editor_value(query_img), "shapes", 5, Session())
     assert "Something went wrong" in view.message and "secret" not in view.message
     assert toasts and "secret" not in toasts[0]
     assert "secret internals" in caplog.text  # the traceback is in the server log
 
 
 def test_missing_collection_shows_the_build_command(h):
-    choices = dict((v, label) for label, v in h.collection_choices())
+    choices = dict((v, label) for label, v in h.collections.collection_choices())
     assert choices["caltech101"].endswith("not built") and choices["voc2012"].endswith("not built")
     assert choices["shapes"] == "shapes · 24 images · resnet50"  # the model it was built with
-    assert h.default_collection() == "shapes"
+    assert h.collections.default_collection() == "shapes"
     s = Session()
-    view = h.on_collection("caltech101", 5, s)
+    view = h.collections.on_collection("caltech101", 5, s)
     assert "not built" in view.message
     assert "python scripts/build_index.py --collection caltech101 --data data/caltech101" in view.message
     assert view.results == [] and view.examples == []
-    search = h.on_search(editor_value(Image.new("RGB", (40, 40))), "voc2012", 5, s)
+    search = h.queries.on_search(editor_value(Image.new("RGB", (40, 40))), "voc2012", 5, s)
     assert "voc2012" in search.message and "build" in search.message.lower()
 
 
 def test_no_collection_at_all_explains_how_to_build(tmp_path, spy):
     config = Config(indexes_dir=tmp_path / "i", features_dir=tmp_path / "f", weights="untrained")
     h = Handlers(SearchService(config, embedder=spy), config, work_dir=tmp_path / "q")
-    assert h.default_collection() is None and h.image_roots() == []
-    assert "No collection is built yet" in h.setup_md() and "--collection caltech101" in h.setup_md()
-    view = h.on_search(editor_value(Image.new("RGB", (40, 40))), None, 5, h.initial_session(None))
+    assert h.collections.default_collection() is None and h.collections.image_roots() == []
+    setup = h.collections.setup_md()
+    assert "No collection is built yet" in setup and "--collection caltech101" in setup
+    view = h.queries.on_search(editor_value(Image.new("RGB", (40, 40))), None, 5, h.collections.initial_session(None))
     assert "No collection is built yet" in view.message
     assert spy.calls == 0
 
 
 def test_untrained_notice_is_shown(h):
-    assert "UNTRAINED" in h.notices_md()
+    assert "UNTRAINED" in h.collections.notices_md()
 
 
 # -- history, last searched, compare ---------------------------------------------------------------
 def test_history_most_recent_first_without_duplicates(h, spy, small_collection):
     _, _, data = small_collection
-    s = h.initial_session("shapes")
-    h.on_example(0, "shapes", 5, s)
+    s = h.collections.initial_session("shapes")
+    h.queries.on_example(0, "shapes", 5, s)
     shown = {s.examples[0].abs_path.resolve(), s.examples[5].abs_path.resolve()}
     upload = next(p for p in sorted(data.rglob("*.jpg")) if p.resolve() not in shown)
-    h.on_upload(editor_value(rgb(upload)), "shapes", 5, s)
-    h.on_example(5, "shapes", 5, s)
-    view = h.on_example(0, "shapes", 5, s)  # again: moves to the front
+    h.queries.on_upload(editor_value(rgb(upload)), "shapes", 5, s)
+    h.queries.on_example(5, "shapes", 5, s)
+    view = h.queries.on_example(0, "shapes", 5, s)  # again: moves to the front
     keys = [q.key for q in s.history]
     assert len(keys) == 3 and len(set(keys)) == 3
     assert keys[0] == f"item:shapes:{s.examples[0].id}"
     assert [p for p, _ in view.history] == [q.path for q in s.history]
     # Click the uploaded image in the history: searched again with its remembered vector.
     assert [q.kind for q in s.history] == ["item", "item", "image"]
-    back = h.on_history(2, "shapes", 5, s)
+    back = h.session.on_history(2, "shapes", 5, s)
     assert back.editor == s.history[0].path and s.searched.kind == "image"
     assert spy.calls == 1
     for i in range(14):
-        h.on_example(i % 12, "shapes", 5, s)
+        h.queries.on_example(i % 12, "shapes", 5, s)
     assert len(s.history) == 12
 
 
 def test_last_searched_and_copy_buttons(h, query_img):
     s = Session()
-    assert "Nothing has been searched" in h.on_use_last(s).message
-    h.on_upload(editor_value(query_img), "shapes", 5, s)
-    view = h.on_use_last(s)
+    assert "Nothing has been searched" in h.session.on_use_last(s).message
+    h.queries.on_upload(editor_value(query_img), "shapes", 5, s)
+    view = h.session.on_use_last(s)
     assert view.editor == s.searched.path and view.results is SKIP
     assert s.query.origin == "app"
 
 
 def test_compare_picks_a_result(h, query_img):
     s = Session()
-    h.on_upload(editor_value(query_img), "shapes", 5, s)
-    view = h.on_compare(3, s)
+    h.queries.on_upload(editor_value(query_img), "shapes", 5, s)
+    view = h.session.on_compare(3, s)
     assert view.compare == (s.searched.path, str(s.results[3].abs_path))
-    assert only_skips(h.on_compare(99, s))
+    assert only_skips(h.session.on_compare(99, s))
 
 
 # -- the server: host check, file route, auth, bind rules -----------------------------------------
@@ -396,7 +398,7 @@ def test_file_route_serves_collection_images_only(app_client, small_collection, 
     client, handlers = app_client
     _, _, data = small_collection
     inside = data / "circles" / "img_00.jpg"
-    assert handlers.image_roots() == [str(data.resolve())]
+    assert handlers.collections.image_roots() == [str(data.resolve())]
     ok = client.get(f"/gradio_api/file={inside}")
     assert ok.status_code == 200 and ok.content == inside.read_bytes()
     secret = tmp_path / "secret.png"
@@ -466,23 +468,23 @@ def test_bind_rules(capsys):
 def test_collection_of_another_model_is_listed_with_its_rebuild_command(tmp_path):
     """Built with EfficientNet-Lite0 (1280-d), served by an app running ResNet-50: listed, not searchable,
     with both ways out (restart with its model, or the command that rebuilds it for the running one)."""
-    from app.service.build import build_collection
-    from tests.helpers import FakeEmbedder
+    from app.service.build import BuildSpec, build_collection
+    from tests.fakes import FakeEmbedder
 
     config = Config(indexes_dir=tmp_path / "indexes", features_dir=tmp_path / "features", workers=0)
     make_image_folder(tmp_path / "photos", per_class=2)
     lite = FakeEmbedder("efficientnet-lite0/fake", dim=1280)
-    build_collection(config, kind="folder", data=tmp_path / "photos", name="mine", embedder=lite, factory="Flat",
-                     progress=False)
+    build_collection(config, BuildSpec(kind="folder", data=tmp_path / "photos", name="mine", factory="Flat"), embedder=lite, progress=False)
     h = Handlers(SearchService(config, embedder=FakeEmbedder("resnet50/fake")), config, work_dir=tmp_path / "q")
-    choices = dict((v, label) for label, v in h.collection_choices())
+    choices = dict((v, label) for label, v in h.collections.collection_choices())
     assert choices["mine"] == "mine · built with efficientnet-lite0"
-    view = h.on_collection("mine", 5, Session())
+    view = h.collections.on_collection("mine", 5, Session())
     text = view.message.replace("\\", "")  # as rendered: Markdown escapes removed
     assert "built with the model efficientnet-lite0" in text and "`--model efficientnet-lite0`" in text
     assert f"python scripts/build_index.py --collection folder --data {tmp_path / 'photos'} --name mine" in text
     assert view.results == [] and view.examples == []
     # the same collection under an app running its model is ready and names the model
     h2 = Handlers(SearchService(config, embedder=lite), config, work_dir=tmp_path / "q2")
-    assert dict((v, label) for label, v in h2.collection_choices())["mine"] == "mine · 8 images · efficientnet-lite0"
-    assert h2.engine().startswith("efficientnet-lite0 · ")
+    choices2 = dict((v, label) for label, v in h2.collections.collection_choices())
+    assert choices2["mine"] == "mine · 8 images · efficientnet-lite0"
+    assert h2.ctx.engine().startswith("efficientnet-lite0 · ")

@@ -1,7 +1,13 @@
-"""The command line (``python -m app.cli``): parsing, output, and typed errors turned into exit codes."""
+"""Layer 7, cli: every command line (``python -m app.cli COMMAND``, ``ris``, ``scripts/*.py``), their
+shared options and the one handler that turns typed errors into a one-line message and exit code 2."""
 
-from app.cli.common import EXIT_ERROR as EXIT_ERROR
-from app.cli.common import add_common_args as add_common_args
-from app.cli.common import config_from_args as config_from_args
-from app.cli.common import run as run
-from app.cli.main import main as main
+from app.cli.common import EXIT_ERROR, add_common_args, config_from_args, run
+from app.cli.main import main
+
+__all__ = [
+    "EXIT_ERROR",
+    "add_common_args",
+    "config_from_args",
+    "main",
+    "run",
+]

@@ -1,4 +1,12 @@
-"""``build`` (also ``scripts/build_index.py``) and ``list``."""
+"""``build`` (also ``scripts/build_index.py``): embed a collection's images into features/ and save a
+tuned faiss index in indexes/; and ``list``.
+
+    python scripts/build_index.py --collection caltech101 --data data/caltech101
+    python scripts/build_index.py --collection caltech101 --data data/caltech101 --model efficientnet-lite0
+    python scripts/build_index.py --collection folder --data ~/Pictures --name my-photos
+
+Resumable: if it is interrupted, run the same command again and it continues.
+"""
 
 from __future__ import annotations
 
@@ -45,47 +53,59 @@ def add_build_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from app.service.build import build_collection
     from app.core.weights import UNTRAINED_NOTICE
+    from app.service.build import build_collection
 
     if args.chunk_size < 1:
         raise AppError("--chunk-size must be a positive number.")
     config = config_from_args(args).with_(workers=args.workers, batch_size=args.batch_size)
+    if config.backend == "milvus" and not config.milvus_uri:
+        raise AppError("--backend milvus needs --milvus-uri (http://host:19530, or a file path for Milvus Lite).")
     if str(config.weights).lower() == "untrained":
         notice([UNTRAINED_NOTICE])
-    result = build_collection(
-        config,
-        kind=args.collection,
-        data=args.data,
-        name=args.name,
-        limit=args.limit,
-        include=tuple(x.strip() for x in args.include.split(",") if x.strip()),
-        factory=args.factory,
-        nprobe=args.nprobe,
-        target_recall=args.target_recall,
-        max_ms=args.max_ms,
-        progress=not args.no_progress,
-        chunk_size=args.chunk_size,
-    )
-    m, s = result.manifest, result.stats
+    result = build_collection(config, _spec(args), progress=not args.no_progress)
+    m, s = result.manifest.to_json(), result.stats
+    if config.backend == "milvus":  # the local build, then its vectors pushed to Milvus
+        from app.index.milvus_store import sync
+
+        s["milvus"] = sync(config.features_dir, m["name"], config.milvus_uri, token=config.milvus_token,
+                           progress=not args.no_progress and not args.json)
     if args.json:
         print(json.dumps({"manifest": m, "stats": s, "skipped": result.skipped}, indent=2))
         return 0
     for sk in result.skipped:
         print(f"skipped {sk['path']}: {sk['reason']}", file=sys.stderr)
+    _print_summary(m, s, args.target_recall)
+    print(f"  files: {config.indexes_dir / (m['name'] + '.faiss')}, {config.features_dir / (m['name'] + '.npy')}")
+    if "milvus" in s:
+        print(f"  milvus: {s['milvus']['count']} vectors pushed to {config.milvus_uri}")
+    return 0
+
+
+def _spec(args: argparse.Namespace):
+    from app.service.build import BuildSpec
+
+    return BuildSpec(
+        kind=args.collection, data=args.data, name=args.name, limit=args.limit,
+        include=tuple(x.strip() for x in args.include.split(",") if x.strip()),
+        factory=args.factory, nprobe=args.nprobe, target_recall=args.target_recall, max_ms=args.max_ms,
+        chunk_size=args.chunk_size,
+    )
+
+
+def _print_summary(m: dict, s: dict, target_recall: float) -> None:
     tuning = m.get("tuning", {})
     chosen = tuning.get("chosen") or {}
     print(f"built {m['name']}: {m['count']} images indexed, {s['skipped']} skipped"
           + (f", {s['resumed_rows']} resumed from an earlier run" if s["resumed_rows"] else ""))
+    print(f"  model: {m['model']} ({m['weights_id']}), {m['dim']}-d")
     print(f"  embedding: {s['img_per_s']:.1f} img/s over {s['seconds']:.1f} s (engine {m.get('engine')})")
     print(f"  index: {m['factory']} nprobe={m['nprobe']}, {m['index_bytes'] / 1e6:.2f} MB, "
           f"built in {s['index_seconds']:.1f} s"
           + (f", recall@5 {chosen.get('recall_at_5')} at {chosen.get('ms_per_query')} ms/query" if chosen else ""))
     if tuning and not tuning.get("fixed") and not tuning.get("target_met"):
-        print(f"  warning: no configuration reached recall@5 >= {args.target_recall}; kept the best found",
+        print(f"  warning: no configuration reached recall@5 >= {target_recall}; kept the best found",
               file=sys.stderr)
-    print(f"  files: {config.indexes_dir / (m['name'] + '.faiss')}, {config.features_dir / (m['name'] + '.npy')}")
-    return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -96,9 +116,16 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([i.__dict__ for i in infos], indent=2))
         return 0
-    rows = [(i.name, "ready" if i.ready else "not built", str(i.size) if i.ready else "", i.build_command)
-            for i in infos]
-    print(table(("collection", "status", "images", "build command"), rows))
+    running = service.embedder.model.name
+
+    def status(i) -> str:
+        if i.ready:
+            return "ready"
+        return f"built with {i.model}" if i.model and i.model != running else ("not built" if not i.model else "unusable")
+
+    rows = [(i.name, status(i), str(i.size) if i.ready else "", i.model if i.ready else "",
+             "" if i.ready else i.build_command) for i in infos]
+    print(table(("collection", "status", "images", "model", "build command"), rows))
     return 0
 
 

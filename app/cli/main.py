@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from typing import Sequence
 
 from app.cli import bench, build, download, evaluate, prepare, search, sync
@@ -36,7 +37,9 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m app.cli", description="Local reverse image search.")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (text, add_args, _, _) in COMMANDS.items():
-        add_args(sub.add_parser(name, help=text, description=text))
+        module = sys.modules[add_args.__module__]
+        add_args(sub.add_parser(name, help=text, description=module.__doc__ or text,
+                                formatter_class=argparse.RawDescriptionHelpFormatter))
     return parser
 
 

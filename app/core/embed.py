@@ -26,16 +26,16 @@ import platform
 import threading
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from app.files.atomic import write_bytes
-from app.errors import WeightsError
 from app.core.models import ModelSpec, Preprocessing, get_model
 from app.core.preprocess import preprocess
 from app.core.weights import UNTRAINED_NOTICE, WeightsSpec, build_torch_model
+from app.errors import WeightsError
+from app.files.atomic import write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -184,9 +184,6 @@ class Embedder:
         if batch.ndim != 4 or batch.shape[1:] != shape:
             raise ValueError(f"expected (N, {', '.join(map(str, shape))}), got {batch.shape}")
         return l2_normalize(self._run(batch))
-
-    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        return self.embed_arrays(np.stack([self.preprocess(im) for im in images]))
 
 
 def embedder_for(config: Any) -> Embedder:

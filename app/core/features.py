@@ -27,13 +27,13 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from app.files.atomic import atomic_writer, write_json, write_npy
 from app.core.datasets import Dataset
 from app.core.embed import Embedder
-from app.errors import DatasetError, IndexMismatchError, InvalidImageError
 from app.core.images import load_image
 from app.core.models import Preprocessing
 from app.core.preprocess import preprocess
+from app.errors import DatasetError, IndexMismatchError, InvalidImageError
+from app.files.atomic import atomic_writer, write_json, write_npy
 
 CHUNK_SIZE = 512
 FORMAT_VERSION = 1
@@ -75,7 +75,7 @@ class FeatureTable:
             "created": self.created,
             "items": [
                 {"id": i, "path": p, "label": ", ".join(lab), "labels": list(lab)}
-                for i, (p, lab) in enumerate(zip(self.paths, self.labels))
+                for i, (p, lab) in enumerate(zip(self.paths, self.labels, strict=True))
             ],
             "skipped": self.skipped,
         }
@@ -185,31 +185,9 @@ def extract_features(
     """
     features_dir = Path(features_dir)
     parts = features_dir / f"{name}.parts"
-    paths = [it.path for it in dataset.items]
-    n = len(paths)
-    state = {
-        "format": FORMAT_VERSION,
-        "image_root": str(dataset.image_root),  # same names in another folder are other images
-        "fingerprint": dataset.fingerprint(),
-        "weights_id": embedder.weights_id,
-        "dim": embedder.dim,
-        "chunk_size": chunk_size,
-        "count": n,
-    }
-    state_path = parts / "state.json"
-    if parts.is_dir():
-        try:
-            old = json.loads(state_path.read_text())
-        except (OSError, json.JSONDecodeError):
-            old = None
-        if old != state:  # another dataset sample, weights or chunking: start over
-            shutil.rmtree(parts)
-    parts.mkdir(parents=True, exist_ok=True)
-    if not state_path.is_file():
-        write_json(state_path, state)
-
+    n = len(dataset.items)
     n_chunks = (n + chunk_size - 1) // chunk_size
-    done = {c for c in range(n_chunks) if _chunk_ok(parts / _chunk_name(c), c, chunk_size, n, embedder.dim)}
+    done = _resume(parts, dataset, embedder, chunk_size)
     todo = [c for c in range(n_chunks) if c not in done]
     resumed_rows = sum(min(chunk_size, n - c * chunk_size) for c in done)
 
@@ -248,6 +226,34 @@ def extract_features(
         "img_per_s": embedded / elapsed if elapsed > 0 and embedded else 0.0,
     }
     return vectors, table, stats
+
+
+def _resume(parts: Path, dataset: Dataset, embedder: Embedder, chunk_size: int) -> set[int]:
+    """The chunks an earlier run of the same build saved intact; the parts folder of any other
+    build (another dataset sample, weights, dimension or chunking) is removed first."""
+    n = len(dataset.items)
+    state = {
+        "format": FORMAT_VERSION,
+        "image_root": str(dataset.image_root),  # same names in another folder are other images
+        "fingerprint": dataset.fingerprint(),
+        "weights_id": embedder.weights_id,
+        "dim": embedder.dim,
+        "chunk_size": chunk_size,
+        "count": n,
+    }
+    state_path = parts / "state.json"
+    if parts.is_dir():
+        try:
+            old = json.loads(state_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            old = None
+        if old != state:
+            shutil.rmtree(parts)
+    parts.mkdir(parents=True, exist_ok=True)
+    if not state_path.is_file():
+        write_json(state_path, state)
+    n_chunks = (n + chunk_size - 1) // chunk_size
+    return {c for c in range(n_chunks) if _chunk_ok(parts / _chunk_name(c), c, chunk_size, n, embedder.dim)}
 
 
 def _chunk_name(c: int) -> str:
@@ -344,7 +350,7 @@ def _consolidate(dataset: Dataset, embedder: Embedder, parts: Path, n_chunks: in
         with np.load(parts / _chunk_name(c), allow_pickle=False) as z:
             ids_all.append(z["ids"])
             vec_all.append(z["vectors"])
-            skipped.extend(zip(z["bad_ids"].tolist(), z["bad_reasons"].tolist()))
+            skipped.extend(zip(z["bad_ids"].tolist(), z["bad_reasons"].tolist(), strict=True))
     ids = np.concatenate(ids_all) if ids_all else np.zeros(0, np.int64)
     vectors = _stack(vec_all, embedder.dim)
     expected = len(dataset.items)

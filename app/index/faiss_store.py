@@ -1,10 +1,12 @@
 """The faiss index and its manifest.
 
 A collection ``NAME`` is served from ``indexes/NAME.faiss`` plus ``indexes/NAME.manifest.json``.
-The manifest records how the index was made (model and weights id, dimension, normalisation,
-metric, factory string, nprobe, vector count, sha256 of the index file, dataset root, build date,
-library versions, the tuning that chose the configuration) and is checked on every load, so a
-corrupted, truncated or mismatched index is refused with a message that says how to rebuild it.
+The manifest (:class:`app.core.manifest.Manifest`) records how the index was made (model and
+weights id, dimension, normalisation, metric, factory string, nprobe, vector count, sha256 of the
+index file, dataset root, build date, library versions, the tuning that chose the configuration)
+and is checked on every load, so a corrupted, truncated or mismatched index is refused with a
+message that says how to rebuild it. :class:`FaissStore` is the pair as a
+:class:`~app.index.store.VectorStore`.
 
 Vectors are L2-normalised, and the indexes use the L2 metric: on unit vectors its ranking is the
 cosine ranking, and it stays correct under a PCA pre-transform (which centres the data). Scores
@@ -16,8 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-import re
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -25,26 +26,11 @@ from typing import Any
 
 import numpy as np
 
+from app.core.manifest import METRIC, SCHEMA_VERSION, V1_VERSION_KEY, VERSION_KEY, Manifest
+from app.core.models import DEFAULT_MODEL
+from app.errors import IndexMismatchError, IndexMissingError, UnsupportedOperationError
 from app.files.atomic import write_bytes, write_json
-from app.errors import IndexMismatchError, IndexMissingError
-from app.core.models import DEFAULT_MODEL, MODELS, model_of_weights_id
-
-MANIFEST_VERSION = 1
-METRIC = "l2"  # on L2-normalised vectors: same ranking as cosine similarity
-_PCA_RE = re.compile(r"^(PCAR?)(\d+),(.+)$")
-
-
-@dataclass(frozen=True)
-class IndexConfig:
-    """What to build: a faiss factory string plus search-time parameters."""
-
-    factory: str
-    nprobe: int = 1
-    k_factor: int = 1  # for ",RFlat"/",Refine(...)" indexes: candidates re-ranked = k * k_factor
-
-    def describe(self) -> str:
-        extra = f", k_factor={self.k_factor}" if self.k_factor > 1 else ""
-        return f"{self.factory} (nprobe={self.nprobe}{extra})"
+from app.index.faiss_index import IndexConfig, search_one_thread, set_search_params
 
 
 def index_path(indexes_dir: Path, name: str) -> Path:
@@ -65,167 +51,6 @@ def list_indexes(indexes_dir: Path) -> list[str]:
 # -- training --------------------------------------------------------------------------------
 
 
-def train_index(
-    vectors: np.ndarray,
-    config: IndexConfig,
-    *,
-    train_sample: np.ndarray | None = None,
-    pca_cache: dict[tuple[int, bool], Any] | None = None,
-):
-    """Build and train an index for ``config`` (vectors are not added).
-
-    A leading ``PCA<d>``/``PCAR<d>`` is trained with numpy (an eigen-decomposition of the
-    covariance, several times faster than faiss's own PCA training at d=2048) and wrapped in a
-    ``faiss.IndexPreTransform``, so the result is the same kind of index ``index_factory`` makes.
-    ``pca_cache`` lets a parameter sweep train each PCA once (keyed by output dim and rotation).
-    """
-    import faiss
-
-    train = np.ascontiguousarray(train_sample if train_sample is not None else vectors, dtype=np.float32)
-    d = train.shape[1]
-    m = _PCA_RE.match(config.factory)
-    if m:
-        kind, d_out, rest = m.group(1), int(m.group(2)), m.group(3)
-        key = (d_out, kind == "PCAR")
-        if pca_cache is not None and key in pca_cache:
-            pca = pca_cache[key]  # trained and read-only from here on: safe to share
-        else:
-            pca = fit_pca(train, d_out, random_rotation=key[1])
-            if pca_cache is not None:
-                pca_cache[key] = pca
-        inner = faiss.index_factory(d_out, rest, faiss.METRIC_L2)
-        _quiet_clustering(inner)
-        index = faiss.IndexPreTransform(pca, inner)
-    else:
-        index = faiss.index_factory(d, config.factory, faiss.METRIC_L2)
-        _quiet_clustering(index)
-    index.train(train)
-    set_search_params(index, config)
-    return index
-
-
-def fit_pca(x: np.ndarray, d_out: int, *, random_rotation: bool = False):
-    """A trained ``faiss.PCAMatrix`` computed with numpy."""
-    if d_out > x.shape[1]:
-        raise ValueError(f"PCA to {d_out} dims from {x.shape[1]}")
-    return pca_from_eigen(*pca_eigen(x), d_out, random_rotation=random_rotation)
-
-
-def pca_eigen(x: np.ndarray, max_components: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(mean, eigenvalues, eigenvectors as columns) of ``x``'s covariance, largest first.
-
-    One decomposition serves every output dimension (the tuner builds several PCAs from it).
-    With fewer vectors than dimensions and ``max_components`` at most their number, an SVD of
-    the centred data gives the same leading components much faster.
-    """
-    mean = x.mean(axis=0, dtype=np.float64)
-    xc = x - mean.astype(np.float32)
-    if max_components is not None and len(x) < x.shape[1] and max_components <= len(x):
-        _, s, vt = np.linalg.svd(xc.astype(np.float64), full_matrices=False)
-        return mean, (s**2) / max(1, len(x)), vt.T
-    cov = (xc.T.astype(np.float64) @ xc) / max(1, len(x))
-    eigval, eigvec = np.linalg.eigh(cov)
-    order = np.argsort(eigval)[::-1]
-    return mean, eigval[order], eigvec[:, order]
-
-
-def pca_from_eigen(mean: np.ndarray, eigval: np.ndarray, eigvec: np.ndarray, d_out: int, *,
-                   random_rotation: bool = False):
-    """A trained ``faiss.PCAMatrix`` keeping the first ``d_out`` of the given eigenvectors."""
-    import faiss
-
-    d_in = eigvec.shape[0]
-    if d_out > eigvec.shape[1]:
-        raise ValueError(f"PCA to {d_out} dims from {eigvec.shape[1]} components")
-    eigval, eigvec = eigval[:d_out], eigvec[:, :d_out]  # prepare_Ab only reads the first d_out
-    pca = faiss.PCAMatrix(d_in, d_out, 0, random_rotation)
-    faiss.copy_array_to_vector(np.asarray(mean, dtype=np.float32), pca.mean)
-    faiss.copy_array_to_vector(np.maximum(eigval, 0).astype(np.float32), pca.eigenvalues)
-    faiss.copy_array_to_vector(np.ascontiguousarray(eigvec.T, dtype=np.float32).ravel(), pca.PCAMat)
-    pca.prepare_Ab()
-    # apply() only needs A and b; the full d_in x d_in eigenvector matrix would make every
-    # saved index 16 MB larger at d=2048.
-    pca.PCAMat.clear()
-    pca.eigenvalues.clear()
-    pca.is_trained = True
-    return pca
-
-
-def _quiet_clustering(index) -> None:
-    """Let k-means run on small collections without faiss printing a warning per sub-quantizer."""
-    import faiss
-
-    for obj in (index, faiss.downcast_index(index)):
-        for attr in ("cp",):
-            cp = getattr(obj, attr, None)
-            if cp is not None:
-                cp.min_points_per_centroid = 1
-        pq = getattr(obj, "pq", None)
-        if pq is not None:
-            pq.cp.min_points_per_centroid = 1
-        base = getattr(obj, "base_index", None)
-        if base is not None and base is not index:
-            _quiet_clustering(faiss.downcast_index(base))
-
-
-def set_search_params(index, config: IndexConfig) -> None:
-    import faiss
-
-    try:
-        faiss.extract_index_ivf(index).nprobe = int(config.nprobe)
-    except RuntimeError:
-        pass  # not an IVF index (e.g. a flat reference index)
-    refine = _find_refine(index)
-    if refine is not None:
-        refine.k_factor = float(config.k_factor)
-
-
-def _find_refine(index):
-    import faiss
-
-    idx = faiss.downcast_index(index)
-    if isinstance(idx, faiss.IndexPreTransform):
-        idx = faiss.downcast_index(idx.index)
-    return idx if isinstance(idx, faiss.IndexRefine) else None
-
-
-def build_index(vectors: np.ndarray, config: IndexConfig, *, train_sample: np.ndarray | None = None):
-    index = train_index(vectors, config, train_sample=train_sample)
-    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-    return index
-
-
-def search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(cosine scores, ids) of shape (nq, k); ids are -1 and scores -inf where fewer than k exist."""
-    q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-    k = max(1, min(int(k), max(1, index.ntotal)))
-    if len(q) == 1:
-        dist, ids = _search_one_thread(index, q, k)
-    else:
-        dist, ids = index.search(q, k)
-    scores = 1.0 - dist / 2.0
-    scores[ids < 0] = -np.inf
-    return scores.astype(np.float32), ids
-
-
-def _search_one_thread(index, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """One query on one OpenMP thread: there is nothing to split, and when the other cores are
-    busy (the model, another request) waking a thread pool costs milliseconds (measured: 0.26 ms
-    instead of 2.2 ms for Caltech101 under load). OpenMP's thread count is per calling thread, so
-    this does not affect other threads; it is restored afterwards."""
-    import faiss
-
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    try:
-        return index.search(q, k)
-    finally:
-        faiss.omp_set_num_threads(before)
-
-
-# -- saving and loading -----------------------------------------------------------------------
-
-
 def library_versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for pkg in ("faiss-cpu", "numpy", "torch", "torchvision", "onnxruntime", "pillow"):
@@ -236,15 +61,22 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def save_index(index, indexes_dir: Path, name: str, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Write ``NAME.faiss`` then ``NAME.manifest.json``, both atomically; returns the manifest."""
+def save_index(index, indexes_dir: Path, name: str, manifest: Manifest | Mapping[str, Any]) -> Manifest:
+    """Write ``NAME.faiss`` then ``NAME.manifest.json``, both atomically; returns the manifest written.
+
+    ``manifest`` gives the build fields (a :class:`Manifest`, whose derived fields are recomputed, or
+    a mapping of JSON keys); the dimension, count, size, checksum, date and versions come from
+    ``index`` itself. The whole object is validated before anything is written.
+    """
     import faiss
 
+    fields = manifest.build_fields() if isinstance(manifest, Manifest) else {
+        k: v for k, v in manifest.items() if k not in (VERSION_KEY, V1_VERSION_KEY)}
     data = faiss.serialize_index(index).tobytes()
-    full = {
-        "manifest_version": MANIFEST_VERSION,
+    full = Manifest.from_json({
+        VERSION_KEY: SCHEMA_VERSION,
+        **fields,
         "name": name,
-        **manifest,
         "dim": int(index.d),
         "normalized": True,
         "metric": METRIC,
@@ -254,84 +86,70 @@ def save_index(index, indexes_dir: Path, name: str, manifest: dict[str, Any]) ->
         "index_sha256": hashlib.sha256(data).hexdigest(),
         "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": library_versions(),
-    }
+    }, source=f"The manifest of {name}")
     write_bytes(index_path(indexes_dir, name), data)
-    write_json(manifest_path(indexes_dir, name), full)
+    write_json(manifest_path(indexes_dir, name), full.to_json())
     return full
 
 
-def read_manifest(indexes_dir: Path, name: str) -> dict[str, Any]:
+def read_manifest(indexes_dir: Path, name: str) -> Manifest:
+    """The parsed, validated manifest of ``name`` (an older schema is migrated; see app.core.manifest)."""
     mpath = manifest_path(indexes_dir, name)
     if not mpath.is_file():
         raise IndexMissingError(
             f"The {name} index has not been built (no {mpath}).", hint=f"Build it with: {build_command(name)}"
         )
     try:
-        manifest = json.loads(mpath.read_text())
+        obj = json.loads(mpath.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise IndexMismatchError(f"The manifest {mpath} is unreadable ({exc}).", hint=rebuild_hint(name)) from exc
-    if not isinstance(manifest, dict):
-        raise IndexMismatchError(f"The manifest {mpath} is not a JSON object.", hint=rebuild_hint(name))
-    missing = [k for k in ("weights_id", "dim", "count", "index_sha256", "factory", "nprobe") if k not in manifest]
-    if missing:
-        raise IndexMismatchError(f"The manifest {mpath} lacks {', '.join(missing)}.", hint=rebuild_hint(name))
-    wrong = [k for k, kind in _MANIFEST_TYPES.items() if not _has_type(manifest[k], kind)]
-    if wrong:
-        raise IndexMismatchError(f"The manifest {mpath} has invalid {', '.join(wrong)}.", hint=rebuild_hint(name))
-    return manifest
-
-
-_MANIFEST_TYPES = {"weights_id": str, "dim": int, "count": int, "index_sha256": str, "factory": str, "nprobe": int}
-
-
-def _has_type(value: Any, kind: type) -> bool:
-    if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-    return isinstance(value, kind)
-
-
-def manifest_model(manifest: dict[str, Any]) -> str:
-    """The registry name of the model an index was built with (older manifests: from the weights id)."""
-    name = manifest.get("model")
-    if name in MODELS:
-        return name
-    return model_of_weights_id(manifest.get("weights_id", "")) or DEFAULT_MODEL
+    manifest = Manifest.from_json(obj, source=f"The manifest {mpath}", hint=rebuild_hint(name))
+    return manifest if manifest.name else manifest.with_(name=name)
 
 
 def load_index(indexes_dir: Path, name: str, *, weights_id: str | None = None, dim: int | None = None,
                model: str | None = None):
-    """Load and verify an index; returns (index, manifest). Raises on any mismatch.
+    """Load and verify an index; returns (faiss index, manifest). Raises on any mismatch.
 
     ``model`` and ``weights_id`` are what the caller runs: an index built with another model or
     other weights is refused with the command that rebuilds it.
     """
-    import faiss
+    store = FaissStore(indexes_dir, name, weights_id=weights_id, dim=dim, model=model)
+    store.load()
+    return store.index, store.manifest
 
-    manifest = read_manifest(indexes_dir, name)
-    built_with = manifest_model(manifest)
+
+def check_built_with(name: str, manifest: Manifest, *, weights_id: str | None = None, dim: int | None = None,
+                     model: str | None = None) -> None:
+    """Refuse an index made with another model, other weights or another dimension than the caller's."""
+    built_with = manifest.model_name
     if model is not None and built_with != model:
-        running = model
         raise IndexMismatchError(
-            f"The {name} index was built with model {built_with}, but the app is running with {running}.",
-            hint=f"Run with --model {built_with}, or rebuild it for {running}: "
-                 f"{build_command(name, manifest, model=running)}",
+            f"The {name} index was built with model {built_with}, but the app is running with {model}.",
+            hint=f"Run with --model {built_with}, or rebuild it for {model}: "
+                 f"{build_command(name, manifest, model=model)}",
         )
-    if weights_id is not None and manifest["weights_id"] != weights_id:
+    if weights_id is not None and manifest.weights_id != weights_id:
         raise IndexMismatchError(
-            f"The {name} index was built with weights {manifest['weights_id']!r}, "
+            f"The {name} index was built with weights {manifest.weights_id!r}, "
             f"but the app is running with {weights_id!r}.",
             hint=f"Run with the same --weights, or rebuild: {build_command(name, manifest)}",
         )
-    if dim is not None and int(manifest["dim"]) != dim:
+    if dim is not None and manifest.dim != dim:
         raise IndexMismatchError(
-            f"The {name} index has dimension {manifest['dim']}, expected {dim}.", hint=rebuild_hint(name, manifest)
+            f"The {name} index has dimension {manifest.dim}, expected {dim}.", hint=rebuild_hint(name, manifest)
         )
-    ipath = index_path(indexes_dir, name)
+
+
+def read_verified_index(ipath: Path, manifest: Manifest, name: str):
+    """The faiss index in ``ipath``, refused unless its checksum, dimension and count match ``manifest``."""
+    import faiss
+
     try:
         data = ipath.read_bytes()
     except FileNotFoundError as exc:
         raise IndexMissingError(f"{ipath} is missing.", hint=rebuild_hint(name, manifest)) from exc
-    if hashlib.sha256(data).hexdigest() != manifest["index_sha256"]:
+    if hashlib.sha256(data).hexdigest() != manifest.index_sha256:
         raise IndexMismatchError(
             f"{ipath} is corrupted or was changed (its sha256 does not match the manifest).",
             hint=rebuild_hint(name, manifest),
@@ -340,40 +158,164 @@ def load_index(indexes_dir: Path, name: str, *, weights_id: str | None = None, d
         index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
     except RuntimeError as exc:
         raise IndexMismatchError(f"{ipath} cannot be read by faiss ({exc}).", hint=rebuild_hint(name, manifest)) from exc
-    if index.d != int(manifest["dim"]) or index.ntotal != int(manifest["count"]):
+    if index.d != manifest.dim or index.ntotal != manifest.count:
         raise IndexMismatchError(
             f"{ipath} holds {index.ntotal} vectors of dimension {index.d}, the manifest says "
-            f"{manifest['count']} of dimension {manifest['dim']}.",
+            f"{manifest.count} of dimension {manifest.dim}.",
             hint=rebuild_hint(name, manifest),
         )
-    set_search_params(index, IndexConfig(manifest["factory"], int(manifest["nprobe"]), int(manifest.get("k_factor", 1))))
-    return index, manifest
+    return index
 
 
-def build_command(name: str, manifest: dict[str, Any] | None = None, *, model: str | None = None) -> str:
+def index_config(manifest: Manifest) -> IndexConfig:
+    """The configuration (factory, nprobe, k_factor) a manifest records."""
+    return IndexConfig(manifest.factory, manifest.nprobe, manifest.k_factor)
+
+
+def build_command(name: str, manifest: Manifest | None = None, *, model: str | None = None) -> str:
     """The command that (re)builds ``name`` as ``manifest`` describes it, for ``model`` when given
     (default: the model the manifest names)."""
-    kind = (manifest or {}).get("collection") or (name if name in ("caltech101", "voc2012") else "folder")
-    data = (manifest or {}).get("dataset_root") or {
+    kind = (manifest.collection if manifest else "") or (name if name in ("caltech101", "voc2012") else "folder")
+    data = (manifest.dataset_root if manifest else None) or {
         "caltech101": "data/caltech101",
         "voc2012": "data/voc2012",
     }.get(kind, "DIR")
     cmd = f"python scripts/build_index.py --collection {kind} --data {data}"
     if kind == "folder" or name != kind:
         cmd += f" --name {name}"
-    built_with = manifest_model(manifest) if manifest else DEFAULT_MODEL
+    built_with = manifest.model_name if manifest else DEFAULT_MODEL
     model = model or built_with
     if model != DEFAULT_MODEL:
         cmd += f" --model {model}"
-    weights = (manifest or {}).get("weights_arg") if model == built_with else None
+    weights = manifest.weights_arg if manifest and model == built_with else None
     if weights and weights != "imagenet":
         cmd += f" --weights {weights}"
-    if (manifest or {}).get("limit"):
-        cmd += f" --limit {int(manifest['limit'])}"  # rebuild the same sample, not the whole set
-    if (manifest or {}).get("include"):
-        cmd += f" --include {','.join(manifest['include'])}"
+    if manifest and manifest.limit:
+        cmd += f" --limit {manifest.limit}"  # rebuild the same sample, not the whole set
+    if manifest and manifest.include:
+        cmd += f" --include {','.join(manifest.include)}"
     return cmd
 
 
-def rebuild_hint(name: str, manifest: dict[str, Any] | None = None) -> str:
+def rebuild_hint(name: str, manifest: Manifest | None = None) -> str:
     return f"Rebuild it with: {build_command(name, manifest)}"
+
+
+# -- the vector store ---------------------------------------------------------------------------
+
+
+class FaissStore:
+    """A faiss index and its manifest in ``indexes_dir`` as a :class:`~app.index.store.VectorStore`.
+
+    :meth:`load` reads and verifies ``NAME.faiss`` against ``NAME.manifest.json`` (checksum, count,
+    dimension, and the caller's model, weights id and dimension when given) and restores the search
+    parameters (nprobe, k_factor) the manifest records; :meth:`save` writes both atomically.
+    Ids are the collection's row ids. :meth:`add` with the next ids in order works on every index;
+    other ids, and :meth:`remove`, need an index that stores ids (IVF, or an ``IDMap``): a flat
+    index would renumber its rows and a refined one cannot, so they raise
+    :class:`~app.errors.UnsupportedOperationError`.
+    """
+
+    def __init__(self, indexes_dir: Path, name: str, index: Any = None, *,
+                 manifest: Manifest | Mapping[str, Any] | None = None, weights_id: str | None = None,
+                 dim: int | None = None, model: str | None = None) -> None:
+        self.indexes_dir = Path(indexes_dir)
+        self.name = name
+        self.index = index
+        # what was loaded or last saved; before the first save of a new index, only the build fields
+        self.manifest: Manifest | None = manifest if isinstance(manifest, Manifest) else None
+        self._fields: Mapping[str, Any] | None = None if isinstance(manifest, Manifest) else manifest
+        self.expected = {"weights_id": weights_id, "dim": dim, "model": model}
+
+    @classmethod
+    def open(cls, indexes_dir: Path, name: str, **expected: Any) -> "FaissStore":
+        """:meth:`load` a built index (``expected``: weights_id, dim, model, each checked when given)."""
+        store = cls(indexes_dir, name, **expected)
+        store.load()
+        return store
+
+    @property
+    def dim(self) -> int:
+        return int(self.index.d)
+
+    def count(self) -> int:
+        return int(self.index.ntotal)
+
+    def configure(self, config: IndexConfig) -> None:
+        """Search with ``config``'s nprobe and k_factor from now on (saved with the next :meth:`save`)."""
+        set_search_params(self.index, config)
+        if self.manifest is not None:
+            self.manifest = self.manifest.with_(nprobe=config.nprobe, k_factor=config.k_factor)
+        elif self._fields is not None:
+            self._fields = {**self._fields, "nprobe": config.nprobe, "k_factor": config.k_factor}
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        k = int(k)
+        if k < 1:
+            raise ValueError(f"k must be at least 1, not {k}")
+        kk = min(k, max(1, self.index.ntotal))  # faiss refines and some IVF scans want k <= ntotal
+        dist, ids = search_one_thread(self.index, q, kk) if len(q) == 1 else self.index.search(q, kk)
+        out_d = np.full((len(q), k), np.inf, dtype=np.float32)
+        out_i = np.full((len(q), k), -1, dtype=np.int64)
+        out_d[:, :kk], out_i[:, :kk] = dist, ids
+        out_d[out_i < 0] = np.inf
+        return out_d, out_i
+
+    def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        x = np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32)
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        _check_rows(x, ids, self.dim)
+        start = self.count()
+        if np.array_equal(ids, np.arange(start, start + len(ids))):
+            self.index.add(x)  # faiss numbers added rows from ntotal: every index kind can do this
+            return
+        if not keeps_ids(self.index):
+            raise UnsupportedOperationError(
+                f"The {self.name} index ({_kind(self.index)}) numbers its rows itself: it can only add "
+                f"ids {start}..{start + len(ids) - 1}.")
+        self.index.add_with_ids(x, ids)
+
+    def remove(self, ids: np.ndarray) -> int:
+        if not keeps_ids(self.index):
+            raise UnsupportedOperationError(
+                f"The {self.name} index ({_kind(self.index)}) cannot remove vectors by id.",
+                hint="Rebuild the collection without them, or build it with an IVF factory.")
+        return int(self.index.remove_ids(np.asarray(ids, dtype=np.int64).reshape(-1)))
+
+    def save(self) -> None:
+        fields = self.manifest if self.manifest is not None else self._fields
+        if self.index is None or fields is None:
+            raise ValueError(f"FaissStore {self.name}: nothing to save (no index or no manifest fields)")
+        self.manifest = save_index(self.index, self.indexes_dir, self.name, fields)
+
+    def load(self) -> None:
+        manifest = read_manifest(self.indexes_dir, self.name)
+        check_built_with(self.name, manifest, **self.expected)
+        index = read_verified_index(index_path(self.indexes_dir, self.name), manifest, self.name)
+        set_search_params(index, index_config(manifest))
+        self.index, self.manifest, self._fields = index, manifest, None
+
+
+def keeps_ids(index) -> bool:
+    """Whether ``index`` stores the ids it is given (IVF lists, an IDMap), so removing keeps the others'."""
+    import faiss
+
+    idx = faiss.downcast_index(index)
+    if isinstance(idx, faiss.IndexPreTransform):
+        idx = faiss.downcast_index(idx.index)
+    return isinstance(idx, (faiss.IndexIVF, faiss.IndexIDMap, faiss.IndexIDMap2))
+
+
+def _kind(index) -> str:
+    import faiss
+
+    return type(faiss.downcast_index(index)).__name__
+
+
+def _check_rows(x: np.ndarray, ids: np.ndarray, dim: int) -> None:
+    if x.shape[1] != dim:
+        raise ValueError(f"vectors of dimension {x.shape[1]} for a store of dimension {dim}")
+    if len(ids) != len(x):
+        raise ValueError(f"{len(x)} vectors but {len(ids)} ids")
+

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from app.index.faiss_store import set_search_params
+from app.index.faiss_index import set_search_params
 from app.index.tune_space import (  # noqa: F401 - re-exported: the tuner's public vocabulary
     RECALL_K,
     Candidate,
@@ -145,26 +145,34 @@ def candidates(n: int, d: int, *, n_train: int | None = None, dims: list[int] | 
     probe_dims = set(dims if probe_dims is None else probe_dims)
     out: list[Candidate] = []
     for dp in dims:
-        pre = f"PCAR{dp}" if dp < d else ""
-        ms = sorted({dp // s for s in (16, 8) if 1 <= dp // s <= 256 and dp % (dp // s) == 0})
         for nl in sorted({nlist, min(4 * nlist, max(1, n_train // 8))}):
-            base = f"{pre + ',' if pre else ''}IVF{nlist}" if nl != nlist else ""
-
-            def add(body: str, est: int, bpd: float, refine: bool = False, probe: bool = False) -> None:
-                out.append(Candidate(dp, pre, f"IVF{nl},{body}", nl, est, bpd, refine, probe,
-                                     f"{base},{body}" if base else ""))
-
-            for m in ms:
-                add(_pq(m, nbits), estimate_bytes(n, d, dp, nl, pq_m=m, nbits=nbits), m * nbits / dp)
-                # Few PQ bytes pick the candidates, an exact-ish stage inside the PCA space re-ranks them.
-                add(f"{_pq(m, nbits)},Refine(SQ8)", estimate_bytes(n, d, dp, nl, pq_m=m, nbits=nbits, quant="SQ8"),
-                    8.0, refine=True)
-            add(f"{_pq(ms[0], nbits)},RFlat", estimate_bytes(n, d, dp, nl, pq_m=ms[0], nbits=nbits, quant="Flat"),
-                32.0, refine=True)
-            for bits in SQ_BITS:
-                add(f"SQ{bits}", estimate_bytes(n, d, dp, nl, quant=f"SQ{bits}"), float(bits),
-                    probe=dp in probe_dims and nl == nlist)
+            out += _candidates_in(n, d, dp, nl, nlist=nlist, nbits=nbits, probe=dp in probe_dims and nl == nlist)
     return sorted(out, key=lambda c: (not c.probe, c.est_bytes, c.factory))
+
+
+def _candidates_in(n: int, d: int, dp: int, nl: int, *, nlist: int, nbits: int, probe: bool) -> list[Candidate]:
+    """The configurations working in one space: PCA to ``dp`` dims (none when ``dp == d``), ``nl`` IVF
+    lists (``nl != nlist``: a larger-nlist variant of the ``nlist`` one, tried only when that was too slow).
+    ``probe``: its scalar-quantized candidates count as probes."""
+    pre = f"PCAR{dp}" if dp < d else ""
+    ms = sorted({dp // s for s in (16, 8) if 1 <= dp // s <= 256 and dp % (dp // s) == 0})
+    base = f"{pre + ',' if pre else ''}IVF{nlist}" if nl != nlist else ""
+    out: list[Candidate] = []
+
+    def add(body: str, est: int, bpd: float, refine: bool = False, is_probe: bool = False) -> None:
+        out.append(Candidate(dp, pre, f"IVF{nl},{body}", nl, est, bpd, refine, is_probe,
+                             f"{base},{body}" if base else ""))
+
+    for m in ms:
+        add(_pq(m, nbits), estimate_bytes(n, d, dp, nl, pq_m=m, nbits=nbits), m * nbits / dp)
+        # Few PQ bytes pick the candidates, an exact-ish stage inside the PCA space re-ranks them.
+        add(f"{_pq(m, nbits)},Refine(SQ8)", estimate_bytes(n, d, dp, nl, pq_m=m, nbits=nbits, quant="SQ8"),
+            8.0, refine=True)
+    add(f"{_pq(ms[0], nbits)},RFlat", estimate_bytes(n, d, dp, nl, pq_m=ms[0], nbits=nbits, quant="Flat"),
+        32.0, refine=True)
+    for bits in SQ_BITS:
+        add(f"SQ{bits}", estimate_bytes(n, d, dp, nl, quant=f"SQ{bits}"), float(bits), is_probe=probe)
+    return out
 
 
 # -- the tuner ---------------------------------------------------------------------------------
@@ -238,23 +246,34 @@ def tune(
 ) -> tuple[Any, TuneReport]:
     """Pick and build the smallest index meeting the target (plus :data:`RECALL_MARGIN`); returns
     (index with all vectors, report)."""
-    import faiss
-
     t_start = time.perf_counter()
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n, d = vectors.shape
     space = Space(vectors, n_queries, seed)
     report = TuneReport(target_recall, max_ms, len(space.queries), None, False, flat_bytes=n * d * 4)
     target_recall = accept_recall(target_recall)  # what a held-out measurement must show
+    cands = _plan(space, report, target_recall, d)
+    state = _Search(space, report, target_recall, max_ms, t_start, time_budget_s)
+    _explore(state, cands, target_recall)
+    best_index = _final_index(state.best_index, report, vectors)
+    report.seconds = time.perf_counter() - t_start
+    return best_index, report
+
+
+def _plan(space: Space, report: TuneReport, target_recall: float, d: int) -> list[Candidate]:
+    """The candidates worth trying, from the PCA recall ceilings (recorded in ``report``)."""
     report.pca_ceiling = space.ceilings(target_recall)
     reachable = [dp for dp, rec in report.pca_ceiling.items() if rec >= target_recall]
     unmeasured = [dp for dp in space.dims if dp > max(report.pca_ceiling, default=0)]
     dims = reachable + unmeasured or [d]  # the raw space only when no PCA dimension can do it
     report.skipped = [f"PCA{dp}: exact recall@5 after PCA is {rec} < target"
                       for dp, rec in report.pca_ceiling.items() if rec < target_recall]
-    cands = candidates(len(space.db), d, n_train=len(space.train_idx), dims=dims, probe_dims=reachable or [d])
+    return candidates(len(space.db), d, n_train=len(space.train_idx), dims=dims, probe_dims=reachable or [d])
 
-    state = _Search(space, report, target_recall, max_ms, t_start, time_budget_s)
+
+def _explore(state: _Search, cands: list[Candidate], target_recall: float) -> None:
+    """Try the candidates in the order of the module docstring (steps 1 to 3)."""
+    report = state.report
     # 1. SQ8 (nearly lossless codes) from the smallest feasible dimension up, until one reaches the
     #    recall: the smallest PCA space where an index with a fine re-ranking stage can pass.
     sq8 = sorted((c for c in cands if c.probe and c.bits_per_dim == max(SQ_BITS)), key=lambda c: c.dp)
@@ -272,18 +291,22 @@ def tune(
     # 3. Everything else, the other probes first, then from the smallest estimated size up.
     for cand in cands:
         state.run(cand, exempt=not state.tried_eligible)
-    best_index = state.best_index
 
+
+def _final_index(best_index: Any, report: TuneReport, vectors: np.ndarray) -> Any:
+    """The chosen (trained) index holding every vector, ids 0..n-1 in collection order."""
+    import faiss
+
+    n, d = vectors.shape
     if best_index is None:  # nothing could be built (cannot happen with >= 2 vectors)
         report.chosen = Trial("Flat", 1, 1.0, None, n * d * 4, 0.0)
         best_index = faiss.index_factory(d, "Flat", faiss.METRIC_L2)
     assert report.chosen is not None
     set_search_params(best_index, report.chosen.config)
-    best_index.reset()  # keeps the training; ids become 0..n-1 in collection order
+    best_index.reset()  # keeps the training
     best_index.add(vectors)
     report.final_bytes = len(faiss.serialize_index(best_index))
-    report.seconds = time.perf_counter() - t_start
-    return best_index, report
+    return best_index
 
 
 def _skip_reason(cand: Candidate, best: Trial | None, too_slow: set[str], failed: list[Candidate]) -> str | None:

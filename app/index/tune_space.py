@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from app.index.faiss_store import IndexConfig, _quiet_clustering, pca_eigen, pca_from_eigen, search, set_search_params
+from app.index.faiss_index import IndexConfig, pca_eigen, pca_from_eigen, quiet_clustering, search, set_search_params
 
 RECALL_K = 5
 PCA_DIMS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 320, 384, 448, 512, 640, 768, 1024, 1536)
@@ -88,7 +88,7 @@ def exact_topk(db: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
 def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
     """Fraction of the true top-k found in the returned top-k (order ignored)."""
     k = truth.shape[1]
-    hits = sum(len(set(f[f >= 0][:k].tolist()) & set(t.tolist())) for f, t in zip(found, truth))
+    hits = sum(len(set(f[f >= 0][:k].tolist()) & set(t.tolist())) for f, t in zip(found, truth, strict=False))
     return hits / float(truth.size)
 
 
@@ -167,7 +167,7 @@ class Space:
 
         data = self.projected(cand.dp)
         inner = faiss.index_factory(cand.dp, cand.body, faiss.METRIC_L2)
-        _quiet_clustering(inner)
+        quiet_clustering(inner)
         inner.train(np.ascontiguousarray(data[self.train_idx]))
         inner.add(data)
         return faiss.IndexPreTransform(self.pca(cand.dp), inner) if cand.pre else inner

@@ -1,0 +1,19 @@
+"""Layer 6, metrics: measuring the product. Pure retrieval metrics (mAP@10, mHR@10, P@5), the
+leave-one-out evaluation of a collection and its index, and the speed benchmark."""
+
+from app.metrics.bench import BenchOptions, format_bench, run_bench
+from app.metrics.evaluate import ensure_collection, evaluate_collection, format_result, retune_collection
+from app.metrics.retrieval import exact_neighbours, ranking_metrics, relevant_counts
+
+__all__ = [
+    "BenchOptions",
+    "ensure_collection",
+    "evaluate_collection",
+    "exact_neighbours",
+    "format_bench",
+    "format_result",
+    "ranking_metrics",
+    "relevant_counts",
+    "retune_collection",
+    "run_bench",
+]

@@ -26,10 +26,10 @@ import numpy as np
 
 from app.config import PROJECT_ROOT, Config
 from app.core.embed import embedder_for
-from app.errors import IndexMismatchError, IndexMissingError
 from app.core.images import load_image
 from app.core.models import ModelSpec
 from app.core.weights import WeightsSpec, build_torch_model
+from app.errors import IndexMismatchError, IndexMissingError
 
 # (name, metric, comparison, limit as a function of the results, description of the limit)
 TARGETS: list[tuple[str, str, str, Callable[[dict[str, Any]], float], str]] = [
@@ -256,57 +256,82 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] = lambda m: None
     jpegs = [i for i, path in enumerate(col.table.paths) if path.lower().endswith((".jpg", ".jpeg"))]
     picks = sorted(rng.choice(jpegs, size=min(options.queries, len(jpegs)), replace=False).tolist())
     paths = [col.item_path(i) for i in picks]
-    service.embedder.load()
-
-    log("floors and query paths, interleaved in rounds (load from other processes hits both alike)")
-    embedder = service.embedder
+    embedder = service.embedder.load()
     model = bare_model(embedder.model, embedder.spec)
-    shape = embedder.preprocessing.input_shape
-    arrays = np.stack([embedder.preprocess(load_image(p_, draft_size=embedder.preprocessing.resize))
-                       for p_ in (paths * 32)[:32]])
+    m: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-12mp-") as tmp:
+        big = make_12mp_jpeg(max(paths, key=lambda q: q.stat().st_size), Path(tmp) / "phone-12mp.jpg")
+        m["image_12mp_bytes"] = big.stat().st_size
+        log("floors and query paths, interleaved in rounds (load from other processes hits both alike)")
+        m.update(_query_rounds(service, main, model, paths, big))
+        reuse_iter = iter(rng.integers(0, len(col), size=200).tolist() * 2)
+        m["reuse_ms"] = timed(lambda: service.search_item(main, next(reuse_iter), 5), 200)
+        log(f"build path: {options.build_images} images end to end, between two batch-32 floor measurements")
+        m.update(_build_rounds(options, service.embedder, model, paths))
+        log("start-up: fresh processes")
+        m["starts"] = startup(options, [main, second], paths[0])
+    del model
+    r = _summary(m)
+    r["targets"] = check_targets(r)
+    r["details"] = {
+        "engine": embedder.engine, "model": embedder.model.name, "weights_id": embedder.weights_id,
+        "untrained": embedder.spec.untrained,
+        "collections": {main: len(col), second: m["starts"][0]["collections"][second]},
+        "second_collection": second, "second_is_substitute": second == SUBSTITUTE,
+        "query_images": len(paths), "query_runs": len(m["stages"]["total"]),
+        "image_12mp_bytes": m["image_12mp_bytes"], "build": m["build"], "startup_runs": m["starts"],
+        "bare_forward_ms_p95": p(m["bare_ms"], 95), "cpu_count": os.cpu_count(),
+        "load_avg_before": [round(x, 2) for x in load_before],
+        "load_avg_after": [round(x, 2) for x in os.getloadavg()],
+    }
+    return r
+
+
+def _query_rounds(service, main: str, model, paths: list[Path], big: Path) -> dict[str, Any]:
+    """The bare forward floor, new-image queries and the 12 MP photo, alternating in ROUNDS rounds."""
+    shape = service.embedder.preprocessing.input_shape
     bare_forward_ms(model, runs=0, shape=shape)  # warm-up
     service.search(paths[0], main, 5)
+    service.search(big, main, 5)
     bare_ms: list[float] = []
     big_ms: list[float] = []
     stages: dict[str, list[float]] = {"decode": [], "embed": [], "search": [], "total": []}
-    with tempfile.TemporaryDirectory(prefix="bench-12mp-") as tmp:
-        biggest = max(paths, key=lambda q: q.stat().st_size)
-        big = make_12mp_jpeg(biggest, Path(tmp) / "phone-12mp.jpg")
-        big_bytes = big.stat().st_size
-        service.search(big, main, 5)
-        for _ in range(ROUNDS):
-            # Each side starts after a pause and one discarded run: idle threads of the other
-            # engine (ORT's and OpenMP's spin-waits) would otherwise slow its first call.
-            time.sleep(SETTLE_S)
-            bare_ms += bare_forward_ms(model, runs=8, warmup=1, shape=shape)
-            time.sleep(SETTLE_S)
-            service.search(paths[-1], main, 5)
-            for stage, values in query_new(service, main, paths, passes=1).items():
-                stages[stage] += values
-            big_ms += timed(lambda: service.search(big, main, 5), 4, warmup=True)
-        reuse_ids = rng.integers(0, len(col), size=200).tolist()
-        reuse_iter = iter(reuse_ids * 2)
-        reuse_ms = timed(lambda: service.search_item(main, next(reuse_iter), 5), 200)
-
-        log(f"build path: {options.build_images} images end to end, between two batch-32 floor measurements")
+    for _ in range(ROUNDS):
+        # Each side starts after a pause and one discarded run: idle threads of the other
+        # engine (ORT's and OpenMP's spin-waits) would otherwise slow its first call.
         time.sleep(SETTLE_S)
-        batched = [bare_batched_img_per_s(model, arrays, runs=2)]
-        build = build_img_per_s(options, options.build_images)
+        bare_ms += bare_forward_ms(model, runs=8, warmup=1, shape=shape)
         time.sleep(SETTLE_S)
-        batched.append(bare_batched_img_per_s(model, arrays, runs=2))
-        bare_batched = round(float(np.median(batched)), 2)
-        log("start-up: fresh processes")
-        starts = startup(options, [main, second], paths[0])
-    del model
+        service.search(paths[-1], main, 5)
+        for stage, values in query_new(service, main, paths, passes=1).items():
+            stages[stage] += values
+        big_ms += timed(lambda: service.search(big, main, 5), 4, warmup=True)
+    return {"bare_ms": bare_ms, "big_ms": big_ms, "stages": stages}
 
+
+def _build_rounds(options: BenchOptions, embedder, model, paths: list[Path]) -> dict[str, Any]:
+    """End-to-end extraction between two batch-32 floor measurements (their median is the floor)."""
+    pp = embedder.preprocessing
+    arrays = np.stack([embedder.preprocess(load_image(q, draft_size=pp.resize)) for q in (paths * 32)[:32]])
+    time.sleep(SETTLE_S)
+    batched = [bare_batched_img_per_s(model, arrays, runs=2)]
+    build = build_img_per_s(options, options.build_images)
+    time.sleep(SETTLE_S)
+    batched.append(bare_batched_img_per_s(model, arrays, runs=2))
+    return {"build": build, "bare_batched": round(float(np.median(batched)), 2)}
+
+
+def _summary(m: dict[str, Any]) -> dict[str, Any]:
+    """The spelled-out keys of ``scripts/bench.py --json`` from the raw measurements."""
+    stages, starts = m["stages"], m["starts"]
     r: dict[str, Any] = {
-        "bare_forward_ms_p50": p(bare_ms, 50),
+        "bare_forward_ms_p50": p(m["bare_ms"], 50),
         "query_new_ms_p50": p(stages["total"], 50),
         "query_new_ms_p95": p(stages["total"], 95),
-        "query_12mp_ms_p50": p(big_ms, 50),
-        "query_reuse_ms_p50": p(reuse_ms, 50),
-        "build_img_per_s": build["img_per_s"],
-        "bare_batched_img_per_s": bare_batched,
+        "query_12mp_ms_p50": p(m["big_ms"], 50),
+        "query_reuse_ms_p50": p(m["reuse_ms"], 50),
+        "build_img_per_s": m["build"]["img_per_s"],
+        "bare_batched_img_per_s": m["bare_batched"],
         "startup_s": round(float(np.median([s["startup_s"] for s in starts])), 3),
         "rss_mb": float(np.median([s["rss_mb"] for s in starts])),
     }
@@ -314,17 +339,6 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] = lambda m: None
         r[f"query_new_{stage}_ms_p50"] = p(values, 50)
         r[f"query_new_{stage}_ms_p95"] = p(values, 95)
     r["query_new_split"] = {s: {"p50": p(v, 50), "p95": p(v, 95)} for s, v in stages.items()}
-    r["targets"] = check_targets(r)
-    r["details"] = {
-        "engine": service.embedder.engine, "model": service.embedder.model.name,
-        "weights_id": service.embedder.weights_id,
-        "untrained": service.embedder.spec.untrained, "collections": {main: len(col), second: starts[0]["collections"][second]},
-        "second_collection": second, "second_is_substitute": second == SUBSTITUTE,
-        "query_images": len(paths), "query_runs": len(stages["total"]), "image_12mp_bytes": big_bytes,
-        "build": build, "startup_runs": starts, "bare_forward_ms_p95": p(bare_ms, 95),
-        "cpu_count": os.cpu_count(), "load_avg_before": [round(x, 2) for x in load_before],
-        "load_avg_after": [round(x, 2) for x in os.getloadavg()],
-    }
     return r
 
 

@@ -26,82 +26,27 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from app.config import Config
-from app.errors import IndexMismatchError, IndexMissingError
 from app.core.features import load_features
-from app.index.faiss_store import (IndexConfig, load_index, manifest_model, read_manifest, save_index, search as index_search,
-                    set_search_params)
-
-K = 10
-_DERIVED_KEYS = ("manifest_version", "dim", "normalized", "metric", "count", "index_file", "index_bytes",
-                 "index_sha256", "built_at", "versions", "name")
-
-
-# -- metrics -----------------------------------------------------------------------------------
-
-
-def relevant_counts(labels: Sequence[tuple[str, ...]]) -> np.ndarray:
-    """For each item, how many *other* items share at least one label with it."""
-    by_label: dict[str, set[int]] = {}
-    for i, labs in enumerate(labels):
-        for lab in labs:
-            by_label.setdefault(lab, set()).add(i)
-    cache: dict[tuple[str, ...], int] = {}
-    out = np.zeros(len(labels), dtype=np.int64)
-    for i, labs in enumerate(labels):
-        key = tuple(sorted(set(labs)))
-        if key not in cache:
-            cache[key] = len(set().union(*(by_label[lab] for lab in key))) if key else 0
-        out[i] = max(0, cache[key] - 1) if key else 0
-    return out
-
-
-def ranking_metrics(ranked: Sequence[Sequence[int]], query_ids: Sequence[int],
-                    labels: Sequence[tuple[str, ...]], n_relevant: np.ndarray, k: int = K) -> dict[str, float]:
-    """mAP@k, mean hit ratio@k and precision@5 of ranked result ids (self already excluded)."""
-    aps, hrs, p5s = [], [], []
-    for q, ids in zip(query_ids, ranked):
-        r = int(n_relevant[q])
-        if r == 0:
-            continue
-        qlabs = set(labels[q])
-        rel = [bool(qlabs & set(labels[j])) for j in list(ids)[:k]]
-        hits, ap = 0, 0.0
-        for rank, is_rel in enumerate(rel, start=1):
-            if is_rel:
-                hits += 1
-                ap += hits / rank
-        denom = min(r, k)
-        aps.append(ap / denom)
-        hrs.append(hits / denom)
-        p5s.append(sum(rel[:5]) / 5.0)
-    mean = (lambda xs: round(float(np.mean(xs)), 4) if xs else 0.0)
-    return {"map_at_10": mean(aps), "mhr_at_10": mean(hrs), "precision_at_5": mean(p5s), "queries": len(aps)}
-
-
-def exact_neighbours(vectors: np.ndarray, query_ids: np.ndarray, k: int) -> np.ndarray:
-    """Top-k ids by exact cosine for each query item, excluding the item itself."""
-    out = np.empty((len(query_ids), k), dtype=np.int64)
-    for s in range(0, len(query_ids), 512):
-        qi = query_ids[s : s + 512]
-        sims = np.asarray(vectors[qi], dtype=np.float32) @ np.asarray(vectors, dtype=np.float32).T
-        sims[np.arange(len(qi)), qi] = -np.inf
-        part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        order = np.take_along_axis(sims, part, axis=1).argsort(axis=1)[:, ::-1]
-        out[s : s + 512] = np.take_along_axis(part, order, axis=1)
-    return out
+from app.core.manifest import Manifest
+from app.errors import IndexMismatchError, IndexMissingError
+from app.index.faiss_index import IndexConfig, set_search_params
+from app.index.faiss_index import search as index_search
+from app.index.faiss_store import index_config, load_index, read_manifest, save_index
+from app.index.store import VectorStore
+from app.metrics.retrieval import K, exact_neighbours, ranking_metrics, relevant_counts
 
 
 def _drop_self(ids: Sequence[int], self_id: int, k: int) -> list[int]:
     return [int(i) for i in ids if int(i) != self_id and int(i) >= 0][:k]
 
 
-def index_recall(index, vectors: np.ndarray, query_ids: np.ndarray, k: int = 5) -> tuple[float, float]:
-    """(recall@k of the index vs exact search, median ms per single query), leave-one-out."""
+def index_recall(store: VectorStore, vectors: np.ndarray, query_ids: np.ndarray, k: int = 5) -> tuple[float, float]:
+    """(recall@k of the store vs exact search, median ms per single query), leave-one-out."""
     truth = exact_neighbours(vectors, query_ids, k)
     hits, times = 0, []
     for row, q in enumerate(query_ids):
         t = time.perf_counter()
-        _, ids = index_search(index, np.asarray(vectors[q : q + 1], dtype=np.float32), k + 1)
+        _, ids = store.search(np.asarray(vectors[q : q + 1], dtype=np.float32), k + 1)
         times.append(time.perf_counter() - t)
         hits += len(set(_drop_self(ids[0], int(q), k)) & set(truth[row].tolist()))
     return round(hits / float(truth.size), 4), round(float(np.median(times)) * 1000.0, 4)
@@ -132,7 +77,7 @@ def evaluate_collection(config: Config, name: str, *, queries: int | None = None
                   for q in query_ids]
     ann_s = time.perf_counter() - t
     timing_ids = query_ids if len(query_ids) <= 1000 else np.sort(rng.choice(query_ids, 1000, replace=False))
-    recall5, ms = index_recall(col.index, vectors, timing_ids, 5)
+    recall5, ms = index_recall(col.store, vectors, timing_ids, 5)
     m = col.manifest
     ann = ranking_metrics(ann_ranked, query_ids, labels, n_rel)
     result: dict[str, Any] = {
@@ -140,33 +85,34 @@ def evaluate_collection(config: Config, name: str, *, queries: int | None = None
         "count": n,
         "queries": int(len(query_ids)),
         "k": K,
-        "model": manifest_model(m),
-        "weights_id": m.get("weights_id"),
-        "untrained": "untrained" in str(m.get("weights_id", "")),
+        "model": m.model_name,
+        "weights_id": m.weights_id,
+        "untrained": "untrained" in m.weights_id,
         "exact": ranking_metrics(exact, query_ids, labels, n_rel),
         "ann": ann,
         "map_at_10": ann["map_at_10"],
         "mhr_at_10": ann["mhr_at_10"],
         "precision_at_5": ann["precision_at_5"],
         "ann_recall_at_5": recall5,
-        "index_bytes": int(m.get("index_bytes", 0)),
+        "index_bytes": m.index_bytes,
         "flat_bytes": int(n * vectors.shape[1] * 4),
-        "index_fraction_of_flat": round(int(m.get("index_bytes", 0)) / float(n * vectors.shape[1] * 4), 4),
+        "index_fraction_of_flat": round(m.index_bytes / float(n * vectors.shape[1] * 4), 4),
         "search_ms_per_query": ms,
-        "index": {"factory": m.get("factory"), "nprobe": m.get("nprobe"), "k_factor": m.get("k_factor", 1),
-                  "tuning": {k: (m.get("tuning") or {}).get(k) for k in ("target_met", "chosen", "seconds")}},
+        "index": {"factory": m.factory, "nprobe": m.nprobe, "k_factor": m.k_factor,
+                  "tuning": {k: m.tuning.get(k) for k in ("target_met", "chosen", "seconds")}},
         "seconds": {"exact": round(exact_s, 2), "ann": round(ann_s, 2)},
     }
     if sweep:
-        result["sweep"] = sweep_configs(vectors, m, log=log)
+        result["sweep"] = sweep_configs(vectors, index_config(m), log=log)
     return result
 
 
 # -- the sweep ---------------------------------------------------------------------------------
 
 
-def sweep_grid(n: int, d: int, manifest: dict[str, Any] | None = None) -> list[tuple[str, tuple[int, ...], int, str]]:
-    """(factory, nprobes, k_factor, note) rows of the sweep for ``n`` vectors of dimension ``d``."""
+def sweep_grid(n: int, d: int, tuned: IndexConfig | None = None) -> list[tuple[str, tuple[int, ...], int, str]]:
+    """(factory, nprobes, k_factor, note) rows of the sweep for ``n`` vectors of dimension ``d``
+    (plus the ``tuned`` configuration, when given and not already a row)."""
     from app.index.tune import ivf_nlist
 
     nlist = ivf_nlist(n, n)
@@ -175,7 +121,7 @@ def sweep_grid(n: int, d: int, manifest: dict[str, Any] | None = None) -> list[t
         ("IVF100,PQ8np", (1, 16), 1, "the old demo's IVF100,PQ8 (np: the same codes without polysemous training)"),
     ]
     dims = [dp for dp in (128, 256, 512) if dp < d]
-    chosen = (manifest or {}).get("factory", "")
+    chosen = tuned.factory if tuned else ""
     if chosen.startswith("PCAR"):
         dp = int(chosen.split(",")[0][4:])
         dims = sorted(set(dims) | {dp})
@@ -184,28 +130,29 @@ def sweep_grid(n: int, d: int, manifest: dict[str, Any] | None = None) -> list[t
         pre = f"PCAR{dp},IVF{nlist}"
         rows += [(f"{pre},SQ8", probes, 1, ""), (f"{pre},SQ6", (16,), 1, ""), (f"{pre},SQ4", (16,), 1, ""),
                  (f"{pre},PQ{dp // 8}np", (16,), 1, ""), (f"{pre},PQ{dp // 16}np,Refine(SQ8)", (16,), 8, "")]
-    tuned = (chosen, int((manifest or {}).get("nprobe", 1)), int((manifest or {}).get("k_factor", 1)))
-    if chosen and not any((f, kf) == (tuned[0], tuned[2]) and tuned[1] in probes_ for f, probes_, kf, _ in rows):
-        rows.append((chosen, (tuned[1],), tuned[2], "tuned"))
+    if tuned and chosen and not any((f, kf) == (chosen, tuned.k_factor) and tuned.nprobe in probes_
+                                    for f, probes_, kf, _ in rows):
+        rows.append((chosen, (tuned.nprobe,), tuned.k_factor, "tuned"))
     return rows
 
 
-def sweep_configs(vectors: np.ndarray, manifest: dict[str, Any] | None = None, *, seed: int = 0,
+def sweep_configs(vectors: np.ndarray, tuned: IndexConfig | None = None, *, seed: int = 0,
                   log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
-    """Measure each row of :func:`sweep_grid` on the tuner's held-out split of ``vectors``."""
+    """Measure each row of :func:`sweep_grid` on the tuner's held-out split of ``vectors`` (the row of
+    the ``tuned`` configuration is noted as the tuned choice)."""
     import faiss
 
-    from app.index.faiss_store import _PCA_RE
+    from app.index.faiss_index import PCA_RE
     from app.index.tune_space import Candidate, Space, recall_at_k, time_queries
 
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     space = Space(vectors, None, seed)
     n, d = vectors.shape
     flat = len(space.db) * d * 4
-    chosen = (manifest or {}).get("factory"), (manifest or {}).get("nprobe"), (manifest or {}).get("k_factor", 1)
+    chosen = (tuned.factory, tuned.nprobe, tuned.k_factor) if tuned else None
     out: list[dict[str, Any]] = []
-    for factory, nprobes, kf, note in sweep_grid(len(space.db), d, manifest):
-        m = _PCA_RE.match(factory)
+    for factory, nprobes, kf, note in sweep_grid(len(space.db), d, tuned):
+        m = PCA_RE.match(factory)
         dp, pre, body = (int(m.group(2)), f"{m.group(1)}{m.group(2)}", m.group(3)) if m else (d, "", factory)
         t = time.perf_counter()
         try:
@@ -233,7 +180,7 @@ def sweep_configs(vectors: np.ndarray, manifest: dict[str, Any] | None = None, *
 
 
 def ensure_collection(config: Config, *, name: str, kind: str, data: str | Path | None, limit: int | None = None,
-                      include: tuple[str, ...] = (), progress: bool = False) -> dict[str, Any]:
+                      include: tuple[str, ...] = (), progress: bool = False) -> Manifest:
     """Return the manifest of ``name``, building the collection from ``data`` when it is not built."""
     from app.service.search import SearchService
 
@@ -242,27 +189,26 @@ def ensure_collection(config: Config, *, name: str, kind: str, data: str | Path 
     except IndexMissingError:
         if data is None:
             raise
-    from app.service.build import build_collection
+    from app.service.build import BuildSpec, build_collection
 
-    return build_collection(config, kind=kind, data=data, name=name, limit=limit, include=include,
-                            progress=progress).manifest
+    spec = BuildSpec(kind=kind, data=data, name=name, limit=limit, include=include)
+    return build_collection(config, spec, progress=progress).manifest
 
 
-def retune_collection(config: Config, name: str, **tune_args: Any) -> dict[str, Any]:
+def retune_collection(config: Config, name: str, **tune_args: Any) -> Manifest:
     """Tune and save the index of ``name`` again from its stored features (no images are read)."""
     from app.index.tune import tune
 
     old = read_manifest(config.indexes_dir, name)
     vectors, table = load_features(config.features_dir, name, mmap=False)
-    if table.weights_id != old["weights_id"] or len(table) != int(old["count"]):
+    if table.weights_id != old.weights_id or len(table) != old.count:
         raise IndexMismatchError(f"The features of {name} do not match its manifest; rebuild the collection.")
     index, report = tune(vectors, **tune_args)
     assert report.chosen is not None
-    fields = {k: v for k, v in old.items() if k not in _DERIVED_KEYS}
-    fields.update(factory=report.chosen.factory, nprobe=report.chosen.nprobe, k_factor=report.chosen.k_factor,
-                  tuning=report.to_json())
-    manifest = save_index(index, config.indexes_dir, name, fields)
-    load_index(config.indexes_dir, name, weights_id=old["weights_id"])  # what was written loads back
+    chosen = report.chosen
+    fields = old.with_(factory=chosen.factory, nprobe=chosen.nprobe, k_factor=chosen.k_factor, tuning=report.to_json())
+    manifest = save_index(index, config.indexes_dir, name, fields)  # the counts, sizes and checksum: of the new index
+    load_index(config.indexes_dir, name, weights_id=old.weights_id)  # what was written loads back
     return manifest
 
 
@@ -273,7 +219,7 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A plain fixed-width text table."""
     cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 

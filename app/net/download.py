@@ -1,10 +1,10 @@
 """Download, verify and install the demo collections and the ImageNet ResNet-50 weights.
 
-Command line (``data_download.sh`` wraps the first form)::
+Command line (``app/cli/download.py``; ``data_download.sh`` wraps the first form)::
 
-    python -m app.net.download datasets caltech101 voc2012 [--data DIR]   # or: datasets all
-    python -m app.net.download weights [--weights-dir DIR]
-    python -m app.net.download check [--data DIR] [--weights-dir DIR]
+    python -m app.cli download datasets caltech101 voc2012 [--data DIR]   # or: datasets all
+    python -m app.cli download weights [--weights-dir DIR]
+    python -m app.cli download check [--data DIR] [--weights-dir DIR]
 
 Layout under the data folder::
 
@@ -30,19 +30,18 @@ import sys
 import tarfile
 import tempfile
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlparse
 
-from app.files.atomic import _fsync_dir, write_json
-from app.config import Config
-from app.errors import AppError, DownloadError
+from app.errors import DownloadError
+from app.files.atomic import fsync_dir, write_json
 
 __all__ = [
     "SOURCES", "Source", "download_dataset", "dataset_present", "download_file", "safe_extract",
-    "ensure_imagenet_weights", "imagenet_weights_path", "main",
+    "ensure_imagenet_weights", "imagenet_weights_path",
 ]
 
 CONNECT_TIMEOUT_S = 10
@@ -244,7 +243,7 @@ def download_file(
                 "a different file.",
             )
     os.replace(part, dest)
-    _fsync_dir(dest.parent)
+    fsync_dir(dest.parent)
     return dest
 
 

@@ -34,8 +34,8 @@ import threading
 import time
 import urllib.parse
 
-from app.net.urlpolicy import Target, address_refusal, parse_url
 from app.errors import FetchError
+from app.net.urlpolicy import Target, address_refusal, parse_url
 
 __all__ = ["DEFAULT_MAX_BYTES", "address_refusal", "fetch_url"]
 
@@ -328,95 +328,70 @@ def _fetch_hop(
     read_timeout: float,
 ) -> tuple[bytes, str | None]:
     """Make one GET request. Returns ``(body, None)``, or ``(b"", location)`` for a redirect."""
-    host = target.host
     conn: _PinnedHTTPConnection | None = None
     response: http.client.HTTPResponse | None = None
     try:
-        sock = _open_connection(
-            target,
-            addresses,
-            clock,
-            watchdog,
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-        )
+        sock = _open_connection(target, addresses, clock, watchdog, connect_timeout=connect_timeout,
+                                read_timeout=read_timeout)
         conn = _PinnedHTTPConnection(target, sock)
-        conn.request(
-            "GET",
-            target.request_target,
-            headers={
-                "User-Agent": USER_AGENT,
-                "Accept": "image/*",
-                "Accept-Encoding": "identity",
-                "Connection": "close",
-            },
-        )
+        conn.request("GET", target.request_target, headers={
+            "User-Agent": USER_AGENT, "Accept": "image/*", "Accept-Encoding": "identity", "Connection": "close",
+        })
         response = conn.getresponse()
-        status = response.status
-        if status in _REDIRECT_STATUSES:
-            location = response.getheader("Location")
-            if not location:
-                raise FetchError(
-                    f"The server at {host} answered with a redirect (HTTP {status}) "
-                    "but did not say where to."
-                )
+        location = _redirect_or_check(response, target.host)
+        if location is not None:
             return b"", location
-        if status >= 400:
-            raise FetchError(
-                f"The server at {host} answered HTTP {status} ({response.reason or 'error'}).",
-                hint=_HINT,
-            )
-        if not 200 <= status < 300:
-            raise FetchError(f"The server at {host} answered with unexpected HTTP status {status}.")
-        encoding = (response.getheader("Content-Encoding") or "identity").strip().lower()
-        if encoding != "identity":
-            raise FetchError(
-                f"The server at {host} sent a compressed ({encoding}) response, "
-                "which is not supported."
-            )
-        return _read_body(response, host, clock, watchdog, max_bytes), None
+        return _read_body(response, target.host, clock, watchdog, max_bytes), None
     except FetchError:
         raise
-    except ssl.SSLCertVerificationError as exc:
-        if watchdog.fired or clock.expired():
-            raise clock.error(host) from exc
-        raise FetchError(
-            f"The secure connection to {host} could not be verified ({exc.verify_message}).",
-            hint=_HINT,
-        ) from exc
-    except ssl.SSLError as exc:
-        if watchdog.fired or clock.expired():
-            raise clock.error(host) from exc
-        raise FetchError(
-            f"The secure connection to {host} failed ({exc.reason or exc}).", hint=_HINT
-        ) from exc
-    except TimeoutError as exc:  # socket.timeout during a read
-        if watchdog.fired or clock.expired():
-            raise clock.error(host) from exc
-        raise FetchError(
-            f"The server at {host} stopped sending data for more than {read_timeout:g} s.",
-            hint=_HINT,
-        ) from exc
-    except http.client.HTTPException as exc:
-        if watchdog.fired or clock.expired():
-            raise clock.error(host) from exc
-        raise FetchError(
-            f"The server at {host} sent an invalid or incomplete HTTP response "
-            f"({type(exc).__name__}).",
-            hint=_HINT,
-        ) from exc
-    except OSError as exc:
-        if watchdog.fired or clock.expired():
-            raise clock.error(host) from exc
-        raise FetchError(
-            f"The connection to {host} failed ({exc.strerror or exc}).", hint=_HINT
-        ) from exc
+    except (ssl.SSLError, TimeoutError, http.client.HTTPException, OSError) as exc:
+        raise _transport_error(exc, target.host, clock, watchdog, read_timeout) from exc
     finally:
         if response is not None:
             response.close()
         if conn is not None:
             conn.close()
         watchdog.disarm()
+
+
+def _redirect_or_check(response: http.client.HTTPResponse, host: str) -> str | None:
+    """The redirect's ``Location``, or None for a 2xx identity-encoded answer; raises for anything else."""
+    status = response.status
+    if status in _REDIRECT_STATUSES:
+        location = response.getheader("Location")
+        if not location:
+            raise FetchError(f"The server at {host} answered with a redirect (HTTP {status}) but did not say where to.")
+        return location
+    if status >= 400:
+        raise FetchError(f"The server at {host} answered HTTP {status} ({response.reason or 'error'}).", hint=_HINT)
+    if not 200 <= status < 300:
+        raise FetchError(f"The server at {host} answered with unexpected HTTP status {status}.")
+    encoding = (response.getheader("Content-Encoding") or "identity").strip().lower()
+    if encoding != "identity":
+        raise FetchError(f"The server at {host} sent a compressed ({encoding}) response, which is not supported.")
+    return None
+
+
+def _transport_error(exc: BaseException, host: str, clock: _Deadline, watchdog: _Watchdog,
+                     read_timeout: float) -> FetchError:
+    """The one-line FetchError for a failure below HTTP (TLS, timeouts, broken responses, sockets).
+
+    A failure caused by the total deadline (its watchdog closed the socket) says so instead.
+    """
+    if watchdog.fired or clock.expired():
+        return clock.error(host)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return FetchError(f"The secure connection to {host} could not be verified ({exc.verify_message}).",
+                          hint=_HINT)
+    if isinstance(exc, ssl.SSLError):
+        return FetchError(f"The secure connection to {host} failed ({exc.reason or exc}).", hint=_HINT)
+    if isinstance(exc, TimeoutError):  # socket.timeout during a read
+        return FetchError(f"The server at {host} stopped sending data for more than {read_timeout:g} s.",
+                          hint=_HINT)
+    if isinstance(exc, http.client.HTTPException):
+        return FetchError(f"The server at {host} sent an invalid or incomplete HTTP response "
+                          f"({type(exc).__name__}).", hint=_HINT)
+    return FetchError(f"The connection to {host} failed ({getattr(exc, 'strerror', None) or exc}).", hint=_HINT)
 
 
 def _read_body(

@@ -1,106 +1,120 @@
 """Building a collection end to end: list the images, embed them, tune and save the index.
 
-``scripts/build_index.py`` is a thin command-line wrapper around :func:`build_collection`.
+``scripts/build_index.py`` and ``python -m app.cli build`` are thin command-line wrappers around
+:func:`build_collection`, which takes what to build as one :class:`BuildSpec`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from app.config import Config
-from app.core.datasets import load_dataset
+from app.core.datasets import Dataset, load_dataset
 from app.core.embed import Embedder, embedder_for
-from app.core.features import CHUNK_SIZE, extract_features
-from app.index.faiss_store import IndexConfig, build_index, save_index
+from app.core.features import CHUNK_SIZE, FeatureTable, extract_features
+from app.core.manifest import Manifest
+from app.index.faiss_index import IndexConfig, build_index
+from app.index.faiss_store import FaissStore
 from app.index.tune import DEFAULT_MAX_MS, DEFAULT_TARGET_RECALL, tune
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class BuildSpec:
+    """What to build: the dataset (``kind`` layout in the folder ``data``), the collection name,
+    the sample, and the index (a fixed ``factory``/``nprobe``, or tuned to ``target_recall`` at
+    ``max_ms`` per query)."""
+
+    kind: str  # a layout of app.core.datasets: "caltech101", "voc2012", "folder"
+    data: str | Path
+    name: str | None = None  # default: kind
+    limit: int | None = None  # a deterministic sample of this many images
+    include: tuple[str, ...] = ()  # Caltech101: folders left out by default
+    factory: str | None = None  # a fixed faiss factory string instead of tuning
+    nprobe: int | None = None  # with factory (default 16)
+    target_recall: float = DEFAULT_TARGET_RECALL
+    max_ms: float = DEFAULT_MAX_MS
+    chunk_size: int = CHUNK_SIZE  # images per saved chunk of features (resumable builds)
+
+    @property
+    def collection_name(self) -> str:
+        """The collection's name."""
+        return self.name or self.kind
+
+
 @dataclass
 class BuildResult:
     name: str
-    manifest: dict[str, Any]
+    manifest: Manifest
     stats: dict[str, Any]
-    skipped: list[dict[str, str]]
+    skipped: list[dict[str, str]] = field(default_factory=list)
 
 
-def build_collection(
-    config: Config,
-    *,
-    kind: str,
-    data: str | Path,
-    name: str | None = None,
-    limit: int | None = None,
-    include: tuple[str, ...] = (),
-    embedder: Embedder | None = None,
-    factory: str | None = None,
-    nprobe: int | None = None,
-    target_recall: float = DEFAULT_TARGET_RECALL,
-    max_ms: float = DEFAULT_MAX_MS,
-    progress: bool = True,
-    on_chunk: Callable[[int], None] | None = None,
-    chunk_size: int = CHUNK_SIZE,
-) -> BuildResult:
-    """Build (or resume building) the collection ``name`` from the folder ``data``.
+def build_collection(config: Config, spec: BuildSpec, *, embedder: Embedder | None = None,
+                     progress: bool = True, on_chunk: Callable[[int], None] | None = None) -> BuildResult:
+    """Build (or resume building) the collection ``spec`` describes.
 
-    With ``factory`` the index configuration is fixed; otherwise it is tuned to
-    ``target_recall`` (recall@5 against exact search) at ``max_ms`` per query.
+    With ``spec.factory`` the index configuration is fixed; otherwise it is tuned to
+    ``spec.target_recall`` (recall@5 against exact search) at ``spec.max_ms`` per query.
+    ``on_chunk(chunk_no)`` is called after each saved chunk of features (tests use it to simulate a kill).
     """
-    name = name or kind
-    dataset = load_dataset(kind, data, limit=limit, include=include)
+    name = spec.collection_name
+    dataset = load_dataset(spec.kind, spec.data, limit=spec.limit, include=spec.include)
     embedder = embedder or embedder_for(config)
     vectors, table, stats = extract_features(
-        dataset,
-        embedder,
-        config.features_dir,
-        name,
-        batch_size=config.batch_size,
-        workers=config.workers,
-        progress=progress,
-        on_chunk=on_chunk,
-        chunk_size=chunk_size,
+        dataset, embedder, config.features_dir, name, batch_size=config.batch_size, workers=config.workers,
+        progress=progress, on_chunk=on_chunk, chunk_size=spec.chunk_size,
     )
     t = time.perf_counter()
-    if factory:
-        chosen = IndexConfig(factory, nprobe or 16)
-        index = build_index(vectors, chosen)
-        tuning: dict[str, Any] = {"fixed": True}
-    else:
-        index, report = tune(vectors, target_recall=target_recall, max_ms=max_ms)
-        assert report.chosen is not None
-        chosen = report.chosen.config
-        tuning = report.to_json()
+    index, chosen, tuning = make_index(vectors, spec)
     stats["index_seconds"] = time.perf_counter() - t
-    manifest = save_index(
-        index,
-        config.indexes_dir,
-        name,
-        {
-            "collection": kind,
-            "model": embedder.model.name,
-            "model_description": embedder.model.description,
-            "weights_id": embedder.weights_id,
-            "weights_arg": embedder.spec.arg(),
-            "engine": embedder.engine,
-            "factory": chosen.factory,
-            "nprobe": chosen.nprobe,
-            "k_factor": chosen.k_factor,
-            "dataset_root": str(dataset.root),
-            "image_root": str(dataset.image_root),
-            "features": f"{name}.npy",
-            "table": f"{name}.json",
-            # which build of the features this index was made from (checked when loading)
-            "features_fingerprint": table.fingerprint,
-            "features_created": table.created,
-            "limit": limit,
-            "include": list(include),
-            "skipped": len(table.skipped),
-            "tuning": tuning,
-        },
-    )
-    return BuildResult(name=name, manifest=manifest, stats=stats, skipped=table.skipped)
+    store = FaissStore(config.indexes_dir, name, index,
+                       manifest=manifest_fields(spec, embedder, dataset, table, chosen, tuning))
+    store.save()
+    assert store.manifest is not None
+    return BuildResult(name=name, manifest=store.manifest, stats=stats, skipped=table.skipped)
+
+
+def make_index(vectors: np.ndarray, spec: BuildSpec) -> tuple[Any, IndexConfig, dict[str, Any]]:
+    """(index holding ``vectors``, its configuration, the manifest's ``tuning`` record)."""
+    if spec.factory:
+        chosen = IndexConfig(spec.factory, spec.nprobe or 16)
+        return build_index(vectors, chosen), chosen, {"fixed": True}
+    index, report = tune(vectors, target_recall=spec.target_recall, max_ms=spec.max_ms)
+    assert report.chosen is not None
+    return index, report.chosen.config, report.to_json()
+
+
+def manifest_fields(spec: BuildSpec, embedder: Embedder, dataset: Dataset, table: FeatureTable,
+                    chosen: IndexConfig, tuning: dict[str, Any]) -> dict[str, Any]:
+    """The manifest fields a build records (save_index adds those it reads from the index file)."""
+    name = spec.collection_name
+    return {
+        "collection": spec.kind,
+        "model": embedder.model.name,
+        "model_description": embedder.model.description,
+        "weights_id": embedder.weights_id,
+        "weights_arg": embedder.spec.arg(),
+        "engine": embedder.engine,
+        "factory": chosen.factory,
+        "nprobe": chosen.nprobe,
+        "k_factor": chosen.k_factor,
+        "dataset_root": str(dataset.root),
+        "image_root": str(dataset.image_root),
+        "features": f"{name}.npy",
+        "table": f"{name}.json",
+        # which build of the features this index was made from (checked when loading)
+        "features_fingerprint": table.fingerprint,
+        "features_created": table.created,
+        "limit": spec.limit,
+        "include": list(spec.include),
+        "skipped": len(table.skipped),
+        "tuning": tuning,
+    }

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from app.config import KNOWN_COLLECTIONS, Config
+from app.config import Config
 from app.errors import AppError
 
 LOCAL_COPY_HELP = """\
@@ -27,10 +27,10 @@ To run without network access, point the app at local copies, or use a model tha
 
 def prepare(config: Config, collections: Sequence[str], *, out=sys.stderr) -> list[str]:
     """Make each collection servable if possible; returns the names that are ready."""
-    from app.service.build import build_collection
-    from app.net.download import dataset_present, download_dataset
     from app.core.embed import embedder_for
     from app.index.faiss_store import load_index
+    from app.net.download import dataset_present, download_dataset
+    from app.service.build import BuildSpec, build_collection
 
     embedder = embedder_for(config)
     ready, problems = [], []
@@ -47,7 +47,7 @@ def prepare(config: Config, collections: Sequence[str], *, out=sys.stderr) -> li
                 print(f"{name}: downloading into {config.data_dir / name}", file=out)
                 download_dataset(name, config.data_dir)
             print(f"{name}: building the index (resumable: interrupt and re-run any time)", file=out)
-            build_collection(config, kind=name, data=config.data_dir / name, name=name, embedder=embedder)
+            build_collection(config, BuildSpec(kind=name, data=config.data_dir / name, name=name), embedder=embedder)
             ready.append(name)
         except AppError as exc:
             problems.append(f"{name}: {exc.user_message()}")

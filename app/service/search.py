@@ -1,8 +1,15 @@
 """The search service: image (or collection item) + collection + k -> ranked hits.
 
-The UI and the CLI both call :class:`SearchService`. It owns the embedder and the loaded
-collections; both are passed in or made lazily, so tests can use fakes and nothing heavy happens
-at import time.
+The UI and the CLI both call :class:`SearchService`, a facade over two parts:
+
+* :class:`~app.service.catalogue.Catalogue` lists the collections and loads each one (its vector
+  store, manifest, id table and stored vectors);
+* :class:`Searcher` embeds query images, asks a collection's vector store for candidates (through
+  the :class:`~app.index.store.VectorStore` methods only), re-ranks them by exact cosine, pages
+  through examples and remembers query vectors.
+
+The embedder and the loaded collections are passed in or made lazily, so tests can use fakes and
+nothing heavy happens at import time.
 """
 
 from __future__ import annotations
@@ -11,18 +18,19 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from app.config import KNOWN_COLLECTIONS, Config
+from app.config import Config
 from app.core.embed import Embedder, embedder_for
-from app.errors import IndexMismatchError, IndexMissingError, UnknownItemError
-from app.core.features import FeatureTable, load_features
 from app.core.images import ImageSource, load_image
-from app.index.faiss_store import build_command, list_indexes, load_index, manifest_model, read_manifest, search as index_search
+from app.service.catalogue import Catalogue, Collection, CollectionInfo, open_store
+
+__all__ = ["Catalogue", "Collection", "CollectionInfo", "Hit", "SearchResult", "SearchService", "Searcher",
+           "candidates", "open_store"]
 
 log = logging.getLogger(__name__)
 
@@ -64,209 +72,96 @@ class SearchResult:
         }
 
 
-@dataclass(frozen=True)
-class CollectionInfo:
-    name: str
-    ready: bool
-    size: int = 0
-    kind: str = ""
-    reason: str = ""  # why it is not ready
-    build_command: str = ""  # builds it for the running model
-    model: str = ""  # the model it was built with ("" when not built)
-
-
-@dataclass
-class Collection:
-    """A loaded collection: index, manifest, the id table and the stored vectors (memory-mapped)."""
-
-    name: str
-    index: Any
-    manifest: dict[str, Any]
-    table: FeatureTable
-    vectors: np.ndarray
-    image_root: Path
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def __len__(self) -> int:
-        return len(self.table)
-
-    def item_path(self, item_id: int) -> Path:
-        """The absolute path of an item; always inside the collection's image root."""
-        self.check_id(item_id)
-        return self.image_root / self.table.paths[item_id]
-
-    def check_id(self, item_id: int) -> None:
-        if not (0 <= int(item_id) < len(self.table)):
-            raise UnknownItemError(f"{self.name} has no item {item_id}.")
-
-
 def candidates(k: int, n: int) -> int:
     """How many index results are re-ranked by their exact cosine to return ``k`` hits."""
     return min(n, max(4 * k, k + 16))
 
 
-class SearchService:
-    """Loads collections on demand and answers queries."""
+class Searcher:
+    """Answers queries over the collections of a :class:`Catalogue`.
 
-    def __init__(self, config: Config, *, embedder: Embedder | None = None) -> None:
+    Query vectors are L2-normalised embeddings; the store picks ``candidates(k, n)`` of them and
+    their exact cosines (from the stored vectors) order the hits.
+    """
+
+    QUERY_CACHE_SIZE = 256  # query vectors remembered by key (8 KiB each)
+
+    def __init__(self, config: Config, catalogue: Catalogue, embedder: Callable[[], Embedder]) -> None:
         self.config = config
+        self.catalogue = catalogue
         self._embedder = embedder
-        self._collections: dict[str, Collection] = {}
-        self._lock = threading.Lock()
         # Query vectors remembered by image key (see search_image), least recently used first.
         self._qcache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._qcache_lock = threading.Lock()
         self._embed_lock = threading.Lock()
 
-    # -- model -------------------------------------------------------------------------------
-    @property
-    def embedder(self) -> Embedder:
-        if self._embedder is None:
-            self._embedder = embedder_for(self.config)
-        return self._embedder
-
-    def notices(self) -> list[str]:
-        return list(self.embedder.notices)
-
-    # -- collections ---------------------------------------------------------------------------
-    def collection_names(self) -> list[str]:
-        found = list_indexes(self.config.indexes_dir)
-        return list(KNOWN_COLLECTIONS) + [n for n in found if n not in KNOWN_COLLECTIONS]
-
-    def collections(self) -> list[CollectionInfo]:
-        """Every known or built collection, with whether it can be searched now (loads it if needed)."""
-        out = []
-        for name in self.collection_names():
-            try:
-                col = self.collection(name)
-                out.append(CollectionInfo(name, True, len(col), col.manifest.get("collection", ""),
-                                          model=manifest_model(col.manifest)))
-            except (IndexMissingError, IndexMismatchError) as exc:
-                manifest = None
-                try:
-                    manifest = read_manifest(self.config.indexes_dir, name)
-                except (IndexMissingError, IndexMismatchError):
-                    pass
-                out.append(CollectionInfo(
-                    name, False, kind=(manifest or {}).get("collection", ""), reason=str(exc),
-                    build_command=build_command(name, manifest, model=self.embedder.model.name),
-                    model=manifest_model(manifest) if manifest else ""))
-        return out
-
-    def collection(self, name: str) -> Collection:
-        with self._lock:
-            col = self._collections.get(name)
-            if col is None:
-                col = self._load(name)
-                self._collections[name] = col
-            return col
-
-    def _load(self, name: str) -> Collection:
-        cfg = self.config
-        if cfg.backend == "milvus":
-            index, manifest = self._load_milvus(name)
-        else:
-            e = self.embedder
-            index, manifest = load_index(cfg.indexes_dir, name, weights_id=e.weights_id, dim=e.dim, model=e.model.name)
-        vectors, table = load_features(cfg.features_dir, name)
-        manifest.setdefault("image_root", table.image_root)
-        manifest.setdefault("dataset_root", table.dataset_root)
-        hint = f"Rebuild it with: {build_command(name, manifest)}"
-        if (
-            len(table) != manifest["count"]
-            or table.weights_id != manifest["weights_id"]
-            # the features of another build (written after this index, or of another sample)
-            or manifest.get("features_created", table.created) != table.created
-            or manifest.get("features_fingerprint", table.fingerprint) != table.fingerprint
-        ):
-            raise IndexMismatchError(
-                f"The {name} features ({len(table)} vectors, {table.weights_id}) do not match its index "
-                f"({manifest['count']} vectors, {manifest['weights_id']}).",
-                hint=hint,
-            )
-        image_root = self._image_root(name, manifest)
-        return Collection(name, index, manifest, table, vectors, image_root)
-
-    def _load_milvus(self, name: str) -> tuple[Any, dict[str, Any]]:
-        from app.index.milvus_store import MilvusIndex
-
-        if not self.config.milvus_uri:
-            raise IndexMissingError("The Milvus backend needs --milvus-uri.")
-        index = MilvusIndex(self.config.milvus_uri, name, token=self.config.milvus_token)
-        manifest = dict(index.meta)
-        if manifest["weights_id"] != self.embedder.weights_id:
-            raise IndexMismatchError(
-                f"The {name} vectors in Milvus were made with weights {manifest['weights_id']!r}, "
-                f"but the app is running with {self.embedder.weights_id!r}.",
-                hint="Run with the same --model and --weights, or rebuild and sync again.",
-            )
-        if int(manifest.get("dim", self.embedder.dim)) != self.embedder.dim:
-            raise IndexMismatchError(
-                f"The {name} vectors in Milvus have dimension {manifest['dim']}, the model "
-                f"{self.embedder.model.name} makes {self.embedder.dim}.",
-                hint="Run with the model they were made with, or rebuild and sync again.",
-            )
-        try:  # the local build's manifest, when present, knows where the images and which dataset kind
-            local = read_manifest(self.config.indexes_dir, name)
-            manifest = {**local, **manifest, "collection": local.get("collection", manifest.get("collection"))}
-        except (IndexMissingError, IndexMismatchError):
-            pass
-        return index, manifest
-
-    def _image_root(self, name: str, manifest: dict[str, Any]) -> Path:
-        """Where the images are: the build's root, or the same layout under --data when given."""
-        root = Path(manifest.get("image_root") or manifest.get("dataset_root") or ".")
-        built_root = Path(manifest.get("dataset_root") or root)
-        if not root.is_dir() and self.config.data_dir:
-            candidate = Path(self.config.data_dir) / name / root.relative_to(built_root) if root.is_relative_to(built_root) else None
-            if candidate is not None and candidate.is_dir():
-                return candidate.resolve()
-        return root
-
-    # -- searching -----------------------------------------------------------------------------
     def clamp_k(self, k: int | float | None) -> int:
         k = self.config.default_k if k is None else int(k)
         return max(1, min(self.config.max_k, k))
 
     def embed(self, image: ImageSource) -> tuple[np.ndarray, float, float]:
         """(vector, decode+preprocess ms, embed ms) for a new image."""
+        embedder = self._embedder()
         t0 = time.perf_counter()
-        img = load_image(image, draft_size=self.embedder.preprocessing.resize)
-        arr = self.embedder.preprocess(img)[None]
+        img = load_image(image, draft_size=embedder.preprocessing.resize)
+        arr = embedder.preprocess(img)[None]
         t1 = time.perf_counter()
-        vec = self.embedder.embed_arrays(arr)[0]
+        vec = embedder.embed_arrays(arr)[0]
         t2 = time.perf_counter()
         return vec, (t1 - t0) * 1000.0, (t2 - t1) * 1000.0
 
+    # -- queries -------------------------------------------------------------------------------
     def search(self, image: ImageSource, collection: str, k: int | None = 5) -> SearchResult:
         """Search ``collection`` for the images most similar to ``image`` (path, bytes or PIL)."""
         t0 = time.perf_counter()
-        col = self.collection(collection)
+        col = self.catalogue.get(collection)
         vec, decode_ms, embed_ms = self.embed(image)
-        return self._search_vector(col, vec, self.clamp_k(k), t0, decode_ms=decode_ms, embed_ms=embed_ms)
+        return self.ranked(col, vec, self.clamp_k(k), t0, decode_ms=decode_ms, embed_ms=embed_ms)
 
     def search_item(self, collection: str, item_id: int, k: int | None = 5) -> SearchResult:
         """Use a collection item as the query: its stored vector, no model run."""
+        return self.search_item_in(collection, item_id, collection, k)
+
+    def search_item_in(self, source: str, item_id: int, collection: str, k: int | None = 5) -> SearchResult:
+        """Item ``item_id`` of collection ``source`` as the query in ``collection`` (stored vector, no model run)."""
         t0 = time.perf_counter()
-        col = self.collection(collection)
-        col.check_id(item_id)
-        vec = np.asarray(col.vectors[int(item_id)], dtype=np.float32)
-        return self._search_vector(col, vec, self.clamp_k(k), t0, reused=True)
+        src = self.catalogue.get(source)
+        src.check_id(item_id)
+        col = src if source == collection else self.catalogue.get(collection)
+        vec = np.asarray(src.vectors[int(item_id)], dtype=np.float32)
+        return self.ranked(col, vec, self.clamp_k(k), t0, reused=True)
 
     def search_vector(self, collection: str, vector: np.ndarray, k: int | None = 5) -> SearchResult:
         t0 = time.perf_counter()
-        return self._search_vector(self.collection(collection), vector, self.clamp_k(k), t0)
+        return self.ranked(self.catalogue.get(collection), vector, self.clamp_k(k), t0)
 
-    def _search_vector(self, col: Collection, vec: np.ndarray, k: int, t0: float, *, decode_ms: float = 0.0,
-                       embed_ms: float = 0.0, reused: bool = False) -> SearchResult:
+    def search_image(self, image: ImageSource, collection: str, k: int | None = 5, *,
+                     key: str | None = None) -> SearchResult:
+        """:meth:`search`, remembering the query vector under ``key`` (a hash of the image).
+
+        The same image searched again (another k, another collection, a repeated UI event) uses the
+        remembered vector: no decode, no model run (``decode_ms`` and ``embed_ms`` are then 0).
+        Concurrent calls for an image not seen yet run the model once.
+        """
+        if key is None:
+            return self.search(image, collection, k)
+        t0 = time.perf_counter()
+        col = self.catalogue.get(collection)
+        vec, decode_ms, embed_ms = self._remembered_vector(image, key)
+        return self.ranked(col, vec, self.clamp_k(k), t0, decode_ms=decode_ms, embed_ms=embed_ms)
+
+    def ranked(self, col: Collection, vec: np.ndarray, k: int, t0: float, *, decode_ms: float = 0.0,
+               embed_ms: float = 0.0, reused: bool = False) -> SearchResult:
+        """The top ``k`` of ``col`` for the query vector ``vec``, by exact cosine among the store's candidates."""
         t1 = time.perf_counter()
+        n = len(col)
         with col.lock:
-            _, ids = index_search(col.index, vec[None], candidates(k, len(col)))
-        ids = [int(i) for i in ids[0] if i >= 0]
-        if len(ids) < min(k, len(col)):
+            _, found = col.store.search(vec[None], max(1, candidates(k, n)))
+        ids = [int(i) for i in found[0] if i >= 0]
+        if len(ids) < min(k, n):
             # The probed IVF lists held fewer vectors than asked for: an exact scan, never fewer hits.
             exact = np.asarray(col.vectors, dtype=np.float32) @ vec
-            ids = [int(i) for i in np.argsort(-exact, kind="stable")[: candidates(k, len(col))]]
+            ids = [int(i) for i in np.argsort(-exact, kind="stable")[: candidates(k, n)]]
         # Exact cosines from the stored vectors: the index picks the candidates, the scores are true,
         # and re-ranking more candidates than k keeps a best match the lossy codes placed just below k.
         scores = np.asarray(col.vectors[ids], dtype=np.float32) @ vec if ids else np.zeros(0, np.float32)
@@ -282,7 +177,7 @@ class SearchService:
     # -- browsing ------------------------------------------------------------------------------
     def examples(self, collection: str, n: int = 12, page: int = 0) -> list[Hit]:
         """A browsable sample spread over the labels: page 0, 1, 2... show different images."""
-        col = self.collection(collection)
+        col = self.catalogue.get(collection)
         total = len(col)
         if total == 0:
             return []
@@ -296,50 +191,91 @@ class SearchService:
         ]
 
     # -- remembered query vectors (the UI searches one image again with another k or collection) -
-    QUERY_CACHE_SIZE = 256  # query vectors remembered by key (8 KiB each)
-
-    def search_image(self, image: ImageSource, collection: str, k: int | None = 5, *,
-                     key: str | None = None) -> SearchResult:
-        """:meth:`search`, remembering the query vector under ``key`` (a hash of the image).
-
-        The same image searched again (another k, another collection, a repeated UI event) uses the
-        remembered vector: no decode, no model run (``decode_ms`` and ``embed_ms`` are then 0).
-        Concurrent calls for an image not seen yet run the model once.
-        """
-        if key is None:
-            return self.search(image, collection, k)
-        t0 = time.perf_counter()
-        col = self.collection(collection)
-        cache, cache_lock, embed_lock = self._qcache, self._qcache_lock, self._embed_lock
-        decode_ms = embed_ms = 0.0
+    def _remembered_vector(self, image: ImageSource, key: str) -> tuple[np.ndarray, float, float]:
+        """(vector, decode ms, embed ms) of the image remembered under ``key``, embedding it the first time."""
+        cache, cache_lock = self._qcache, self._qcache_lock
         with cache_lock:
             vec = cache.get(key)
             if vec is not None:
                 cache.move_to_end(key)
-        if vec is None:
-            with embed_lock:  # one model run per new image, even when two events race
-                with cache_lock:
-                    vec = cache.get(key)
-                if vec is None:
-                    vec, decode_ms, embed_ms = self.embed(image)
-                    with cache_lock:
-                        cache[key] = vec
-                        while len(cache) > self.QUERY_CACHE_SIZE:
-                            cache.popitem(last=False)
-        return self._search_vector(col, vec, self.clamp_k(k), t0, decode_ms=decode_ms, embed_ms=embed_ms)
+                return vec, 0.0, 0.0
+        with self._embed_lock:  # one model run per new image, even when two events race
+            with cache_lock:
+                vec = cache.get(key)
+            if vec is not None:
+                return vec, 0.0, 0.0
+            vec, decode_ms, embed_ms = self.embed(image)
+            with cache_lock:
+                cache[key] = vec
+                while len(cache) > self.QUERY_CACHE_SIZE:
+                    cache.popitem(last=False)
+            return vec, decode_ms, embed_ms
 
     def forget_query_vectors(self) -> None:
         """Forget the vectors :meth:`search_image` remembers (the next search of any image runs the model)."""
         with self._qcache_lock:
             self._qcache.clear()
 
+
+class SearchService:
+    """Loads collections on demand and answers queries: a :class:`Catalogue` plus a :class:`Searcher`."""
+
+    def __init__(self, config: Config, *, embedder: Embedder | None = None) -> None:
+        self.config = config
+        self._embedder = embedder
+        self.catalogue = Catalogue(config, lambda: self.embedder)
+        self.searcher = Searcher(config, self.catalogue, lambda: self.embedder)
+
+    # -- model -------------------------------------------------------------------------------
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = embedder_for(self.config)
+        return self._embedder
+
+    def notices(self) -> list[str]:
+        return list(self.embedder.notices)
+
+    def embed(self, image: ImageSource) -> tuple[np.ndarray, float, float]:
+        """(vector, decode+preprocess ms, embed ms) for a new image."""
+        return self.searcher.embed(image)
+
+    # -- collections ---------------------------------------------------------------------------
+    def collections(self) -> list[CollectionInfo]:
+        """Every known or built collection, with whether it can be searched now (loads it if needed)."""
+        return self.catalogue.infos()
+
+    def collection(self, name: str) -> Collection:
+        return self.catalogue.get(name)
+
+    # -- searching and browsing (see Searcher) ---------------------------------------------------
+    def clamp_k(self, k: int | float | None) -> int:
+        return self.searcher.clamp_k(k)
+
+    def search(self, image: ImageSource, collection: str, k: int | None = 5) -> SearchResult:
+        """Search ``collection`` for the images most similar to ``image`` (path, bytes or PIL)."""
+        return self.searcher.search(image, collection, k)
+
+    def search_item(self, collection: str, item_id: int, k: int | None = 5) -> SearchResult:
+        """Use a collection item as the query: its stored vector, no model run."""
+        return self.searcher.search_item(collection, item_id, k)
+
     def search_item_in(self, source: str, item_id: int, collection: str, k: int | None = 5) -> SearchResult:
         """Item ``item_id`` of collection ``source`` as the query in ``collection`` (stored vector, no model run)."""
-        if source == collection:
-            return self.search_item(collection, item_id, k)
-        t0 = time.perf_counter()
-        src = self.collection(source)
-        src.check_id(item_id)
-        col = self.collection(collection)
-        vec = np.asarray(src.vectors[int(item_id)], dtype=np.float32)
-        return self._search_vector(col, vec, self.clamp_k(k), t0, reused=True)
+        return self.searcher.search_item_in(source, item_id, collection, k)
+
+    def search_vector(self, collection: str, vector: np.ndarray, k: int | None = 5) -> SearchResult:
+        return self.searcher.search_vector(collection, vector, k)
+
+    def search_image(self, image: ImageSource, collection: str, k: int | None = 5, *,
+                     key: str | None = None) -> SearchResult:
+        """:meth:`Searcher.search_image`: :meth:`search`, remembering the query vector under ``key``."""
+        return self.searcher.search_image(image, collection, k, key=key)
+
+    def forget_query_vectors(self) -> None:
+        """Forget the vectors :meth:`search_image` remembers (the next search of any image runs the model)."""
+        self.searcher.forget_query_vectors()
+
+    def examples(self, collection: str, n: int = 12, page: int = 0) -> list[Hit]:
+        """A browsable sample spread over the labels: page 0, 1, 2... show different images."""
+        return self.searcher.examples(collection, n, page)

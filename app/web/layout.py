@@ -1,8 +1,10 @@
 """The Gradio Blocks of the web app: layout and event wiring.
 
-What each event does lives in :mod:`app.ui_handlers` (the handlers return a :class:`View`; this
-module maps it onto the components). Launch settings (host check, auth, upload limit, allowed
-paths, queue) live in :mod:`app.server`.
+:func:`build_ui` lays out the page, one function per panel, then wires each handler group's events
+(:func:`_wire_queries`, :func:`_wire_session`, :func:`_wire_collections`). What each event does
+lives in the groups of :mod:`app.web.handlers` (they return a :class:`View`; this module maps it
+onto the components). Launch settings (host check, auth, upload limit, allowed paths, queue) live
+in :mod:`app.web.server`.
 
 Events, and why:
 
@@ -21,12 +23,19 @@ Events, and why:
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
+from typing import Any, Callable
 from urllib.parse import quote
 
 import gradio as gr
 
+from app.config import Config
+from app.web.collections import CollectionHandlers
+from app.web.common import example_items
 from app.web.handlers import Handlers
-from app.web.view_model import SKIP, View, idle_status
+from app.web.queries import QueryHandlers
+from app.web.session import Session, SessionHandlers
+from app.web.view_model import SKIP, View
 
 OUT_FIELDS = ("editor", "results", "status", "message", "last", "last_caption", "history", "examples", "compare",
               "compare_choices", "session")
@@ -116,7 +125,8 @@ def editor_src_value(path: str) -> str:
 
 
 def theme() -> gr.themes.Base:
-    """Gradio's Soft theme, which has light and dark variants: the browser's preference picks one (no mode is forced)."""
+    """Gradio's Soft theme, which has light and dark variants: the browser's preference picks one (no mode is
+    forced)."""
     return gr.themes.Soft(primary_hue="indigo", neutral_hue="slate")
 
 
@@ -139,136 +149,155 @@ def _to_outputs(view: View) -> tuple:
 
 
 def build_ui(h: Handlers) -> gr.Blocks:
-    default = h.default_collection()
-    session0 = h.initial_session(default)
-    info0 = h.info(default)
-
+    """The page (header, query panel, results panel, examples and history tabs), wired to ``h``'s groups."""
+    default = h.collections.default_collection()
+    session0 = h.collections.initial_session(default)
     with gr.Blocks(title="Reverse image search", analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
-        session = gr.State(session0)
-        editor_src = gr.Textbox(visible="hidden", elem_id="editor-src")
-        with gr.Row(equal_height=True, elem_id="ris-header-row"):
-            gr.Markdown("# Reverse image search\nFind the most similar images in a collection, on this machine.",
-                        elem_id="ris-header")
-            collection = gr.Dropdown(choices=h.collection_choices(), value=default, label="Collection",
-                                     scale=0, min_width=260, elem_id="collection", filterable=False)
-        notices = h.notices_md()
-        gr.Markdown(notices, visible=bool(notices), elem_id="ris-notice")
-        setup = h.setup_md()
-        gr.Markdown(setup, visible=bool(setup), elem_id="ris-setup")
-
+        ui = SimpleNamespace(session=gr.State(session0),
+                             editor_src=gr.Textbox(visible="hidden", elem_id="editor-src"))
+        _header(ui, h.collections, default)
         with gr.Row(equal_height=False):
             with gr.Column(scale=5, min_width=340):
-                editor = gr.ImageEditor(
-                    label="Query image", type="pil", image_mode="RGB", format="png",
-                    sources=["upload", "webcam", "clipboard"], transforms=("crop",), layers=False,
-                    webcam_options=WEBCAM, height=380, buttons=["download", "fullscreen"], elem_id="query-editor",
-                    placeholder="Drop an image, click to upload,\nor paste / take a photo with the buttons on the left",
-                )
-                with gr.Row(equal_height=True):
-                    url = gr.Textbox(placeholder="…or paste an image URL and press Enter", show_label=False,
-                                     scale=5, elem_id="url", max_lines=1, container=False)
-                    fetch = gr.Button("Fetch", scale=1, min_width=80, elem_id="fetch", size="md")
-                with gr.Row(equal_height=True):
-                    k = gr.Slider(1, h.config.max_k, value=h.config.default_k, step=1, label="Results (k)",
-                                  scale=4, elem_id="k")
-                    search = gr.Button("Search", variant="primary", scale=1, min_width=100, elem_id="search")
-                gr.Markdown("To search part of the image: choose the image tool on the left of the editor, "
-                            "then crop, drag the corners and confirm.", elem_classes=["ris-hint"])
-                gr.HTML('<div id="ris-client-error" class="ris-error" role="alert" hidden></div>', js_on_load=None)
+                _query_panel(ui, h.config)
             with gr.Column(scale=7, min_width=420):
-                message = gr.Markdown("", elem_id="ris-message")
-                results = gr.Gallery(label="Most similar", columns=5, height="auto", fit_columns=False,
-                                     allow_preview=False, object_fit="cover", buttons=[], elem_id="results",
-                                     interactive=False)
-                status = gr.HTML(idle_status(f"{info0.size:,} images in {info0.name}. Choose a query image."
-                                             if info0 and info0.ready else "No collection is ready."),
-                                 elem_id="status", js_on_load=None)
-                with gr.Group(elem_id="compare-box", visible=False) as compare_box:
-                    compare_pick = gr.Dropdown(choices=[], label="Compare the query with",
-                                               info="Drag the handle: the query is on the left, the result on "
-                                                    "the right.", type="value", elem_id="compare-pick",
-                                               filterable=False)
-                    compare = gr.ImageSlider(show_label=False, type="filepath", max_height=300, elem_id="compare",
-                                             interactive=False)
-
+                _results_panel(ui, h.collections.idle_status(default))
         with gr.Tabs():
-            with gr.Tab("Examples", elem_id="tab-examples"):
-                examples = gr.Gallery(value=h.example_items(session0.examples), show_label=False, columns=8,
-                                      height="auto", allow_preview=False, object_fit="cover", elem_id="examples",
-                                      interactive=False, buttons=[])
-                more = gr.Button("Show other examples", size="sm", elem_id="more-examples")
-            with gr.Tab("History", elem_id="tab-history"):
-                with gr.Row():
-                    with gr.Column(scale=2, min_width=240):
-                        last = gr.Image(label="Last searched", type="filepath", interactive=False, height=220,
-                                        elem_id="last", buttons=["download"])
-                        last_caption = gr.Markdown("", elem_id="last-caption")
-                        with gr.Row():
-                            to_query = gr.Button("↑ Back to the query", size="sm", elem_id="last-to-query")
-                            from_query = gr.Button("↓ Search the query", size="sm", elem_id="query-to-last")
-                    with gr.Column(scale=5):
-                        history = gr.Gallery(label="Recent queries (click to search again)", columns=6,
-                                             fit_columns=False, height="auto", allow_preview=False, object_fit="cover",
-                                             elem_id="history", interactive=False, buttons=[])
-
-        outs = [editor_src, results, status, message, last, last_caption, history, examples, compare, compare_pick,
-                session, compare_box]
-        ev = dict(outputs=outs, concurrency_id="search", api_visibility="private", show_progress_on=[results])
-        query_in = [editor, collection, k, session]
-
-        def on_upload(value, name, kk, s):
-            return _to_outputs(h.on_upload(value, name, kk, s))
-
-        def on_edit(value, name, kk, s):
-            return _to_outputs(h.on_edit(value, name, kk, s))
-
-        def on_search(value, name, kk, s):
-            return _to_outputs(h.on_search(value, name, kk, s))
-
-        def on_url(text, name, kk, s):
-            return _to_outputs(h.on_url(text, name, kk, s))
-
-        def on_k(kk, name, s):
-            return _to_outputs(h.on_k(kk, name, s))
-
-        def on_collection(name, kk, s):
-            return _to_outputs(h.on_collection(name, kk, s))
-
-        def on_more(name, s):
-            return _to_outputs(h.on_more_examples(name, s))
-
-        def on_example(evt: gr.SelectData, name, kk, s):
-            return _to_outputs(h.on_example(evt.index, name, kk, s))
-
-        def on_result(evt: gr.SelectData, name, kk, s):
-            return _to_outputs(h.on_result(evt.index, name, kk, s))
-
-        def on_history(evt: gr.SelectData, name, kk, s):
-            return _to_outputs(h.on_history(evt.index, name, kk, s))
-
-        def on_compare(pick, s):
-            return _to_outputs(h.on_compare(pick, s))
-
-        def on_use_last(s):
-            return _to_outputs(h.on_use_last(s))
-
-        # The editor fires these several times per image (mostly repeats): no spinner over the results for them.
-        quiet = dict(ev, show_progress="hidden")
-        editor.upload(on_upload, query_in, trigger_mode="always_last", **quiet)
-        editor.change(on_edit, query_in, trigger_mode="always_last", **quiet)
-        editor.apply(on_edit, query_in, trigger_mode="always_last", **quiet)
-        editor_src.change(None, [editor_src], None, js=LOAD_INTO_EDITOR)
-        search.click(on_search, query_in, **ev)
-        from_query.click(on_search, query_in, **ev)
-        url.submit(on_url, [url, collection, k, session], **ev)
-        fetch.click(on_url, [url, collection, k, session], **ev)
-        k.release(on_k, [k, collection, session], trigger_mode="always_last", **ev)
-        k.change(on_k, [k, collection, session], trigger_mode="always_last", **ev)
-        collection.change(on_collection, [collection, k, session], **ev)
-        more.click(on_more, [collection, session], **ev)
-        examples.select(on_example, [collection, k, session], **ev)
-        results.select(on_result, [collection, k, session], **ev)
-        history.select(on_history, [collection, k, session], **ev)
-        compare_pick.input(on_compare, [compare_pick, session], **ev)
-        to_query.click(on_use_last, [session], **ev)
+            _examples_tab(ui, session0)
+            _history_tab(ui)
+        _wire(ui, h)
     return demo
+
+
+# -- the panels: each adds its components to ``ui`` ----------------------------------------------
+def _header(ui: SimpleNamespace, collections: CollectionHandlers, default: str | None) -> None:
+    """Title and collection menu; the start-up notices and build instructions under them."""
+    with gr.Row(equal_height=True, elem_id="ris-header-row"):
+        gr.Markdown("# Reverse image search\nFind the most similar images in a collection, on this machine.",
+                    elem_id="ris-header")
+        ui.collection = gr.Dropdown(choices=collections.collection_choices(), value=default, label="Collection",
+                                    scale=0, min_width=260, elem_id="collection", filterable=False)
+    notices = collections.notices_md()
+    gr.Markdown(notices, visible=bool(notices), elem_id="ris-notice")
+    setup = collections.setup_md()
+    gr.Markdown(setup, visible=bool(setup), elem_id="ris-setup")
+
+
+def _query_panel(ui: SimpleNamespace, config: Config) -> None:
+    """The query editor, the URL box, k and the Search button."""
+    ui.editor = gr.ImageEditor(
+        label="Query image", type="pil", image_mode="RGB", format="png",
+        sources=["upload", "webcam", "clipboard"], transforms=("crop",), layers=False,
+        webcam_options=WEBCAM, height=380, buttons=["download", "fullscreen"], elem_id="query-editor",
+        placeholder="Drop an image, click to upload,\nor paste / take a photo with the buttons on the left",
+    )
+    with gr.Row(equal_height=True):
+        ui.url = gr.Textbox(placeholder="…or paste an image URL and press Enter", show_label=False,
+                            scale=5, elem_id="url", max_lines=1, container=False)
+        ui.fetch = gr.Button("Fetch", scale=1, min_width=80, elem_id="fetch", size="md")
+    with gr.Row(equal_height=True):
+        ui.k = gr.Slider(1, config.max_k, value=config.default_k, step=1, label="Results (k)", scale=4,
+                         elem_id="k")
+        ui.search = gr.Button("Search", variant="primary", scale=1, min_width=100, elem_id="search")
+    gr.Markdown("To search part of the image: choose the image tool on the left of the editor, "
+                "then crop, drag the corners and confirm.", elem_classes=["ris-hint"])
+    gr.HTML('<div id="ris-client-error" class="ris-error" role="alert" hidden></div>', js_on_load=None)
+
+
+def _results_panel(ui: SimpleNamespace, status: str) -> None:
+    """The message line, the results gallery, the status line and the compare box."""
+    ui.message = gr.Markdown("", elem_id="ris-message")
+    ui.results = gr.Gallery(label="Most similar", columns=5, height="auto", fit_columns=False,
+                            allow_preview=False, object_fit="cover", buttons=[], elem_id="results",
+                            interactive=False)
+    ui.status = gr.HTML(status, elem_id="status", js_on_load=None)
+    with gr.Group(elem_id="compare-box", visible=False) as ui.compare_box:
+        ui.compare_pick = gr.Dropdown(choices=[], label="Compare the query with",
+                                      info="Drag the handle: the query is on the left, the result on the right.",
+                                      type="value", elem_id="compare-pick", filterable=False)
+        ui.compare = gr.ImageSlider(show_label=False, type="filepath", max_height=300, elem_id="compare",
+                                    interactive=False)
+
+
+def _examples_tab(ui: SimpleNamespace, session0: Session) -> None:
+    with gr.Tab("Examples", elem_id="tab-examples"):
+        ui.examples = gr.Gallery(value=example_items(session0.examples), show_label=False, columns=8,
+                                 height="auto", allow_preview=False, object_fit="cover", elem_id="examples",
+                                 interactive=False, buttons=[])
+        ui.more = gr.Button("Show other examples", size="sm", elem_id="more-examples")
+
+
+def _history_tab(ui: SimpleNamespace) -> None:
+    """The last searched image (with its copy buttons) and the recent queries."""
+    with gr.Tab("History", elem_id="tab-history"), gr.Row():
+        with gr.Column(scale=2, min_width=240):
+            ui.last = gr.Image(label="Last searched", type="filepath", interactive=False, height=220,
+                               elem_id="last", buttons=["download"])
+            ui.last_caption = gr.Markdown("", elem_id="last-caption")
+            with gr.Row():
+                ui.to_query = gr.Button("↑ Back to the query", size="sm", elem_id="last-to-query")
+                ui.from_query = gr.Button("↓ Search the query", size="sm", elem_id="query-to-last")
+        with gr.Column(scale=5):
+            ui.history = gr.Gallery(label="Recent queries (click to search again)", columns=6,
+                                    fit_columns=False, height="auto", allow_preview=False, object_fit="cover",
+                                    elem_id="history", interactive=False, buttons=[])
+
+
+# -- events --------------------------------------------------------------------------------------
+def _shown(fn: Callable[..., View]) -> Callable[..., tuple]:
+    """A Gradio event function for a handler: its :class:`View` mapped onto the output components."""
+
+    def event(*args: Any) -> tuple:
+        return _to_outputs(fn(*args))
+
+    event.__name__ = fn.__name__
+    return event
+
+
+def _shown_selected(fn: Callable[..., View]) -> Callable[..., tuple]:
+    """Like :func:`_shown`, for a gallery's ``select``: the handler gets the index of the clicked item."""
+
+    def event(evt: gr.SelectData, *args: Any) -> tuple:
+        return _to_outputs(fn(evt.index, *args))
+
+    event.__name__ = fn.__name__
+    return event
+
+
+def _wire(ui: SimpleNamespace, h: Handlers) -> None:
+    """Every search event updates the same outputs (``OUT_FIELDS``, then the compare box), one at a time."""
+    outs = [ui.editor_src, ui.results, ui.status, ui.message, ui.last, ui.last_caption, ui.history, ui.examples,
+            ui.compare, ui.compare_pick, ui.session, ui.compare_box]
+    ev = dict(outputs=outs, concurrency_id="search", api_visibility="private", show_progress_on=[ui.results])
+    _wire_queries(ui, h.queries, ev)
+    _wire_session(ui, h.session, ev)
+    _wire_collections(ui, h.collections, ev)
+
+
+def _wire_queries(ui: SimpleNamespace, q: QueryHandlers, ev: dict) -> None:
+    query_in = [ui.editor, ui.collection, ui.k, ui.session]
+    # The editor fires these several times per image (mostly repeats): no spinner over the results for them.
+    quiet = dict(ev, show_progress="hidden")
+    ui.editor.upload(_shown(q.on_upload), query_in, trigger_mode="always_last", **quiet)
+    ui.editor.change(_shown(q.on_edit), query_in, trigger_mode="always_last", **quiet)
+    ui.editor.apply(_shown(q.on_edit), query_in, trigger_mode="always_last", **quiet)
+    ui.editor_src.change(None, [ui.editor_src], None, js=LOAD_INTO_EDITOR)
+    ui.search.click(_shown(q.on_search), query_in, **ev)
+    ui.from_query.click(_shown(q.on_search), query_in, **ev)
+    url_in = [ui.url, ui.collection, ui.k, ui.session]
+    ui.url.submit(_shown(q.on_url), url_in, **ev)
+    ui.fetch.click(_shown(q.on_url), url_in, **ev)
+    ui.examples.select(_shown_selected(q.on_example), [ui.collection, ui.k, ui.session], **ev)
+    ui.results.select(_shown_selected(q.on_result), [ui.collection, ui.k, ui.session], **ev)
+
+
+def _wire_session(ui: SimpleNamespace, s: SessionHandlers, ev: dict) -> None:
+    ui.k.release(_shown(s.on_k), [ui.k, ui.collection, ui.session], trigger_mode="always_last", **ev)
+    ui.k.change(_shown(s.on_k), [ui.k, ui.collection, ui.session], trigger_mode="always_last", **ev)
+    ui.history.select(_shown_selected(s.on_history), [ui.collection, ui.k, ui.session], **ev)
+    ui.compare_pick.input(_shown(s.on_compare), [ui.compare_pick, ui.session], **ev)
+    ui.to_query.click(_shown(s.on_use_last), [ui.session], **ev)
+
+
+def _wire_collections(ui: SimpleNamespace, c: CollectionHandlers, ev: dict) -> None:
+    ui.collection.change(_shown(c.on_collection), [ui.collection, ui.k, ui.session], **ev)
+    ui.more.click(_shown(c.on_more_examples), [ui.collection, ui.session], **ev)

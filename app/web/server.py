@@ -10,8 +10,8 @@ Security decisions (see the README's "Using the app"):
 * Files: Gradio's file route serves only its own private temp folder (uploads, rendered results)
   and ``allowed_paths`` = the image folders of the ready collections. Its URL proxy forms
   (``/gradio_api/file=http...``, ``/gradio_api/proxy=...``) are refused: the app fetches URLs itself,
-  through the SSRF-safe :func:`app.fetch.fetch_url`.
-* Errors: ``show_error=False`` and every handler catches its errors (:mod:`app.ui_handlers`), so no
+  through the SSRF-safe :func:`app.net.fetch.fetch_url`.
+* Errors: ``show_error=False`` and every handler catches its errors (:func:`app.web.common.guarded`), so no
   traceback reaches the browser; unexpected ones are logged here.
 * Limits: uploads up to ``max_upload_mb`` (``max_file_size``), a bounded queue (``queue_size``).
 """
@@ -146,8 +146,8 @@ def create_app(config: Config, service=None, *, allowed_extra: Iterable[str] = (
     from fastapi import FastAPI
 
     from app.service.search import SearchService
-    from app.web.layout import CSS, JS, build_ui, theme
     from app.web.handlers import Handlers
+    from app.web.layout import CSS, JS, build_ui, theme
 
     service = service or SearchService(config)
     handlers = Handlers(service, config, work_dir=Path(temp_dir) / "queries",
@@ -158,7 +158,7 @@ def create_app(config: Config, service=None, *, allowed_extra: Iterable[str] = (
     app.add_middleware(HostHeaderMiddleware, allowed=allowed_hosts(config.host, config.port, allowed_extra))
     gr.mount_gradio_app(
         app, demo, path="/", server_name=config.host, server_port=config.port,
-        auth=config.auth, allowed_paths=handlers.image_roots(), max_file_size=config.max_upload_bytes,
+        auth=config.auth, allowed_paths=handlers.collections.image_roots(), max_file_size=config.max_upload_bytes,
         show_error=False, footer_links=["gradio", "settings"], run_history=False, ssr_mode=False,
         mcp_server=False, pwa=False, theme=theme(), css=CSS, js=JS,
     )
@@ -211,7 +211,7 @@ def serve(config: Config, *, allowed_extra: Iterable[str] = ()) -> int:
     service = SearchService(config)
     warm_up(service)
     app, handlers = create_app(config, service, allowed_extra=allowed_extra)
-    ready = handlers.ready()
+    ready = handlers.ctx.ready()
     print(f"Collections ready: {', '.join(ready) if ready else 'none (the page shows how to build one)'}; "
           f"engine {service.embedder.engine}; loaded in {time.perf_counter() - t0:.1f} s", flush=True)
     for notice in service.notices():

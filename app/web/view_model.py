@@ -1,7 +1,7 @@
-"""The UI's data: session state, handler outputs, and how things are shown (captions, status, messages).
+"""The UI's data: queries, handler outputs, and how things are shown (captions, status, messages).
 
-Pure Python (PIL for image fingerprints); :mod:`app.ui_handlers` decides what happens,
-:mod:`app.ui` lays it out.
+Pure Python (PIL for image fingerprints). The session state is :class:`app.web.session.Session`;
+the handler groups (:mod:`app.web.handlers`) decide what happens, :mod:`app.web.layout` lays it out.
 """
 
 from __future__ import annotations
@@ -9,19 +9,13 @@ from __future__ import annotations
 import hashlib
 import html
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageOps
 
 from app.service.search import Hit, SearchResult
-
-HISTORY_SIZE = 12
-EXAMPLES_PER_PAGE = 12
-# The editor echoes an image the app gives it, seconds later (longer on a slow machine), possibly
-# after the app already gave it another one; echoes of images shown this recently are recognised.
-ECHO_WINDOW_S = 60.0
 
 
 class _Skip:
@@ -45,21 +39,6 @@ class Query:
     size: tuple[int, int] | None = None
     origin: str = "user"  # "app": the app put it in the editor, so the editor's echo is not a new image
     sig: bytes = b""  # a 16x16 thumbnail, to recognise the editor's echo of an image the app gave it
-
-
-@dataclass
-class Session:
-    """Per-browser-session state (a ``gr.State``)."""
-
-    query: Query | None = None  # what the query editor holds
-    searched: Query | None = None  # what the results on screen are for ("last searched")
-    shown: tuple[str, str, int] | None = None  # (query key, collection, k) of the results on screen
-    results: list[Hit] = field(default_factory=list)
-    examples: list[Hit] = field(default_factory=list)
-    page: int = 0
-    history: list[Query] = field(default_factory=list)
-    seq: int = 0  # searches run so far (exposed as data-seq on the status line)
-    shown_in_editor: list[tuple[float, Query]] = field(default_factory=list)  # (time, query) the app put there
 
 
 @dataclass
@@ -134,7 +113,7 @@ def signature(img: Image.Image) -> bytes:
 
 def same_picture(a: bytes, b: bytes, tolerance: float = 6.0) -> bool:
     """Two signatures of the same picture (decoders differ by a few levels; other pictures by far more)."""
-    return bool(a) and len(a) == len(b) and sum(abs(x - y) for x, y in zip(a, b)) / len(a) <= tolerance
+    return bool(a) and len(a) == len(b) and sum(abs(x - y) for x, y in zip(a, b, strict=True)) / len(a) <= tolerance
 
 
 def file_size_and_signature(path: str | Path) -> tuple[tuple[int, int] | None, bytes]:

@@ -1,0 +1,148 @@
+"""What the handler groups share: the app context, the error guard, and running a search into a View.
+
+* :class:`Context`: the search service, the settings, the work folder for query images, the toast
+  callback, and the collections found at start-up (which are ready, which model is running).
+* :func:`guarded`: every event handler is wrapped so that an :class:`~app.errors.AppError` becomes a
+  readable message and anything else is logged server-side and shown as a generic one. With
+  ``app.cli``, this is the only place that turns the core's typed errors into messages for people;
+  no traceback ever reaches the browser.
+* :class:`Searcher`: searches a :class:`~app.web.view_model.Query` and renders everything that
+  depends on the results (gallery, status line, history, compare picker), recording it in the session.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from PIL import Image
+
+from app.config import Config
+from app.errors import AppError, IndexMissingError
+from app.service.search import CollectionInfo, Hit, SearchResult, SearchService
+from app.web.view_model import SKIP, Query, View, caption, error_md, example_caption, md_escape, status_html
+
+if TYPE_CHECKING:
+    from app.web.session import Session
+
+log = logging.getLogger(__name__)
+
+
+class Context:
+    """The service, the settings and the collections found at start-up, shared by every handler group."""
+
+    def __init__(self, service: SearchService, config: Config, *, work_dir: str | Path | None = None,
+                 toast: Callable[[str], None] | None = None) -> None:
+        self.service = service
+        self.config = config
+        self.work_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="ris-queries-"))
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.toast: Callable[[str], None] = toast or (lambda text: None)
+        self.infos: list[CollectionInfo] = service.collections()
+
+    def info(self, name: str | None) -> CollectionInfo | None:
+        return next((i for i in self.infos if i.name == name), None)
+
+    def ready(self) -> list[str]:
+        return [i.name for i in self.infos if i.ready]
+
+    @property
+    def running_model(self) -> str:
+        return self.service.embedder.model.name
+
+    def engine(self) -> str:
+        weights = self.config.weights
+        if weights not in ("imagenet", "untrained"):
+            weights = Path(weights).name
+        return f"{self.running_model} · {self.service.embedder.engine or 'model not loaded'} · {weights} weights"
+
+    def require(self, collection: str | None) -> str:
+        """The name of ``collection`` if it can be searched; otherwise an error saying how to build it."""
+        info = self.info(collection)
+        if info is None or not info.ready:
+            if info is None and not collection:
+                raise IndexMissingError("No collection is built yet.", hint="Build one; the page shows how.")
+            if info is None:
+                raise IndexMissingError(f"There is no collection named {collection}.")
+            raise IndexMissingError(f"{info.name} is not built yet.", hint=f"Build it with: {info.build_command}")
+        return info.name
+
+
+def guarded(action: str) -> Callable:
+    """Turn errors into a readable message (typed) or a generic one (unexpected, logged).
+
+    For methods of a handler group, which has the shared :class:`Context` as ``self.ctx``.
+    """
+
+    def deco(fn: Callable[..., View]) -> Callable[..., View]:
+        @functools.wraps(fn)
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> View:
+            try:
+                return fn(self, *args, **kwargs)
+            except AppError as exc:
+                text = exc.user_message()
+                log.info("%s: %s", action, text)
+            except Exception:  # noqa: BLE001 - the browser gets a message, the log gets the traceback
+                log.exception("unexpected error while %s", action)
+                text = f"Something went wrong while {action}. The details are in the server log."
+            self.ctx.toast(text)
+            return View(message=error_md(text))
+
+        return wrapper
+
+    return deco
+
+
+# -- gallery values ------------------------------------------------------------------------------
+def result_items(hits: list[Hit]) -> list[tuple[str, str]]:
+    return [(str(h.abs_path), caption(h)) for h in hits]
+
+
+def example_items(hits: list[Hit]) -> list[tuple[str, str]]:
+    return [(str(h.abs_path), example_caption(h)) for h in hits]
+
+
+def history_items(history: list[Query]) -> list[tuple[str, str]]:
+    return [(q.path, q.label) for q in history]
+
+
+class Searcher:
+    """Searches a query and renders what depends on its results; every group's searches go through it."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def run(self, query: Query, collection: str | None, k: Any, session: Session, *, set_editor: bool = False,
+            image: Image.Image | None = None) -> View:
+        """Search ``query`` in ``collection`` and render everything that depends on the results.
+
+        ``set_editor``: also show the query in the editor (and expect its echo); ``image``: the query's
+        pixels when they are at hand (a new image), so its saved copy is not read back.
+        """
+        name = self.ctx.require(collection)
+        service = self.ctx.service
+        k = service.clamp_k(k)
+        result = self._search(query, name, k, image)
+        session.record(query, name, k, result.hits, in_editor=set_editor)
+        first = result.hits[0].abs_path if result.hits else None
+        return View(
+            editor=query.path if set_editor else SKIP,
+            results=result_items(result.hits),
+            status=status_html(result, len(service.collection(name)), self.ctx.engine(), session.seq),
+            message="",
+            last=query.path,
+            last_caption=f"**Last searched:** {md_escape(query.label)}",
+            history=history_items(session.history),
+            compare=(query.path, str(first)) if first else None,
+            compare_choices=[(f"#{h.rank} · {caption(h)}", i) for i, h in enumerate(result.hits)],
+            session=session,
+        )
+
+    def _search(self, query: Query, collection: str, k: int, image: Image.Image | None) -> SearchResult:
+        service = self.ctx.service
+        if query.kind == "item":
+            return service.search_item_in(query.collection, query.item_id, collection, k)
+        return service.search_image(image if image is not None else query.path, collection, k, key=query.key)

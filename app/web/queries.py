@@ -1,0 +1,146 @@
+"""Query sources: what becomes the query, and searching it.
+
+The editor (upload, webcam, clipboard paste, crop), the Search button, an image URL, and reused
+collection images (an example or a result clicked). Each turns its input into a
+:class:`~app.web.view_model.Query` and searches it through the shared
+:class:`~app.web.common.Searcher`.
+
+Speed rules: a collection image (example, result, history item) is searched with its stored
+vector, never through the model; a new image runs the model once, however many events the image
+editor fires for it (duplicates are recognised by a hash of the pixels, and the service remembers
+query vectors by that hash). The editor also echoes, late, every image the app puts into it; those
+echoes are recognised by a small pixel signature and are not new images.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from app.core.images import load_image
+from app.net.fetch import fetch_url
+from app.service.search import Hit
+from app.web.common import Context, Searcher, guarded
+from app.web.session import Session
+from app.web.view_model import (
+    Query,
+    View,
+    composite_image,
+    error_md,
+    file_size_and_signature,
+    image_key,
+    same_picture,
+    signature,
+)
+
+log = logging.getLogger(__name__)
+
+_URL_LABEL_CHARS = 60
+
+
+def item_query(collection: str, hit: Hit) -> Query:
+    """A collection image as the query: searched with its stored vector."""
+    path = str(hit.abs_path)
+    size, sig = file_size_and_signature(path)
+    return Query("item", path, f"item:{collection}:{hit.id}", f"{hit.label} · {Path(hit.path).name}",
+                 collection=collection, item_id=hit.id, size=size, origin="app", sig=sig)
+
+
+def matches(query: Query | None, img: Image.Image, key: str) -> bool:
+    """Whether the editor's image is ``query``: the same pixels, or the editor's echo of an image the app
+    put into it (same size, same picture up to decoding differences)."""
+    if query is None:
+        return False
+    if query.key == key:
+        return True
+    return query.origin == "app" and query.size == img.size and same_picture(query.sig, signature(img))
+
+
+class QueryHandlers:
+    """Events that bring a query: the editor's image, the Search button, a URL, an example or a result."""
+
+    def __init__(self, ctx: Context, searcher: Searcher) -> None:
+        self.ctx = ctx
+        self.searcher = searcher
+
+    def _image_query(self, img: Image.Image, label: str, *, origin: str, key: str | None = None) -> Query:
+        """A new image as the query; its pixels are saved (once) so the page can show them."""
+        key = key or image_key(img)
+        path = self.ctx.work_dir / f"{key[:40]}.png"
+        if not path.is_file():
+            tmp = path.with_suffix(".tmp")
+            img.save(tmp, format="PNG", compress_level=1)
+            tmp.replace(path)
+        return Query("image", str(path), key, label, size=img.size, origin=origin, sig=signature(img))
+
+    def _editor_image(self, value: Any, collection: str | None, k: Any, session: Session, *, label: str,
+                      always: bool = False) -> View:
+        """Search the editor's image if it is new (``always``: even if it is not)."""
+        img = composite_image(value)
+        if img is None:
+            return View()
+        key = image_key(img)
+        cur = session.query
+        log.debug("editor image %s %s; query %s", img.size, key[:12], cur and cur.key[:20])
+        if matches(cur, img, key):
+            if not always:
+                # A repeated event, or the echo of what the app showed: its results are on screen (for
+                # the k and collection chosen since; a late event carries the values of its time).
+                return View()
+            return self.searcher.run(cur, collection, k, session, image=img if cur.key == key else None)
+        earlier = next((q for q in session.recently_shown() if matches(q, img, key)), None)
+        if earlier is not None:  # a late echo of an image the app showed before the current one
+            return self.searcher.run(earlier, collection, k, session) if always else View()
+        cropped = cur is not None and label == "Edited image" and cur.size != img.size
+        query = self._image_query(img, "Cropped image" if cropped else label, origin="user", key=key)
+        # After a crop the editor shows the result tiny in a corner (Gradio 6.31): show it afresh.
+        return self.searcher.run(query, collection, k, session, image=img, set_editor=cropped)
+
+    @guarded("searching the uploaded image")
+    def on_upload(self, value: Any, collection: str | None, k: Any, session: Session) -> View:
+        """A file, webcam shot or pasted image arrived in the editor (fired several times per image, and
+        also when the app puts an image there)."""
+        return self._editor_image(value, collection, k, session, label="Uploaded image")
+
+    @guarded("searching the edited image")
+    def on_edit(self, value: Any, collection: str | None, k: Any, session: Session) -> View:
+        """The editor's image changed: crop confirmed, changes saved, or an echo."""
+        return self._editor_image(value, collection, k, session, label="Edited image")
+
+    @guarded("searching")
+    def on_search(self, value: Any, collection: str | None, k: Any, session: Session) -> View:
+        """The Search button: search what the editor shows (always answers)."""
+        if composite_image(value) is None:
+            return View(message=error_md("Choose an image first: click an example, upload, paste or take a photo, "
+                                         "or paste an image URL."))
+        return self._editor_image(value, collection, k, session, label="Image", always=True)
+
+    @guarded("fetching the image URL")
+    def on_url(self, url: str | None, collection: str | None, k: Any, session: Session) -> View:
+        url = (url or "").strip()
+        if not url:
+            return View(message=error_md("Paste an image URL (http:// or https://) first."))
+        self.ctx.require(collection)
+        config = self.ctx.config
+        data = fetch_url(url, allow_loopback=config.allow_loopback_urls, max_bytes=config.max_upload_bytes)
+        img = load_image(data)
+        label = url if len(url) <= _URL_LABEL_CHARS else url[:_URL_LABEL_CHARS - 3] + "…"
+        query = self._image_query(img, label, origin="app")
+        return self.searcher.run(query, collection, k, session, set_editor=True, image=img)
+
+    @guarded("searching the example")
+    def on_example(self, index: int, collection: str | None, k: Any, session: Session) -> View:
+        name = self.ctx.require(collection)
+        hit = session.examples[int(index)]
+        return self.searcher.run(item_query(name, hit), name, k, session, set_editor=True)
+
+    @guarded("searching the result")
+    def on_result(self, index: int, collection: str | None, k: Any, session: Session) -> View:
+        """A result becomes the query (its stored vector: no model run)."""
+        if session.shown is None or not (0 <= int(index) < len(session.results)):
+            return View()
+        hit = session.results[int(index)]
+        return self.searcher.run(item_query(session.shown[1], hit), collection, k, session, set_editor=True)

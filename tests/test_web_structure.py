@@ -1,0 +1,92 @@
+"""The web layer's structure: what app/web may import, small functions and modules, and the page that
+``build_ui`` lays out (components, labels and events), checked without a browser."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from app.config import PROJECT_ROOT
+from app.service.search import SearchService
+from tests.fakes import SpyEmbedder
+
+WEB = PROJECT_ROOT / "app" / "web"
+MODULES = sorted(WEB.glob("*.py"))
+MAX_FUNCTION_LINES = 60
+MAX_MODULE_LINES = 400
+ALLOWED_APP_PACKAGES = {"app.config", "app.errors", "app.files", "app.net", "app.core", "app.index", "app.service",
+                        "app.metrics", "app.web"}
+FORBIDDEN_PACKAGES = {"numpy", "torch", "faiss"}  # the UI holds no array, model or index code
+
+
+def _imports(path: Path) -> list[str]:
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.append(node.module)
+    return names
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.name)
+def test_web_imports_only_lower_layers(path):
+    for name in _imports(path):
+        top = name.split(".")[0]
+        assert top not in FORBIDDEN_PACKAGES, f"{path.name} imports {name}"
+        if top == "app":
+            assert ".".join(name.split(".")[:2]) in ALLOWED_APP_PACKAGES, f"{path.name} imports {name}"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.name)
+def test_modules_are_small_and_say_what_they_own(path):
+    text = path.read_text()
+    tree = ast.parse(text)
+    assert ast.get_docstring(tree), f"{path.name} has no module docstring"
+    assert len(text.splitlines()) <= MAX_MODULE_LINES, path.name
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            start = min([node.lineno] + [d.lineno for d in node.decorator_list])
+            length = node.end_lineno - start + 1
+            reason = "long because" in (ast.get_docstring(node) or "").lower()
+            assert length <= MAX_FUNCTION_LINES or reason, (
+                f"{path.name}:{node.lineno} {node.name} is {length} lines; split it, or say why in its docstring "
+                f"(\"Long because ...\")")
+
+
+# Every component the page has, by elem_id, and the events each one triggers.
+ELEM_IDS = {"editor-src", "ris-header-row", "ris-header", "collection", "ris-notice", "ris-setup", "query-editor",
+            "url", "fetch", "k", "search", "ris-message", "results", "status", "compare-box", "compare-pick",
+            "compare", "tab-examples", "examples", "more-examples", "tab-history", "last", "last-caption",
+            "last-to-query", "query-to-last", "history"}
+EVENTS = {("query-editor", "upload"): "on_upload", ("query-editor", "change"): "on_edit",
+          ("query-editor", "apply"): "on_edit", ("editor-src", "change"): None, ("search", "click"): "on_search",
+          ("query-to-last", "click"): "on_search", ("url", "submit"): "on_url", ("fetch", "click"): "on_url",
+          ("k", "release"): "on_k", ("k", "change"): "on_k", ("collection", "change"): "on_collection",
+          ("more-examples", "click"): "on_more_examples", ("examples", "select"): "on_example",
+          ("results", "select"): "on_result", ("history", "select"): "on_history",
+          ("compare-pick", "input"): "on_compare", ("last-to-query", "click"): "on_use_last"}
+
+
+def test_build_ui_lays_out_and_wires_every_component(small_collection, embedder, tmp_path):
+    from app.web.handlers import Handlers
+    from app.web.layout import build_ui
+
+    config = small_collection[0]
+    h = Handlers(SearchService(config, embedder=SpyEmbedder(embedder)), config, work_dir=tmp_path / "q")
+    demo = build_ui(h)
+    blocks = demo.blocks.values()
+    by_elem = {b.elem_id: b for b in blocks if getattr(b, "elem_id", None)}
+    assert set(by_elem) == ELEM_IDS
+    assert by_elem["collection"].value == "shapes" and by_elem["collection"].label == "Collection"
+    assert by_elem["k"].label == "Results (k)" and by_elem["k"].maximum == config.max_k
+    assert "24 images in shapes" in by_elem["status"].value
+    assert len(by_elem["examples"].value) == 12
+    wired = {}
+    for dep in demo.fns.values():
+        for block_id, event in dep.targets:
+            name = getattr(dep.fn, "__name__", None) if dep.fn else None
+            wired[(demo.blocks[block_id].elem_id, event)] = name
+    assert wired == EVENTS

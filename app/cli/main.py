@@ -13,7 +13,7 @@ import logging
 import sys
 from typing import Sequence
 
-from app.cli import bench, build, download, evaluate, prepare, search, sync
+from app.cli import bench, bench_ui, build, download, evaluate, prepare, search, sync
 from app.cli.common import run
 
 # command -> (help, add its arguments, run it, what Ctrl-C leaves behind)
@@ -28,6 +28,8 @@ COMMANDS = {
     "evaluate": ("retrieval quality and index recall of a collection (scripts/evaluate.py)",
                  evaluate.add_evaluate_args, evaluate.cmd_evaluate, ""),
     "bench": ("speed of the query and build paths (scripts/bench.py)", bench.add_bench_args, bench.cmd_bench, ""),
+    "bench-ui": ("what the user waits for, in a real browser (scripts/bench_ui.py)", bench_ui.add_bench_ui_args,
+                 bench_ui.cmd_bench_ui, ""),
     "prepare": ("get weights, datasets and indexes ready (scripts/run.sh)", prepare.add_prepare_args,
                 prepare.cmd_prepare, prepare.RESUME),
 }

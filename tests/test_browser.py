@@ -71,8 +71,7 @@ def page(browser, app_server):
     ctx.set_default_timeout(WAIT_S * 1000)
     pg = ctx.new_page()
     pg.goto(app_server["url"])
-    pg.wait_for_selector("#query-editor input[type=file]", state="attached")
-    pg.wait_for_selector("#query-editor .pixi-target canvas", state="attached")  # the editor is ready
+    pg.wait_for_selector("#query input[type=file]", state="attached")  # the query image is ready
     pg.wait_for_selector("#examples img")
     yield pg
     ctx.close()
@@ -128,7 +127,7 @@ def settle(spy: SpyEmbedder, seconds: float = 1.0) -> int:
 def test_upload_shows_k_results(page, app_server):
     spy, base = app_server["spy"], app_server["base"]
     before_calls = spy.calls
-    page.locator("#query-editor input[type=file]").set_input_files(str(base / "shapes" / "circles" / "img_01.jpg"))
+    page.locator("#query input[type=file]").set_input_files(str(base / "shapes" / "circles" / "img_01.jpg"))
     wait_results(page, 0, k=5)
     caps = captions(page)
     assert len(caps) == 5 and all(c.count(" · ") == 2 for c in caps)
@@ -184,7 +183,7 @@ def test_non_image_gives_a_readable_error(page, app_server, tmp_path):
         page.wait_for_function("document.querySelector('#ris-message').innerText.includes('not an image')",
                                timeout=WAIT_S * 1000)
     # A non-image dropped into the editor: the browser cannot open it, and the page says so.
-    page.locator("#query-editor input[type=file]").set_input_files(str(tmp_path / "notes.txt"))
+    page.locator("#query input[type=file]").set_input_files(str(tmp_path / "notes.txt"))
     page.wait_for_selector("#ris-client-error:not([hidden])")
     assert "not an image" in page.locator("#ris-client-error").inner_text()
     assert "Traceback" not in page.content()
@@ -193,12 +192,12 @@ def test_non_image_gives_a_readable_error(page, app_server, tmp_path):
 def test_webcam_photo(page, app_server):
     spy = app_server["spy"]
     calls = spy.calls
-    page.locator('#query-editor button[aria-label="Webcam"]').click()
+    page.locator('#query button[aria-label="Capture from camera"]').click()
     page.get_by_text("Click to Access Webcam").click()
     # The capture button does nothing until the (fake) camera's video is playing.
-    page.wait_for_function("(document.querySelector('#query-editor video') || {}).videoWidth > 0",
+    page.wait_for_function("(document.querySelector('#query video') || {}).videoWidth > 0",
                            timeout=WAIT_S * 1000)
-    page.locator('#query-editor button[aria-label="capture photo"]').click()
+    page.locator('#query button[aria-label="capture photo"]').click()
     wait_results(page, 0, k=5)
     assert "embed" in page.locator("#status").inner_text()
     assert settle(spy) - calls == 1
@@ -212,13 +211,13 @@ def test_paste_from_clipboard(page, app_server):
         const blob = await new Promise(r => c.toBlob(r, 'image/png'));
         await navigator.clipboard.write([new ClipboardItem({'image/png': blob})]);
     }""")
-    page.locator('#query-editor button[aria-label="Paste"]').click()
+    page.locator('#query button[aria-label="Paste from clipboard"]').click()
     wait_results(page, 0, k=5)
 
 
 def _crop_frame(page) -> tuple[float, float, float, float]:
     """The crop frame on screen (x, y, w, h): the bounding box of its black corner handles."""
-    canvas = page.locator("#query-editor .pixi-target-crop canvas")
+    canvas = page.locator("#crop-editor .pixi-target-crop canvas")
     box = canvas.bounding_box()
     img = Image.open(io.BytesIO(canvas.screenshot())).convert("RGB")
     px = img.load()
@@ -236,8 +235,10 @@ def test_crop_then_search(page, app_server):
     wait_results(page, 0, k=5)
     calls = spy.calls
     before = seq(page)
-    page.locator('#query-editor button[aria-label="Image"]').click()
-    page.locator('#query-editor button[aria-label="Crop"]').click()
+    page.locator("#crop").click()  # the crop editor opens on the query image
+    page.wait_for_selector("#crop-editor .pixi-target canvas", state="attached")
+    page.locator('#crop-editor button[aria-label="Image"]').click()
+    page.locator('#crop-editor button[aria-label="Crop"]').click()
     page.get_by_text("Confirm crop").wait_for()
     x, y, w, h = _crop_frame(page)
     page.mouse.move(x + 5, y + 5)
@@ -249,6 +250,11 @@ def test_crop_then_search(page, app_server):
     click_tab(page, "History")
     assert "Cropped image" in page.locator("#last-caption").inner_text()
     assert settle(spy) - calls == 1  # the cropped image is new: one model run
+    # The query image shows what was searched (the crop), and the crop editor has closed.
+    name = lambda sel: page.locator(sel).get_attribute("src").split("#")[0].rsplit("/", 1)[-1]  # noqa: E731
+    page.wait_for_selector("#last img")
+    assert name("#query img") == name("#last img")
+    assert page.locator("#crop-editor").count() == 0 or not page.locator("#crop-editor").is_visible()
 
 
 def test_change_k_and_switch_collection(page, app_server):
@@ -277,7 +283,7 @@ def test_theme_follows_the_browser(page, browser, app_server):
     try:
         dark = ctx.new_page()
         dark.goto(app_server["url"])
-        dark.wait_for_selector("#query-editor")
+        dark.wait_for_selector("#query")
         assert dark.evaluate("document.body.classList.contains('dark')") is True
     finally:
         ctx.close()
@@ -286,7 +292,7 @@ def test_theme_follows_the_browser(page, browser, app_server):
 def test_search_timing_and_screenshot(page, app_server):
     """Click Search -> results rendered, with a model run and with the remembered vector."""
     base, service = app_server["base"], app_server["service"]
-    page.locator("#query-editor input[type=file]").set_input_files(str(base / "shapes" / "squares" / "img_04.jpg"))
+    page.locator("#query input[type=file]").set_input_files(str(base / "shapes" / "squares" / "img_04.jpg"))
     t_upload = time.perf_counter()
     wait_results(page, 0, k=5)
     upload_ms = (time.perf_counter() - t_upload) * 1000

@@ -43,12 +43,11 @@ def test_uploaded_cat_finds_a_cat(real_app):
             page = browser.new_page(viewport={"width": 1400, "height": 1300})
             page.set_default_timeout(WAIT_S * 1000)
             page.goto(real_app)
-            page.wait_for_selector("#query-editor input[type=file]", state="attached")
-            page.wait_for_selector("#query-editor .pixi-target canvas", state="attached")
+            page.wait_for_selector("#query input[type=file]", state="attached")
             # the collection menu says which model the collection was built with
             assert "efficientnet-lite0" in page.locator("#collection input").input_value()
             assert "UNTRAINED" not in page.locator("body").inner_text()
-            page.locator("#query-editor input[type=file]").set_input_files(str(DATA / "photo_chelsea.jpg"))
+            page.locator("#query input[type=file]").set_input_files(str(DATA / "photo_chelsea.jpg"))
             wait_results(page, 0, k=5)
             labels = [c.split(" · ")[0] for c in captions(page)]
             assert labels[0] == "wild_cat", labels

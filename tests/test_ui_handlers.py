@@ -105,11 +105,12 @@ def test_k_is_clamped(h, query_img, k, expected):
 
 
 def test_one_model_run_however_many_editor_events(h, spy, query_img):
-    """The editor fires upload three times, then change/apply, for one image: the model runs once."""
+    """A repeated upload, and the crop editor's change/apply for the image it was opened on (no crop
+    made): the model runs once."""
     s = Session()
     first = h.queries.on_upload(editor_value(query_img), "shapes", 5, s)
     assert first.results != SKIP
-    for handler in (h.queries.on_upload, h.queries.on_upload, h.queries.on_edit, h.queries.on_edit):
+    for handler in (h.queries.on_upload, h.queries.on_upload, h.queries.on_crop, h.queries.on_crop):
         assert only_skips(handler(editor_value(query_img.copy()), "shapes", 5, s))
     assert spy.calls == 1
     # The Search button always answers, but with the remembered vector.
@@ -118,7 +119,7 @@ def test_one_model_run_however_many_editor_events(h, spy, query_img):
     assert spy.calls == 1
     # Events that carry no image yet (the editor sends those too) do nothing.
     assert only_skips(h.queries.on_upload({"background": None, "layers": [], "composite": None}, "shapes", 5, s))
-    assert only_skips(h.queries.on_edit(None, "shapes", 5, s))
+    assert only_skips(h.queries.on_crop(None, "shapes", 5, s))
 
 
 def test_a_different_image_runs_the_model_again(h, spy, small_collection):
@@ -148,28 +149,30 @@ def test_example_click_uses_the_stored_vector(h, spy):
     assert view.results[0][0] == str(hit.abs_path)  # an item is its own best match
     assert "stored vector" in view.status
     assert spy.calls == 0
-    # The editor echoes the image it was given (through upload and change events, decoded by the
-    # browser, so not always bit-exact): not a new image.
+    # The crop editor echoes the image it is opened on (through upload and change events, decoded by
+    # the browser, so not always bit-exact): not a crop, not a new image.
+    assert h.queries.on_crop_open(s).crop == str(hit.abs_path)
     echo = editor_value(rgb(hit.abs_path))
-    assert only_skips(h.queries.on_edit(echo, "shapes", 5, s))
-    assert only_skips(h.queries.on_upload(echo, "shapes", 5, s))
+    assert only_skips(h.queries.on_crop(echo, "shapes", 5, s))
     buf = io.BytesIO()
     rgb(hit.abs_path).save(buf, format="JPEG", quality=85)
-    assert only_skips(h.queries.on_upload(editor_value(rgb(buf)), "shapes", 5, s))
+    assert only_skips(h.queries.on_crop(editor_value(rgb(buf)), "shapes", 5, s))
     assert spy.calls == 0
-    # Search on the unchanged example: still the stored vector.
+    # Search on the unchanged example (the query image's value): still the stored vector.
     assert "stored vector" in h.queries.on_search(echo, "shapes", 5, s).status
     assert spy.calls == 0
+    # The query image never echoes: an upload of the same picture is the user's new image.
+    assert len(h.queries.on_upload(echo, "shapes", 5, s).results) == 5 and spy.calls == 1
 
 
 def test_late_echo_of_an_earlier_example_is_ignored(h, spy):
-    """The editor may echo example A after the app already showed example B."""
+    """The crop editor may echo example A after the app already showed example B."""
     s = h.collections.initial_session("shapes")
     a, b = s.examples[1], s.examples[7]
     h.queries.on_example(1, "shapes", 5, s)
     h.queries.on_example(7, "shapes", 5, s)
-    assert only_skips(h.queries.on_upload(editor_value(rgb(a.abs_path)), "shapes", 5, s))
-    assert only_skips(h.queries.on_edit(editor_value(rgb(b.abs_path)), "shapes", 5, s))
+    assert only_skips(h.queries.on_crop(editor_value(rgb(a.abs_path)), "shapes", 5, s))
+    assert only_skips(h.queries.on_crop(editor_value(rgb(b.abs_path)), "shapes", 5, s))
     assert s.searched.item_id == b.id and spy.calls == 0
     # Search answers with what the editor shows, still from stored vectors.
     view = h.queries.on_search(editor_value(rgb(a.abs_path)), "shapes", 5, s)
@@ -184,9 +187,8 @@ def test_late_echo_does_not_undo_k_or_collection_changes(two_collections, spy, t
     h.session.on_k(8, "shapes", s)
     h.collections.on_collection("tiles", 8, s)
     echo = editor_value(rgb(s.query.path))
-    # The editor's echo was fired before those changes, so it carries k=5 and "shapes".
-    assert only_skips(h.queries.on_upload(echo, "shapes", 5, s))
-    assert only_skips(h.queries.on_edit(echo, "shapes", 5, s))
+    # The crop editor's echo was fired before those changes, so it carries k=5 and "shapes".
+    assert only_skips(h.queries.on_crop(echo, "shapes", 5, s))
     assert s.shown[1:] == ("tiles", 8) and spy.calls == 0
 
 
@@ -222,13 +224,15 @@ def test_more_examples_shows_other_images(h):
 
 def test_crop_of_an_example_is_a_new_image(h, spy):
     s = h.collections.initial_session("shapes")
+    assert "Choose an image first" in h.queries.on_crop_open(s).message and h.queries.on_crop_open(s).crop is SKIP
     h.queries.on_example(0, "shapes", 5, s)
     full = rgb(s.examples[0].abs_path)
     cropped = full.crop((10, 10, 60, 50))
-    view = h.queries.on_edit(editor_value(cropped), "shapes", 5, s)
+    view = h.queries.on_crop(editor_value(cropped), "shapes", 5, s)
     assert spy.calls == 1 and len(view.results) == 5
     assert s.searched.label == "Cropped image" and s.searched.size == (50, 40)
-    assert view.editor == s.searched.path  # shown afresh in the editor
+    assert view.editor == s.searched.path  # the query image shows the crop
+    assert view.crop is None  # and the crop editor closes
     assert rgb(Path(s.searched.path)).size == (50, 40)  # what is shown is what was searched
 
 

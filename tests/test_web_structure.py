@@ -57,12 +57,13 @@ def test_modules_are_small_and_say_what_they_own(path):
 
 
 # Every component the page has, by elem_id, and the events each one triggers.
-ELEM_IDS = {"editor-src", "ris-header-row", "ris-header", "collection", "ris-notice", "ris-setup", "query-editor",
-            "url", "fetch", "k", "search", "ris-message", "results", "status", "compare-box", "compare-pick",
+ELEM_IDS = {"editor-src", "ris-header-row", "ris-header", "collection", "ris-notice", "ris-setup", "query",
+            "crop", "crop-box", "crop-editor", "crop-close", "url", "fetch", "k", "search", "ris-message", "results", "status", "compare-box", "compare-pick",
             "compare", "tab-examples", "examples", "more-examples", "tab-history", "last", "last-caption",
             "last-to-query", "query-to-last", "history"}
-EVENTS = {("query-editor", "upload"): "on_upload", ("query-editor", "change"): "on_edit",
-          ("query-editor", "apply"): "on_edit", ("editor-src", "change"): None, ("search", "click"): "on_search",
+EVENTS = {("query", "upload"): "on_upload", ("crop", "click"): "on_crop_open",
+          ("crop-close", "click"): "on_crop_close", ("crop-editor", "change"): "on_crop",
+          ("crop-editor", "apply"): "on_crop", ("editor-src", "change"): None, ("search", "click"): "on_search",
           ("query-to-last", "click"): "on_search", ("url", "submit"): "on_url", ("fetch", "click"): "on_url",
           ("k", "release"): "on_k", ("k", "change"): "on_k", ("collection", "change"): "on_collection",
           ("more-examples", "click"): "on_more_examples", ("examples", "select"): "on_example",

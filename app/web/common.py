@@ -119,13 +119,14 @@ class Searcher:
             image: Image.Image | None = None) -> View:
         """Search ``query`` in ``collection`` and render everything that depends on the results.
 
-        ``set_editor``: also show the query in the editor (and expect its echo); ``image``: the query's
-        pixels when they are at hand (a new image), so its saved copy is not read back.
+        ``set_editor``: also show the query in the query image (and expect the crop editor's echo of it);
+        ``image``: the query's pixels when they are at hand (a new image), so its saved copy is not read back.
         """
         name = self.ctx.require(collection)
         service = self.ctx.service
         k = service.clamp_k(k)
         result = self._search(query, name, k, image)
+        new_query = session.query is None or session.query.key != query.key
         session.record(query, name, k, result.hits, in_editor=set_editor)
         first = result.hits[0].abs_path if result.hits else None
         return View(
@@ -139,6 +140,7 @@ class Searcher:
             compare=(query.path, str(first)) if first else None,
             compare_choices=[(f"#{h.rank} · {caption(h)}", i) for i, h in enumerate(result.hits)],
             session=session,
+            crop=None if new_query else SKIP,  # another query closes the crop editor (it showed the old one)
         )
 
     def _search(self, query: Query, collection: str, k: int, image: Image.Image | None) -> SearchResult:

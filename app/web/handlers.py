@@ -3,7 +3,7 @@
 :class:`Handlers` composes the handler groups over one shared :class:`~app.web.common.Context`;
 :func:`app.web.layout.build_ui` wires each group's events to its components:
 
-* ``queries`` (:mod:`app.web.queries`): the query sources (editor upload / webcam / paste / crop,
+* ``queries`` (:mod:`app.web.queries`): the query sources (query image upload / webcam / paste, crop,
   the Search button, an image URL, a clicked example or result);
 * ``session`` (:mod:`app.web.session`): what the session holds (a new k, history, compare,
   "Back to the query");

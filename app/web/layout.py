@@ -8,15 +8,16 @@ in :mod:`app.web.server`.
 
 Events, and why:
 
-* query editor (one ``gr.ImageEditor``: upload / webcam / clipboard, crop): ``upload`` searches a
-  new image, ``change`` / ``apply`` an edited (cropped) one. The editor fires several of these per
-  image, late, and also for images the app gives it; the handlers recognise repeats by a pixel
-  hash and those echoes by a small pixel signature, so a new image runs the model once.
-* images the app shows in the editor (example, result, history, fetched URL) go through a hidden
-  field whose ``change`` runs :data:`LOAD_INTO_EDITOR` in the browser, which hands the file to the
-  editor like a user upload (the only way its crop tool works on them in Gradio 6.31).
+* query image (one ``gr.Image``: upload / webcam / clipboard): ``upload`` searches a new image (once
+  per image; a repeat of the image on screen does nothing). Images the app shows there (example,
+  result, history, fetched URL, crop) are set from the server as its value: no upload, no event.
+* Crop button: opens the crop editor (a ``gr.ImageEditor`` in a box shown on demand) on the query
+  image, through a hidden field whose ``change`` runs :data:`LOAD_INTO_EDITOR` in the browser, which
+  hands the file to the editor like a user upload (the only way its crop tool works on an image in
+  Gradio 6.31). The editor's ``change`` / ``apply`` search the cropped image (its echo of the image it
+  was opened on is recognised and ignored); the crop then shows in the query image and the box closes.
 * example / result / history galleries: ``select`` searches that item (stored vector, no model run).
-* URL box: ``submit`` and the Fetch button; the Search button: an explicit search of the editor.
+* URL box: ``submit`` and the Fetch button; the Search button: an explicit search of the query image.
 * k slider: ``release`` / ``change``; collection dropdown: ``change``; compare picker: ``input``.
 """
 
@@ -39,7 +40,8 @@ from app.web.view_model import SKIP, View
 
 OUT_FIELDS = ("editor", "results", "status", "message", "last", "last_caption", "history", "examples", "compare",
               "compare_choices", "session")
-# One more output after these: the compare box, shown when there is something to compare.
+# Three more outputs after these: the compare box (shown when there is something to compare), and the
+# crop editor's hidden source field and its box (``View.crop``).
 
 CSS = """
 #ris-header h1 { margin: 0; font-size: 1.45rem; }
@@ -52,9 +54,9 @@ CSS = """
 #ris-message p { margin: 0.25rem 0; }
 #ris-message pre { white-space: pre-wrap; word-break: break-all; }
 #ris-message:empty { display: none; }
-/* The editor is a query box, not a paint program: only the image tools (sources, crop) are shown. */
-#query-editor button[aria-label="Brush"], #query-editor button[aria-label="Erase"],
-#query-editor button[aria-label="Color"], #query-editor button[aria-label="Brush Size"] { display: none !important; }
+/* The crop editor is not a paint program: only the image tools (crop) are shown. */
+#crop-editor button[aria-label="Brush"], #crop-editor button[aria-label="Erase"],
+#crop-editor button[aria-label="Color"], #crop-editor button[aria-label="Brush Size"] { display: none !important; }
 /* Galleries take the height of their rows (Gradio's default is a fixed, scrolling box). */
 #results .grid-wrap, #examples .grid-wrap, #history .grid-wrap { min-height: 0; max-height: none; overflow-y: visible; }
 #results .grid-wrap { min-height: 190px; padding-top: 2.4rem; }
@@ -69,11 +71,11 @@ CSS = """
 .ris-error { color: var(--error-text-color, #b91c1c); font-size: 0.9rem; padding: 0.25rem 0; }
 """
 
-# 640x480 is plenty for the model (224 px) and keeps the editor responsive (its default is 1920x1440).
+# 640x480 is plenty for the model (224 px) and keeps the page responsive (the default is 1920x1440).
 WEBCAM = gr.WebcamOptions(mirror=False, constraints={"video": {"width": {"ideal": 640}, "height": {"ideal": 480}}})
 
 
-# The editor silently ignores files the browser cannot decode; say so instead (the server never sees them).
+# The query image silently ignores files the browser cannot decode; say so instead (the server never sees them).
 JS = """
 () => {
   const box = () => document.getElementById("ris-client-error");
@@ -87,24 +89,27 @@ JS = """
   };
   document.addEventListener("change", (e) => {
     const t = e.target;
-    if (t instanceof HTMLInputElement && t.type === "file" && t.closest("#query-editor")) check(t.files && t.files[0]);
+    if (t instanceof HTMLInputElement && t.type === "file" && t.closest("#query")) check(t.files && t.files[0]);
   }, true);
   document.addEventListener("drop", (e) => {
     const t = e.target;
-    if (t instanceof Element && t.closest("#query-editor")) check(e.dataTransfer && e.dataTransfer.files[0]);
+    if (t instanceof Element && t.closest("#query")) check(e.dataTransfer && e.dataTransfer.files[0]);
   }, true);
 }
 """
 
 
-# Images the app shows in the editor (an example, a result, a fetched URL...) are loaded by the
-# browser as if the user had picked the file: the editor can crop an upload, but not an image set
-# from the server (Gradio 6.31 then keeps sending the uncropped image).
+# The image the crop editor opens on is loaded by the browser as if the user had picked the file: the
+# editor can crop an upload, but not an image set from the server (Gradio 6.31 then keeps sending the
+# uncropped image). The editor's box has just been shown: wait (bounded) for its file input.
 LOAD_INTO_EDITOR = """
 async (src) => {
   if (!src) return [];
   const url = src.split("#")[0];
-  const input = document.querySelector("#query-editor input[type=file]");
+  const ready = () => document.querySelector("#crop-editor .pixi-target canvas")
+    && document.querySelector("#crop-editor input[type=file]");
+  for (let i = 0; i < 100 && !ready(); i++) await new Promise(r => setTimeout(r, 100));
+  const input = document.querySelector("#crop-editor input[type=file]");
   if (!input) return [];
   const res = await fetch(url, { credentials: "same-origin" });
   if (!res.ok) return [];
@@ -120,7 +125,7 @@ async (src) => {
 
 
 def editor_src_value(path: str) -> str:
-    """The hidden field that makes the browser load ``path`` into the editor (unique per request)."""
+    """The hidden field that makes the browser load ``path`` into the crop editor (unique per request)."""
     return f"/gradio_api/file={quote(str(path))}#{time.monotonic_ns()}"
 
 
@@ -137,15 +142,19 @@ def _to_outputs(view: View) -> tuple:
         value = getattr(view, name)
         if value is SKIP:
             values.append(gr.skip())
-        elif name == "editor":
-            values.append(editor_src_value(value))
         elif name == "results":
             values.append(gr.Gallery(value=value, selected_index=None))  # no stale highlight
         elif name == "compare_choices":
             values.append(gr.Dropdown(choices=value, value=0 if value else None))
         else:
             values.append(value)
-    return (*values, compare_box)
+    if view.crop is SKIP:
+        crop = (gr.skip(), gr.skip())
+    elif view.crop is None:
+        crop = ("", gr.Group(visible=False))
+    else:
+        crop = (editor_src_value(view.crop), gr.Group(visible=True))
+    return (*values, compare_box, *crop)
 
 
 def build_ui(h: Handlers) -> gr.Blocks:
@@ -183,13 +192,20 @@ def _header(ui: SimpleNamespace, collections: CollectionHandlers, default: str |
 
 
 def _query_panel(ui: SimpleNamespace, config: Config) -> None:
-    """The query editor, the URL box, k and the Search button."""
-    ui.editor = gr.ImageEditor(
-        label="Query image", type="pil", image_mode="RGB", format="png",
-        sources=["upload", "webcam", "clipboard"], transforms=("crop",), layers=False,
-        webcam_options=WEBCAM, height=380, buttons=["download", "fullscreen"], elem_id="query-editor",
-        placeholder="Drop an image, click to upload,\nor paste / take a photo with the buttons on the left",
+    """The query image, the crop button and editor, the URL box, k and the Search button."""
+    ui.editor = gr.Image(
+        label="Query image (what is searched)", type="pil", image_mode="RGB", format="png",
+        sources=["upload", "webcam", "clipboard"], webcam_options=WEBCAM, height=380,
+        buttons=["download", "fullscreen"], elem_id="query",
+        placeholder="Drop an image, click to upload,\nor paste / take a photo with the buttons below",
     )
+    ui.crop = gr.Button("✂ Crop the query", size="sm", elem_id="crop")
+    with gr.Group(visible=False, elem_id="crop-box") as ui.crop_box:
+        ui.crop_editor = gr.ImageEditor(
+            label="Crop: choose the crop tool, drag the corners, then confirm", type="pil", image_mode="RGB",
+            format="png", sources=["upload"], transforms=("crop",), layers=False, height=380, buttons=[],
+            elem_id="crop-editor")
+        ui.crop_close = gr.Button("Close the crop editor", size="sm", elem_id="crop-close")
     with gr.Row(equal_height=True):
         ui.url = gr.Textbox(placeholder="…or paste an image URL and press Enter", show_label=False,
                             scale=5, elem_id="url", max_lines=1, container=False)
@@ -198,7 +214,7 @@ def _query_panel(ui: SimpleNamespace, config: Config) -> None:
         ui.k = gr.Slider(1, config.max_k, value=config.default_k, step=1, label="Results (k)", scale=4,
                          elem_id="k")
         ui.search = gr.Button("Search", variant="primary", scale=1, min_width=100, elem_id="search")
-    gr.Markdown("To search part of the image: choose the image tool on the left of the editor, "
+    gr.Markdown("To search part of the image: click Crop, choose the image tool on the left of the editor, "
                 "then crop, drag the corners and confirm.", elem_classes=["ris-hint"])
     gr.HTML('<div id="ris-client-error" class="ris-error" role="alert" hidden></div>', js_on_load=None)
 
@@ -265,8 +281,8 @@ def _shown_selected(fn: Callable[..., View]) -> Callable[..., tuple]:
 
 def _wire(ui: SimpleNamespace, h: Handlers) -> None:
     """Every search event updates the same outputs (``OUT_FIELDS``, then the compare box), one at a time."""
-    outs = [ui.editor_src, ui.results, ui.status, ui.message, ui.last, ui.last_caption, ui.history, ui.examples,
-            ui.compare, ui.compare_pick, ui.session, ui.compare_box]
+    outs = [ui.editor, ui.results, ui.status, ui.message, ui.last, ui.last_caption, ui.history, ui.examples,
+            ui.compare, ui.compare_pick, ui.session, ui.compare_box, ui.editor_src, ui.crop_box]
     ev = dict(outputs=outs, concurrency_id="search", api_visibility="private", show_progress_on=[ui.results])
     _wire_queries(ui, h.queries, ev)
     _wire_session(ui, h.session, ev)
@@ -275,12 +291,15 @@ def _wire(ui: SimpleNamespace, h: Handlers) -> None:
 
 def _wire_queries(ui: SimpleNamespace, q: QueryHandlers, ev: dict) -> None:
     query_in = [ui.editor, ui.collection, ui.k, ui.session]
-    # The editor fires these several times per image (mostly repeats): no spinner over the results for them.
-    quiet = dict(ev, show_progress="hidden")
-    ui.editor.upload(_shown(q.on_upload), query_in, trigger_mode="always_last", **quiet)
-    ui.editor.change(_shown(q.on_edit), query_in, trigger_mode="always_last", **quiet)
-    ui.editor.apply(_shown(q.on_edit), query_in, trigger_mode="always_last", **quiet)
+    ui.editor.upload(_shown(q.on_upload), query_in, **ev)
+    ui.crop.click(_shown(q.on_crop_open), [ui.session], **ev)
+    ui.crop_close.click(_shown(q.on_crop_close), None, **ev)
     ui.editor_src.change(None, [ui.editor_src], None, js=LOAD_INTO_EDITOR)
+    # The crop editor fires these several times per image (mostly its echo): no spinner for them.
+    crop_in = [ui.crop_editor, ui.collection, ui.k, ui.session]
+    quiet = dict(ev, show_progress="hidden")
+    ui.crop_editor.change(_shown(q.on_crop), crop_in, trigger_mode="always_last", **quiet)
+    ui.crop_editor.apply(_shown(q.on_crop), crop_in, trigger_mode="always_last", **quiet)
     ui.search.click(_shown(q.on_search), query_in, **ev)
     ui.from_query.click(_shown(q.on_search), query_in, **ev)
     url_in = [ui.url, ui.collection, ui.k, ui.session]

@@ -1,6 +1,6 @@
 """Query sources: what becomes the query, and searching it.
 
-The editor (upload, webcam, clipboard paste, crop), the Search button, an image URL, and reused
+The query image (upload, webcam, clipboard paste), the crop editor, the Search button, an image URL, and reused
 collection images (an example or a result clicked). Each turns its input into a
 :class:`~app.web.view_model.Query` and searches it through the shared
 :class:`~app.web.common.Searcher`.
@@ -8,13 +8,16 @@ collection images (an example or a result clicked). Each turns its input into a
 Speed rules: a collection image (example, result, history item) is searched with its stored
 vector, never through the model; a new image runs the model once, however many events the image
 editor fires for it (duplicates are recognised by a hash of the pixels, and the service remembers
-query vectors by that hash). The editor also echoes, late, every image the app puts into it; those
-echoes are recognised by a small pixel signature and are not new images.
+query vectors by that hash). The query image is a plain ``gr.Image`` (one upload event per image;
+images the app shows in it are set from the server and fire nothing). The crop editor
+(``gr.ImageEditor``, opened by the Crop button) echoes the image it is opened on; that echo is
+recognised by a small pixel signature and is not a crop.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -94,21 +97,46 @@ class QueryHandlers:
         earlier = next((q for q in session.recently_shown() if matches(q, img, key)), None)
         if earlier is not None:  # a late echo of an image the app showed before the current one
             return self.searcher.run(earlier, collection, k, session) if always else View()
-        cropped = cur is not None and label == "Edited image" and cur.size != img.size
-        query = self._image_query(img, "Cropped image" if cropped else label, origin="user", key=key)
-        # After a crop the editor shows the result tiny in a corner (Gradio 6.31): show it afresh.
-        return self.searcher.run(query, collection, k, session, image=img, set_editor=cropped)
+        cropped = label == "Cropped image"
+        query = self._image_query(img, label, origin="user", key=key)
+        view = self.searcher.run(query, collection, k, session, image=img, set_editor=cropped)
+        if cropped:  # the query image shows the crop (what was searched); the crop editor closes
+            view.crop = None
+        return view
 
     @guarded("searching the uploaded image")
     def on_upload(self, value: Any, collection: str | None, k: Any, session: Session) -> View:
-        """A file, webcam shot or pasted image arrived in the editor (fired several times per image, and
-        also when the app puts an image there)."""
-        return self._editor_image(value, collection, k, session, label="Uploaded image")
+        """A file, webcam shot or pasted image arrived in the query image: searched (the model runs once per
+        new image). The query image fires this once per user upload and never for images the app shows
+        there, so there are no echoes to recognise; a repeat of the image on screen does nothing."""
+        img = composite_image(value)
+        if img is None:
+            return View()
+        key, cur = image_key(img), session.query
+        if cur is not None and cur.key == key:
+            if session.shows(key, collection, self.ctx.service.clamp_k(k)):
+                return View()
+            return self.searcher.run(cur, collection, k, session, image=img)
+        query = self._image_query(img, "Uploaded image", origin="user", key=key)
+        return self.searcher.run(query, collection, k, session, image=img)
 
-    @guarded("searching the edited image")
-    def on_edit(self, value: Any, collection: str | None, k: Any, session: Session) -> View:
-        """The editor's image changed: crop confirmed, changes saved, or an echo."""
-        return self._editor_image(value, collection, k, session, label="Edited image")
+    @guarded("opening the crop editor")
+    def on_crop_open(self, session: Session) -> View:
+        """The Crop button: open the crop editor on the current query image."""
+        if session.query is None:
+            return View(message=error_md("Choose an image first, then crop it."))
+        session.remember_shown(replace(session.query, origin="app"))  # its echoes in the editor are not crops
+        return View(crop=session.query.path, message="", session=session)
+
+    @guarded("closing the crop editor")
+    def on_crop_close(self) -> View:
+        return View(crop=None)
+
+    @guarded("searching the cropped image")
+    def on_crop(self, value: Any, collection: str | None, k: Any, session: Session) -> View:
+        """The crop editor's image changed: a crop confirmed (searched), or the editor's echo of the image
+        it was opened on (nothing)."""
+        return self._editor_image(value, collection, k, session, label="Cropped image")
 
     @guarded("searching")
     def on_search(self, value: Any, collection: str | None, k: Any, session: Session) -> View:

@@ -1,8 +1,8 @@
 """The per-browser session and history: what was searched, what is on screen, and what it is done with.
 
-:class:`Session` is the state (a ``gr.State``): the query in the editor, the last searched query and
+:class:`Session` is the state (a ``gr.State``): the query image, the last searched query and
 its results (for the collection and k they were searched with), the history of recent queries, and
-the images the app put into the editor (to recognise the editor's echoes of them).
+the images the app showed there (to recognise the crop editor's echoes of them).
 :class:`SessionHandlers` are the events that work on it: a new k, a history click, the compare
 picker, and "Back to the query".
 """
@@ -18,7 +18,7 @@ from app.web.common import Context, Searcher, guarded
 from app.web.view_model import Query, View, error_md
 
 HISTORY_SIZE = 12
-# The editor echoes an image the app gives it, seconds later (longer on a slow machine), possibly
+# The crop editor echoes the image it is opened on, seconds later (longer on a slow machine), possibly
 # after the app already gave it another one; echoes of images shown this recently are recognised.
 ECHO_WINDOW_S = 60.0
 _SHOWN_KEPT = 8  # images the app put into the editor, remembered for their echoes
@@ -28,7 +28,7 @@ _SHOWN_KEPT = 8  # images the app put into the editor, remembered for their echo
 class Session:
     """Per-browser-session state (a ``gr.State``)."""
 
-    query: Query | None = None  # what the query editor holds
+    query: Query | None = None  # what the query image shows
     searched: Query | None = None  # what the results on screen are for ("last searched")
     shown: tuple[str, str, int] | None = None  # (query key, collection, k) of the results on screen
     results: list[Hit] = field(default_factory=list)
@@ -99,7 +99,7 @@ class SessionHandlers:
 
     @guarded("copying the last searched image")
     def on_use_last(self, session: Session) -> View:
-        """Put the last searched image back into the query editor (e.g. to crop it differently)."""
+        """Put the last searched image back into the query image (e.g. to crop it differently)."""
         if session.searched is None:
             return View(message=error_md("Nothing has been searched yet."))
         session.query = replace(session.searched, origin="app")

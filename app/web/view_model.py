@@ -56,6 +56,7 @@ class View:
     compare: Any = SKIP
     compare_choices: Any = SKIP  # list of (label, index) for the result picker
     session: Any = SKIP
+    crop: Any = SKIP  # the image to open in the crop editor (a path), or None to close it
 
 
 # -- formatting ----------------------------------------------------------------------------------

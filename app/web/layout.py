@@ -184,7 +184,7 @@ def _header(ui: SimpleNamespace, collections: CollectionHandlers, default: str |
         gr.Markdown("# Reverse image search\nFind the most similar images in a collection, on this machine.",
                     elem_id="ris-header")
         ui.collection = gr.Dropdown(choices=collections.collection_choices(), value=default, label="Collection",
-                                    scale=0, min_width=260, elem_id="collection", filterable=False)
+                                    scale=0, min_width=340, elem_id="collection", filterable=False)
     notices = collections.notices_md()
     gr.Markdown(notices, visible=bool(notices), elem_id="ris-notice")
     setup = collections.setup_md()

@@ -30,7 +30,7 @@ class Config:
     # Model.
     model: str = "resnet50"  # a name from the registry in app/models.py
     weights: str = "imagenet"  # "imagenet" | "untrained" | path to a state-dict file
-    engine: str = "auto"  # "auto" | "onnx" | "torch"
+    engine: str = "auto"  # "auto" | "onnx" | "onnx-int8" | "torch" (app.core.models.ENGINES)
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     threads: int | None = None  # intra-op threads; None = library default (all cores)
     batch_size: int = 32

@@ -15,7 +15,7 @@ EXIT_INTERRUPTED = 130
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:
-    from app.core.models import DEFAULT_MODEL, model_names
+    from app.core.models import DEFAULT_MODEL, ENGINES, model_names
 
     p.add_argument("--model", default=None, choices=model_names(),
                    help=f"embedding model (default: {DEFAULT_MODEL}); efficientnet-lite0 needs no download")
@@ -28,7 +28,9 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--milvus-uri", default=None, metavar="URI",
                    help="with --backend milvus: http://host:19530, or a file path for embedded Milvus Lite")
     p.add_argument("--features", default=None, metavar="DIR", help="folder of stored features (default: features/)")
-    p.add_argument("--engine", default=None, choices=["auto", "onnx", "torch"], help="inference engine (default: auto)")
+    p.add_argument("--engine", default=None, choices=list(ENGINES),
+                   help="inference engine: ONNX Runtime fp32 (onnx), ONNX Runtime INT8 (onnx-int8: calibrated on a "
+                        "collection's images, see 'quantize'), or torch (default: auto: onnx on a CPU, torch on CUDA)")
     p.add_argument("--threads", type=int, default=None, help="inference threads (default: all cores)")
 
 

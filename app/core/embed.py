@@ -1,6 +1,6 @@
 """Embedding: a registered model (``app.models``) without its classifier, L2-normalised float32.
 
-Two engines run the same network:
+Three engines run the same network:
 
 * ``onnx``: ONNX Runtime on the CPU. The model is exported once from its library (torchvision or
   timm) and cached, keyed by the weights' id (ResNet-50's beside torch's weights cache, the others
@@ -9,8 +9,17 @@ Two engines run the same network:
   instruction set, so later start-ups skip the optimisation. Sessions use one intra-op thread per
   core, sequential execution and spinning worker threads (measured on 2 cores, ResNet-50: batch 1
   in ~47 ms, batch 32 at ~47 ms per image, vs ~71 and ~107 ms in PyTorch eager).
+* ``onnx-int8``: ONNX Runtime on the CPU with a statically quantised (INT8, QDQ) copy of the export,
+  calibrated on collection images (:mod:`app.core.quantize`), opt-in. Its vectors stay comparable with
+  fp32 ones (same weights id): an index built with one engine serves queries from the other. Made by
+  a build (:meth:`Embedder.calibrate` with a sample of its images) and cached beside the export; for
+  search it uses the newest INT8 model of its weights id, and with none it stops with the command
+  that makes one. It never falls back to fp32.
 * ``torch``: PyTorch eager (``inference_mode``, eval, channels_last). Used on CUDA, and on the CPU
   when the export cannot be made (a one-line notice says so).
+
+``auto`` is ``onnx`` on a CPU and ``torch`` on CUDA. INT8 is no model's default (measured: README,
+Performance, "INT8").
 
 Which weights (``imagenet``, a file, or ``untrained``) is :mod:`app.weights`; how images become
 network input is :mod:`app.preprocess`, following the model's registry entry.
@@ -31,7 +40,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from app.core.models import ModelSpec, Preprocessing, get_model
+from app.core.models import ENGINES, ModelSpec, Preprocessing, get_model
 from app.core.preprocess import preprocess
 from app.core.weights import UNTRAINED_NOTICE, WeightsSpec, build_torch_model
 from app.errors import WeightsError
@@ -76,15 +85,17 @@ class Embedder:
         (a few ms lower latency per image; turn it off to leave the cores to other work)."""
         self.model = get_model(model)
         self.spec = weights if isinstance(weights, WeightsSpec) else WeightsSpec.parse(weights)
-        if engine not in ("auto", "onnx", "torch"):
-            raise ValueError(f"engine must be auto, onnx or torch, not {engine!r}")
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
         self.requested_engine = engine
         self.requested_device = device
         self.threads = threads
         self.spinning = spinning
         self.cache_dir = Path(cache_dir) if cache_dir else None
-        self.engine: str | None = None  # resolved on load: "onnx", "torch-cpu" or "torch-cuda"
+        self.engine: str | None = None  # resolved on load: "onnx", "onnx-int8", "torch-cpu" or "torch-cuda"
         self.notices: list[str] = [UNTRAINED_NOTICE] if self.spec.untrained else []
+        self.int8_model: Path | None = None  # with engine "onnx-int8": the quantised model in use
+        self._calibration: tuple[list[Path], str] | None = None
         self._weights_id: str | None = None
         self._run = None
         self._lock = threading.Lock()
@@ -107,6 +118,36 @@ class Embedder:
         """An RGB image -> this model's input array (3, crop, crop)."""
         return preprocess(img, self.model.preprocessing)
 
+    @property
+    def loaded(self) -> bool:
+        return self._run is not None
+
+    @property
+    def wants_int8(self) -> bool:
+        """True for the INT8 engine (``onnx-int8``), which a build calibrates on its images."""
+        return self.requested_engine == "onnx-int8"
+
+    def calibrate(self, files, *, source: str = "") -> "Embedder":
+        """Use the INT8 model calibrated on these image files (made on :meth:`load` when not cached).
+        Only for an embedder that :attr:`wants_int8`, before it is loaded."""
+        if not self.wants_int8:
+            raise ValueError(f"calibrate() is for the INT8 engine, not {self.requested_engine!r}")
+        if self.loaded:
+            raise RuntimeError("calibrate() must come before the model is loaded")
+        self._calibration = ([Path(f) for f in files], source)
+        return self
+
+    @property
+    def int8_info(self) -> dict[str, Any] | None:
+        """What the INT8 model in use was calibrated on (None for other engines)."""
+        if self.engine != "onnx-int8" or self.int8_model is None:
+            return None
+        from app.core.quantize import read_info
+
+        info = read_info(self.int8_model)
+        return {"key": info.get("key", ""), "images": info.get("images", 0), "source": info.get("source", ""),
+                "model_file": self.int8_model.name}
+
     # -- loading ---------------------------------------------------------------------------
     def load(self) -> "Embedder":
         with self._lock:
@@ -117,6 +158,10 @@ class Embedder:
     def _make_runner(self):
         want = self.requested_engine
         device = self.requested_device
+        if want == "onnx-int8":
+            if device == "cuda":
+                raise WeightsError("--engine onnx-int8 runs on the CPU; it cannot use --device cuda.")
+            return self._int8_runner()
         use_cuda = device == "cuda" or (device == "auto" and want != "onnx" and cuda_available())
         if want == "torch" or use_cuda:
             return self._torch_runner("cuda" if use_cuda else "cpu")
@@ -169,6 +214,46 @@ class Embedder:
         session = _onnx_session(ort, path, self.threads, self.spinning)
         input_name = session.get_inputs()[0].name
         self.engine = "onnx"
+
+        def run(batch: np.ndarray) -> np.ndarray:
+            return session.run(None, {input_name: batch})[0]
+
+        return run
+
+    def _int8_runner(self):
+        """ONNX Runtime on the INT8 model: the one calibrated on :meth:`calibrate`'s images (made and
+        cached when missing), else the newest one made for these weights."""
+        import onnxruntime as ort
+
+        from app.core import quantize
+
+        fp32 = self.onnx_path()
+        if self._calibration is not None:
+            files, source = self._calibration
+            try:
+                if not fp32.is_file():
+                    export_onnx(self.model, self.spec, fp32)
+            except (ImportError, OSError, RuntimeError, ValueError) as exc:
+                raise WeightsError(f"The INT8 engine needs the ONNX export, which failed: {exc}") from exc
+            path = quantize.ensure_int8(fp32, files, preprocess=self.preprocess,
+                                        draft_size=self.preprocessing.resize, source=source)
+        else:
+            found = quantize.find_int8(fp32)
+            if found is None:
+                weights = "" if self.spec.kind == "imagenet" else f" --weights {self.spec.arg()}"
+                raise quantize.Int8ModelMissing(
+                    f"There is no INT8 model for {self.model.name} ({self.weights_id}) yet.",
+                    hint=f"Make one from a built collection's images: python -m app.cli quantize "
+                         f"--collection NAME --model {self.model.name}{weights} (or build a collection "
+                         f"with --engine onnx-int8).")
+            path = found
+        try:
+            session = _onnx_session(ort, path, self.threads, self.spinning)
+        except RuntimeError as exc:
+            raise WeightsError(f"The INT8 model {path} could not be loaded: {exc}") from exc
+        input_name = session.get_inputs()[0].name
+        self.engine = "onnx-int8"
+        self.int8_model = path
 
         def run(batch: np.ndarray) -> np.ndarray:
             return session.run(None, {input_name: batch})[0]

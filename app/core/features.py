@@ -184,6 +184,7 @@ def extract_features(
     ``on_chunk(chunk_no)`` is called after each chunk is saved (tests use it to simulate a kill).
     """
     features_dir = Path(features_dir)
+    embedder.load()  # the engine (fp32 or which INT8 model) is part of what a resumed build must match
     parts = features_dir / f"{name}.parts"
     n = len(dataset.items)
     n_chunks = (n + chunk_size - 1) // chunk_size
@@ -241,6 +242,8 @@ def _resume(parts: Path, dataset: Dataset, embedder: Embedder, chunk_size: int) 
         "chunk_size": chunk_size,
         "count": n,
     }
+    if embedder.engine == "onnx-int8":  # INT8 vectors (and which calibration) are not mixed with fp32 ones
+        state["int8_model"] = embedder.int8_model.name if embedder.int8_model else ""
     state_path = parts / "state.json"
     if parts.is_dir():
         try:

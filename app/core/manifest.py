@@ -52,7 +52,7 @@ class Manifest(Mapping):
     model_description: str = ""
     weights_id: str
     weights_arg: str | None = None  # the --weights value that rebuilds it
-    engine: str = ""
+    engine: str = ""  # the engine that embedded the collection ("onnx", "onnx-int8", "torch-cpu"...)
     # the index configuration
     factory: str = ""
     nprobe: int = 1

@@ -16,6 +16,10 @@ from app.errors import UnknownModelError
 
 DEFAULT_MODEL = "resnet50"
 
+# The --engine values: "auto" (ONNX Runtime fp32 on a CPU, PyTorch on CUDA), ONNX Runtime fp32, ONNX
+# Runtime INT8 (opt-in: a statically quantised copy of the fp32 export, see app.core.quantize), PyTorch.
+ENGINES = ("auto", "onnx", "onnx-int8", "torch")
+
 
 @dataclass(frozen=True)
 class Preprocessing:

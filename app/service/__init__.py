@@ -3,7 +3,7 @@ from a :class:`BuildSpec`), the catalogue of built collections, searching them
 (:class:`SearchService`), and getting the app ready to run (:func:`prepare`).
 """
 
-from app.service.build import BuildResult, BuildSpec, build_collection
+from app.service.build import BuildResult, BuildSpec, build_collection, quantize_for_collection
 from app.service.catalogue import Catalogue, Collection, CollectionInfo, open_store
 from app.service.prepare import prepare
 from app.service.search import Hit, Searcher, SearchResult, SearchService
@@ -21,4 +21,5 @@ __all__ = [
     "build_collection",
     "open_store",
     "prepare",
+    "quantize_for_collection",
 ]

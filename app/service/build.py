@@ -15,10 +15,11 @@ from typing import Any, Callable
 import numpy as np
 
 from app.config import Config
-from app.core.datasets import Dataset, load_dataset
+from app.core.datasets import Dataset, Item, load_dataset
 from app.core.embed import Embedder, embedder_for
-from app.core.features import CHUNK_SIZE, FeatureTable, extract_features
+from app.core.features import CHUNK_SIZE, FeatureTable, extract_features, load_features
 from app.core.manifest import Manifest
+from app.core.quantize import CALIBRATION_IMAGES, calibration_files
 from app.index.faiss_index import IndexConfig, build_index
 from app.index.faiss_store import FaissStore
 from app.index.tune import DEFAULT_MAX_MS, DEFAULT_TARGET_RECALL, tune
@@ -68,6 +69,10 @@ def build_collection(config: Config, spec: BuildSpec, *, embedder: Embedder | No
     name = spec.collection_name
     dataset = load_dataset(spec.kind, spec.data, limit=spec.limit, include=spec.include)
     embedder = embedder or embedder_for(config)
+    if getattr(embedder, "wants_int8", False) and not embedder.loaded:
+        # The INT8 model is calibrated on a sample of this collection (made once, then cached).
+        embedder.calibrate(calibration_files(dataset.image_root, dataset.items),
+                           source=f"{name}: {dataset.image_root}")
     vectors, table, stats = extract_features(
         dataset, embedder, config.features_dir, name, batch_size=config.batch_size, workers=config.workers,
         progress=progress, on_chunk=on_chunk, chunk_size=spec.chunk_size,
@@ -80,6 +85,21 @@ def build_collection(config: Config, spec: BuildSpec, *, embedder: Embedder | No
     store.save()
     assert store.manifest is not None
     return BuildResult(name=name, manifest=store.manifest, stats=stats, skipped=table.skipped)
+
+
+def quantize_for_collection(config: Config, name: str, *, images: int = CALIBRATION_IMAGES,
+                            embedder: Embedder | None = None) -> dict[str, Any]:
+    """Make (or find in the cache) the INT8 model of ``config``'s model and weights, calibrated on
+    ``images`` images of the built collection ``name`` (any model's build: only its images are used).
+    Returns what was made: model, weights id, the INT8 file and its calibration record."""
+    _, table = load_features(config.features_dir, name)
+    items = [Item(p, lab) for p, lab in zip(table.paths, table.labels, strict=True)]
+    embedder = embedder or Embedder(config.weights, model=config.model, engine="onnx-int8", threads=config.threads,
+                                    cache_dir=config.cache_dir)
+    embedder.calibrate(calibration_files(table.image_root, items, images), source=f"{name}: {table.image_root}")
+    embedder.load()
+    return {"model": embedder.model.name, "weights_id": embedder.weights_id, "int8_model": str(embedder.int8_model),
+            "calibration": embedder.int8_info}
 
 
 def make_index(vectors: np.ndarray, spec: BuildSpec) -> tuple[Any, IndexConfig, dict[str, Any]]:
@@ -117,4 +137,6 @@ def manifest_fields(spec: BuildSpec, embedder: Embedder, dataset: Dataset, table
         "include": list(spec.include),
         "skipped": len(table.skipped),
         "tuning": tuning,
+        # engine onnx-int8: what its INT8 model was calibrated on (kept in Manifest.extra)
+        **({"int8_calibration": embedder.int8_info} if getattr(embedder, "int8_info", None) else {}),
     }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -102,3 +104,14 @@ def make_voc_layout(root: Path, *, images: dict[str, tuple[str, ...]] | None = N
 def temp_files(folder: Path) -> list[Path]:
     """Leftovers of ``app.atomic`` writes (``.NAME.XXXX.tmp``) anywhere under ``folder``."""
     return sorted(p for p in Path(folder).rglob("*.tmp"))
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A syntactically valid PNG whose header claims ``width`` x ``height`` (with almost no data): a
+    decompression bomb's header."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")

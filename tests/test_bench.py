@@ -62,8 +62,12 @@ def test_full_run_on_a_tiny_caltech_layout(tmp_path, model_cache):
     for key in ("bare_forward_ms_p50", "query_new_ms_p50", "query_new_ms_p95", "query_12mp_ms_p50",
                 "query_reuse_ms_p50", "build_img_per_s", "bare_batched_img_per_s", "startup_s", "rss_mb"):
         assert isinstance(r[key], float) and r[key] > 0, key
-    for stage in ("decode", "embed", "search", "total"):
+    for stage in ("hash", "decode", "copy", "preprocess", "embed", "search", "total"):
         assert r[f"query_new_{stage}_ms_p50"] <= r[f"query_new_{stage}_ms_p95"]
+    # the new-image time is the app's whole path: hashing, decoding and the query copy included
+    parts = sum(r[f"query_new_{s}_ms_p50"] for s in ("hash", "decode", "copy", "embed"))
+    assert r["query_new_hash_ms_p50"] > 0 and r["query_new_copy_ms_p50"] > 0
+    assert r["query_new_ms_p50"] >= 0.8 * parts
     assert len(r["targets"]) == 5 and all("pass" in t for t in r["targets"])
     d = r["details"]
     assert d["second_is_substitute"] and d["collections"]["voc2012-substitute"] == 8

@@ -19,7 +19,7 @@ from PIL import Image
 from app.config import PROJECT_ROOT, Config
 from app.service.search import SearchService
 from tests.fakes import SpyEmbedder, free_port, running_app, serve_directory
-from tests.helpers import make_image_folder
+from tests.helpers import make_image_folder, png_claiming
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -187,6 +187,23 @@ def test_non_image_gives_a_readable_error(page, app_server, tmp_path):
     page.wait_for_selector("#ris-client-error:not([hidden])")
     assert "not an image" in page.locator("#ris-client-error").inner_text()
     assert "Traceback" not in page.content()
+
+
+def test_bad_uploads_get_the_apps_own_message(page, app_server, tmp_path):
+    """Uploads reach the app's loader undecoded: a decompression bomb (a PNG claiming 30000x30000 pixels in
+    a few bytes) and a non-image named .png get its clear message, and the model never runs."""
+    spy = app_server["spy"]
+    calls = spy.calls
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_claiming(30_000, 30_000))
+    fake = tmp_path / "report.png"
+    fake.write_bytes(b"%PDF-1.4\n% not an image at all\n" * 20)
+    for path, reason in ((bomb, "too large"), (fake, "not an image")):
+        page.locator("#query input[type=file]").set_input_files(str(path))
+        page.wait_for_function("r => document.querySelector('#ris-message').innerText.includes(r)", arg=reason,
+                               timeout=WAIT_S * 1000)
+        assert "Traceback" not in page.content()
+    assert settle(spy, 0.5) == calls
 
 
 def test_webcam_photo(page, app_server):

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import io
 import os
-import struct
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +13,7 @@ from PIL import Image
 
 from app.core.images import ALLOWED_FORMATS, BACKGROUND_RGB, load_image
 from app.errors import InvalidImageError
+from tests.helpers import png_claiming
 
 DATA = Path(__file__).parent / "data"
 WHITE = BACKGROUND_RGB
@@ -30,16 +29,6 @@ def encode(img: Image.Image, fmt: str, **kw) -> bytes:
 def pixels(img: Image.Image) -> np.ndarray:
     assert img.mode == "RGB"
     return np.asarray(img).astype(int)
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A syntactically valid PNG whose header claims ``width`` x ``height`` (with almost no data)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
 def two_halves(size=(40, 20), left=RED, right=BLUE) -> Image.Image:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from app.config import Config
 from app.service.search import SearchService
 from app.web.handlers import SKIP, Handlers, Session, View
 from tests.fakes import SpyEmbedder, serve_directory
-from tests.helpers import make_image_folder
+from tests.helpers import make_image_folder, png_claiming
 
 
 # -- fixtures ------------------------------------------------------------------------------------
@@ -59,8 +60,29 @@ def two_collections(tmp_path_factory, embedder, model_cache):
 
 
 def editor_value(img: Image.Image) -> dict:
-    """What gr.ImageEditor(type="pil", image_mode="RGB") hands to a handler."""
+    """What the crop editor (gr.ImageEditor(type="pil", image_mode="RGB")) hands to a handler."""
     return {"background": img, "layers": [], "composite": img}
+
+
+_uploads = iter(range(10**6))
+
+
+def upload(img: Image.Image | Path | bytes, folder: Path | None = None) -> str:
+    """What the query image hands to a handler: the path of the uploaded file (in Gradio's upload folder)."""
+    folder = folder or Path(tempfile.mkdtemp(prefix="gradio-upload-"))
+    out = folder / f"upload-{next(_uploads)}.png"
+    if isinstance(img, Image.Image):
+        img.save(out, format="PNG")
+    else:
+        out.write_bytes(img if isinstance(img, bytes) else Path(img).read_bytes())
+    return str(out)
+
+
+def close_to(a: Image.Image, b: Image.Image) -> bool:
+    """The same picture, at the same size, up to JPEG re-encoding (the app's copies and previews are JPEGs)."""
+    from app.web.view_model import same_picture, signature
+
+    return a.size == b.size and same_picture(signature(a), signature(b), tolerance=3.0)
 
 
 def rgb(path: Path) -> Image.Image:
@@ -81,58 +103,60 @@ def query_img(small_collection) -> Image.Image:
 # -- searching -----------------------------------------------------------------------------------
 def test_search_by_image_gives_k_results_with_captions(h, spy, query_img):
     s = Session()
-    view = h.queries.on_upload(editor_value(query_img), "shapes", 5, s)
+    view = h.queries.on_upload(upload(query_img), "shapes", 5, s)
     assert len(view.results) == 5
-    for path, cap in view.results:
-        assert Path(path).is_file()
+    for (path, cap), hit in zip(view.results, s.results, strict=True):
+        assert Path(path).is_file() and Path(path).is_relative_to(h.ctx.thumbs.root)  # a thumbnail, not the file
         label, score, name = cap.split(" · ")
         assert label in ("circles", "stripes", "squares", "checks")
         assert -1.0 <= float(score) <= 1.0001
-        assert name == Path(path).name
+        assert name == Path(hit.path).name
     assert "embed" in view.status and "ms" in view.status and "24 images" in view.status
     assert view.message == ""
     assert spy.calls == 1
     assert s.searched is not None and s.searched.kind == "image"
     assert view.last == s.searched.path and Path(view.last).is_file()
-    assert view.compare == (s.searched.path, view.results[0][0])
+    assert view.compare == (s.searched.path, str(h.ctx.thumbs.preview(s.results[0].abs_path).path))
     assert [c[1] for c in view.compare_choices] == [0, 1, 2, 3, 4]
 
 
 @pytest.mark.parametrize("k, expected", [(0, 1), (-3, 1), (1, 1), (7, 7), (20, 20), (99, 20), (None, 5)])
 def test_k_is_clamped(h, query_img, k, expected):
-    view = h.queries.on_search(editor_value(query_img), "shapes", k, Session())
+    view = h.queries.on_search(upload(query_img), "shapes", k, Session())
     assert len(view.results) == expected
 
 
 def test_one_model_run_however_many_editor_events(h, spy, query_img):
-    """A repeated upload, and the crop editor's change/apply for the image it was opened on (no crop
-    made): the model runs once."""
+    """A repeated upload of the same file, and the crop editor's change/apply for the image it was opened
+    on (no crop made): the model runs once."""
     s = Session()
-    first = h.queries.on_upload(editor_value(query_img), "shapes", 5, s)
+    first = h.queries.on_upload(upload(query_img), "shapes", 5, s)
     assert first.results != SKIP
-    for handler in (h.queries.on_upload, h.queries.on_upload, h.queries.on_crop, h.queries.on_crop):
-        assert only_skips(handler(editor_value(query_img.copy()), "shapes", 5, s))
+    assert only_skips(h.queries.on_upload(upload(query_img), "shapes", 5, s))
+    assert h.queries.on_crop_open(s).crop == s.query.path
+    for _ in range(2):
+        assert only_skips(h.queries.on_crop(editor_value(rgb(Path(s.query.path))), "shapes", 5, s))
     assert spy.calls == 1
     # The Search button always answers, but with the remembered vector.
-    again = h.queries.on_search(editor_value(query_img), "shapes", 5, s)
+    again = h.queries.on_search(s.query.path, "shapes", 5, s)
     assert len(again.results) == 5 and "model not run" in again.status
     assert spy.calls == 1
     # Events that carry no image yet (the editor sends those too) do nothing.
-    assert only_skips(h.queries.on_upload({"background": None, "layers": [], "composite": None}, "shapes", 5, s))
+    assert only_skips(h.queries.on_upload(None, "shapes", 5, s))
     assert only_skips(h.queries.on_crop(None, "shapes", 5, s))
 
 
 def test_a_different_image_runs_the_model_again(h, spy, small_collection):
     _, _, data = small_collection
     s = Session()
-    h.queries.on_upload(editor_value(rgb(data / "circles" / "img_01.jpg")), "shapes", 5, s)
-    h.queries.on_upload(editor_value(rgb(data / "squares" / "img_03.jpg")), "shapes", 5, s)
+    h.queries.on_upload(upload(data / "circles" / "img_01.jpg"), "shapes", 5, s)
+    h.queries.on_upload(upload(data / "squares" / "img_03.jpg"), "shapes", 5, s)
     assert spy.calls == 2
 
 
 def test_changing_k_reuses_the_query(h, spy, query_img):
     s = Session()
-    h.queries.on_upload(editor_value(query_img), "shapes", 5, s)
+    h.queries.on_upload(upload(query_img), "shapes", 5, s)
     view = h.session.on_k(12, "shapes", s)
     assert len(view.results) == 12
     assert only_skips(h.session.on_k(12, "shapes", s))
@@ -145,24 +169,25 @@ def test_example_click_uses_the_stored_vector(h, spy):
     assert len(s.examples) == 12
     view = h.queries.on_example(3, "shapes", 5, s)
     hit = s.examples[3]
-    assert view.editor == str(hit.abs_path)  # the query editor shows the example
-    assert view.results[0][0] == str(hit.abs_path)  # an item is its own best match
+    preview = h.ctx.thumbs.preview(hit.abs_path).path
+    assert view.editor == str(preview)  # the query image shows the example's preview
+    assert close_to(rgb(preview), rgb(hit.abs_path))  # (a small image: its own size)
+    assert view.results[0][0] == str(h.ctx.thumbs.thumb(hit.abs_path).path)  # an item is its own best match
     assert "stored vector" in view.status
     assert spy.calls == 0
     # The crop editor echoes the image it is opened on (through upload and change events, decoded by
     # the browser, so not always bit-exact): not a crop, not a new image.
-    assert h.queries.on_crop_open(s).crop == str(hit.abs_path)
-    echo = editor_value(rgb(hit.abs_path))
-    assert only_skips(h.queries.on_crop(echo, "shapes", 5, s))
+    assert h.queries.on_crop_open(s).crop == str(preview)
+    assert only_skips(h.queries.on_crop(editor_value(rgb(preview)), "shapes", 5, s))
     buf = io.BytesIO()
-    rgb(hit.abs_path).save(buf, format="JPEG", quality=85)
+    rgb(preview).save(buf, format="JPEG", quality=85)
     assert only_skips(h.queries.on_crop(editor_value(rgb(buf)), "shapes", 5, s))
     assert spy.calls == 0
     # Search on the unchanged example (the query image's value): still the stored vector.
-    assert "stored vector" in h.queries.on_search(echo, "shapes", 5, s).status
+    assert "stored vector" in h.queries.on_search(str(preview), "shapes", 5, s).status
     assert spy.calls == 0
     # The query image never echoes: an upload of the same picture is the user's new image.
-    assert len(h.queries.on_upload(echo, "shapes", 5, s).results) == 5 and spy.calls == 1
+    assert len(h.queries.on_upload(upload(hit.abs_path), "shapes", 5, s).results) == 5 and spy.calls == 1
 
 
 def test_late_echo_of_an_earlier_example_is_ignored(h, spy):
@@ -174,9 +199,9 @@ def test_late_echo_of_an_earlier_example_is_ignored(h, spy):
     assert only_skips(h.queries.on_crop(editor_value(rgb(a.abs_path)), "shapes", 5, s))
     assert only_skips(h.queries.on_crop(editor_value(rgb(b.abs_path)), "shapes", 5, s))
     assert s.searched.item_id == b.id and spy.calls == 0
-    # Search answers with what the editor shows, still from stored vectors.
-    view = h.queries.on_search(editor_value(rgb(a.abs_path)), "shapes", 5, s)
-    assert s.searched.item_id == a.id and "stored vector" in view.status and spy.calls == 0
+    # Search answers with what the query image shows (b), still from stored vectors.
+    view = h.queries.on_search(s.query.path, "shapes", 5, s)
+    assert s.searched.item_id == b.id and "stored vector" in view.status and spy.calls == 0
 
 
 def test_late_echo_does_not_undo_k_or_collection_changes(two_collections, spy, tmp_path):
@@ -198,20 +223,21 @@ def test_another_image_of_the_same_size_is_not_an_echo(h, spy, small_collection)
     h.queries.on_example(0, "shapes", 5, s)  # a 96x72 collection image
     other = rgb(data / "checks" / "img_05.png")  # also 96x72, another picture
     assert other.size == s.query.size
-    view = h.queries.on_upload(editor_value(other), "shapes", 5, s)
+    view = h.queries.on_upload(upload(other), "shapes", 5, s)
     assert spy.calls == 1 and s.searched.kind == "image" and len(view.results) == 5
 
 
 def test_result_click_becomes_the_query_without_a_model_run(h, spy, query_img):
     s = Session()
-    h.queries.on_upload(editor_value(query_img), "shapes", 5, s)
+    h.queries.on_upload(upload(query_img), "shapes", 5, s)
     assert spy.calls == 1
     clicked = s.results[2]
     view = h.queries.on_result(2, "shapes", 5, s)
     assert spy.calls == 1  # search_item: no model run
-    assert view.editor == str(clicked.abs_path) and view.last == str(clicked.abs_path)
+    preview = str(h.ctx.thumbs.preview(clicked.abs_path).path)
+    assert view.editor == preview and view.last == preview
     assert s.searched.kind == "item" and s.searched.item_id == clicked.id
-    assert view.results[0][0] == str(clicked.abs_path)
+    assert s.results[0].id == clicked.id and view.results[0][0] == str(h.ctx.thumbs.thumb(clicked.abs_path).path)
     assert "stored vector" in view.status
 
 
@@ -244,9 +270,9 @@ def test_switching_collection_reuses_vectors(two_collections, spy, tmp_path):
     view = h.collections.on_collection("tiles", 5, s)
     assert spy.calls == 0  # the shapes item's stored vector searched in tiles
     assert "tiles" in view.status and len(view.examples) == 8
-    assert all("/b/" in p for p, _ in view.results)
+    assert all("/b/" in str(hit.abs_path) for hit in s.results) and len(view.results) == 5
     img = rgb(s.examples[0].abs_path).crop((0, 0, 40, 40))
-    h.queries.on_upload(editor_value(img), "tiles", 5, s)
+    h.queries.on_upload(upload(img), "tiles", 5, s)
     h.collections.on_collection("shapes", 5, s)
     assert spy.calls == 1  # the uploaded image's vector is remembered
 
@@ -260,7 +286,7 @@ def test_url_is_fetched_and_searched(make_handlers, spy, small_collection):
         view = h.queries.on_url(f"  {base}/stripes/img_02.png  ", "shapes", 4, s)
     assert view.message == "" and len(view.results) == 4
     assert view.editor == s.searched.path and Path(view.editor).is_file()  # the editor shows the fetched image
-    assert rgb(Path(view.editor)).tobytes() == rgb(data / "stripes" / "img_02.png").tobytes()
+    assert close_to(rgb(Path(view.editor)), rgb(data / "stripes" / "img_02.png"))  # the app's copy of it
     assert view.results[0][1].startswith("stripes")
     assert spy.calls == 1
 
@@ -283,9 +309,47 @@ def test_url_errors_are_messages(make_handlers, small_collection, tmp_path):
     assert s.searched is None
 
 
-def test_non_image_in_the_editor_is_a_message(h):
-    view = h.queries.on_search({"background": None, "layers": [], "composite": None}, "shapes", 5, Session())
+def test_no_image_in_the_query_image_is_a_message(h):
+    view = h.queries.on_search(None, "shapes", 5, Session())
     assert "Choose an image first" in view.message
+
+
+@pytest.mark.parametrize("data, reason", [
+    (png_claiming(30_000, 30_000), "too large"),
+    (b"%PDF-1.4 not an image", "not an image"),
+    (b"", "empty"),
+])
+def test_bad_uploads_get_the_loaders_message(h, spy, data, reason):
+    """Uploads reach the app's own loader undecoded: its checks (pixel cap before decoding, allow-list) apply."""
+    s = Session()
+    view = h.queries.on_upload(upload(data), "shapes", 5, s)
+    assert reason in view.message and view.message.startswith("⚠️") and "Traceback" not in view.message
+    assert view.results is SKIP and s.searched is None and spy.calls == 0
+
+
+def test_missing_result_files_show_a_placeholder_and_a_warning(tmp_path, spy):
+    """Images deleted from disk after indexing: the results still show, as placeholders, with a warning."""
+    import shutil
+
+    from app.service.build import BuildSpec, build_collection
+
+    config = Config(indexes_dir=tmp_path / "indexes", features_dir=tmp_path / "features", cache_dir=tmp_path / "cache",
+                    weights="untrained", workers=0)
+    photos = tmp_path / "photos"
+    make_image_folder(photos, per_class=3)
+    build_collection(config, BuildSpec(kind="folder", data=photos, name="mine", factory="Flat"),
+                     embedder=spy.inner, progress=False)
+    h = Handlers(SearchService(config, embedder=spy), config, work_dir=tmp_path / "q")
+    s = h.collections.initial_session("mine")
+    shutil.rmtree(photos / "circles")
+    view = h.queries.on_example(0, "mine", 12, s)
+    gone = [hit for hit in s.results if not hit.abs_path.exists()]
+    assert len(view.results) == 12 and len(gone) == 3
+    placeholder = str(h.ctx.thumbs.placeholder(256))
+    assert [p for p, _ in view.results].count(placeholder) == 3
+    assert "3 result images are missing on disk" in view.message and "Rebuild mine" in view.message
+    again = h.queries.on_result(next(i for i, hit in enumerate(s.results) if not hit.abs_path.exists()), "mine", 5, s)
+    assert len(again.results) == 5 and again.editor == str(h.ctx.thumbs.placeholder(1024))  # still searchable
 
 
 def test_unexpected_errors_are_logged_not_shown(h, monkeypatch, caplog, query_img):
@@ -296,7 +360,7 @@ def test_unexpected_errors_are_logged_not_shown(h, monkeypatch, caplog, query_im
     toasts = []
     h.toast = toasts.append
     with caplog.at_level(logging.ERROR, logger="app.web.common"):
-        view = h.queries.on_upload(editor_value(query_img), "shapes", 5, Session())
+        view = h.queries.on_upload(upload(query_img), "shapes", 5, Session())
     assert "Something went wrong" in view.message and "secret" not in view.message
     assert toasts and "secret" not in toasts[0]
     assert "secret internals" in caplog.text  # the traceback is in the server log
@@ -312,17 +376,17 @@ def test_missing_collection_shows_the_build_command(h):
     assert "not built" in view.message
     assert "python scripts/build_index.py --collection caltech101 --data data/caltech101" in view.message
     assert view.results == [] and view.examples == []
-    search = h.queries.on_search(editor_value(Image.new("RGB", (40, 40))), "voc2012", 5, s)
+    search = h.queries.on_search(upload(Image.new("RGB", (40, 40))), "voc2012", 5, s)
     assert "voc2012" in search.message and "build" in search.message.lower()
 
 
 def test_no_collection_at_all_explains_how_to_build(tmp_path, spy):
     config = Config(indexes_dir=tmp_path / "i", features_dir=tmp_path / "f", weights="untrained")
     h = Handlers(SearchService(config, embedder=spy), config, work_dir=tmp_path / "q")
-    assert h.collections.default_collection() is None and h.collections.image_roots() == []
+    assert h.collections.default_collection() is None
     setup = h.collections.setup_md()
     assert "No collection is built yet" in setup and "--collection caltech101" in setup
-    view = h.queries.on_search(editor_value(Image.new("RGB", (40, 40))), None, 5, h.collections.initial_session(None))
+    view = h.queries.on_search(upload(Image.new("RGB", (40, 40))), None, 5, h.collections.initial_session(None))
     assert "No collection is built yet" in view.message
     assert spy.calls == 0
 
@@ -337,14 +401,14 @@ def test_history_most_recent_first_without_duplicates(h, spy, small_collection):
     s = h.collections.initial_session("shapes")
     h.queries.on_example(0, "shapes", 5, s)
     shown = {s.examples[0].abs_path.resolve(), s.examples[5].abs_path.resolve()}
-    upload = next(p for p in sorted(data.rglob("*.jpg")) if p.resolve() not in shown)
-    h.queries.on_upload(editor_value(rgb(upload)), "shapes", 5, s)
+    uploaded = next(p for p in sorted(data.rglob("*.jpg")) if p.resolve() not in shown)
+    h.queries.on_upload(upload(uploaded), "shapes", 5, s)
     h.queries.on_example(5, "shapes", 5, s)
     view = h.queries.on_example(0, "shapes", 5, s)  # again: moves to the front
     keys = [q.key for q in s.history]
     assert len(keys) == 3 and len(set(keys)) == 3
     assert keys[0] == f"item:shapes:{s.examples[0].id}"
-    assert [p for p, _ in view.history] == [q.path for q in s.history]
+    assert [p for p, _ in view.history] == [str(h.ctx.thumbs.thumb(q.path).path) for q in s.history]
     # Click the uploaded image in the history: searched again with its remembered vector.
     assert [q.kind for q in s.history] == ["item", "item", "image"]
     back = h.session.on_history(2, "shapes", 5, s)
@@ -358,7 +422,7 @@ def test_history_most_recent_first_without_duplicates(h, spy, small_collection):
 def test_last_searched_and_copy_buttons(h, query_img):
     s = Session()
     assert "Nothing has been searched" in h.session.on_use_last(s).message
-    h.queries.on_upload(editor_value(query_img), "shapes", 5, s)
+    h.queries.on_upload(upload(query_img), "shapes", 5, s)
     view = h.session.on_use_last(s)
     assert view.editor == s.searched.path and view.results is SKIP
     assert s.query.origin == "app"
@@ -366,9 +430,9 @@ def test_last_searched_and_copy_buttons(h, query_img):
 
 def test_compare_picks_a_result(h, query_img):
     s = Session()
-    h.queries.on_upload(editor_value(query_img), "shapes", 5, s)
+    h.queries.on_upload(upload(query_img), "shapes", 5, s)
     view = h.session.on_compare(3, s)
-    assert view.compare == (s.searched.path, str(s.results[3].abs_path))
+    assert view.compare == (s.searched.path, str(h.ctx.thumbs.preview(s.results[3].abs_path).path))
     assert only_skips(h.session.on_compare(99, s))
 
 
@@ -398,17 +462,19 @@ def test_host_header_is_checked(app_client):
     assert config["show_error"] is False  # unexpected errors reach the browser without their text
 
 
-def test_file_route_serves_collection_images_only(app_client, small_collection, tmp_path):
+def test_file_route_serves_renderings_never_collection_files(app_client, small_collection, tmp_path):
     client, handlers = app_client
     _, _, data = small_collection
     inside = data / "circles" / "img_00.jpg"
-    assert handlers.collections.image_roots() == [str(data.resolve())]
-    ok = client.get(f"/gradio_api/file={inside}")
-    assert ok.status_code == 200 and ok.content == inside.read_bytes()
+    thumb = handlers.ctx.thumbs.thumb(inside)
+    assert thumb.ok
+    ok = client.get(f"/gradio_api/file={thumb.path}")
+    assert ok.status_code == 200 and ok.content == thumb.path.read_bytes()
+    assert Image.open(io.BytesIO(ok.content)).format == "JPEG"  # re-encoded by the app
     secret = tmp_path / "secret.png"
     Image.new("RGB", (4, 4)).save(secret)
-    for path in (secret, Path("/etc/passwd"), data.parent / "indexes" / "shapes.manifest.json",
-                 Path(f"{data}/../indexes/shapes.manifest.json")):
+    for path in (inside, secret, Path("/etc/passwd"), data.parent / "indexes" / "shapes.manifest.json",
+                 Path(f"{data}/../indexes/shapes.manifest.json"), Path(f"{thumb.path.parent}/../../../../etc/passwd")):
         r = client.get(f"/gradio_api/file={path}")
         assert r.status_code == 403, path
         assert "Traceback" not in r.text

@@ -91,3 +91,23 @@ def test_build_ui_lays_out_and_wires_every_component(small_collection, embedder,
             name = getattr(dep.fn, "__name__", None) if dep.fn else None
             wired[(demo.blocks[block_id].elem_id, event)] = name
     assert wired == EVENTS
+
+
+def test_the_query_image_hands_over_the_file_undecoded(tmp_path):
+    """The query image is Gradio's image component in the browser, but its value reaches the app as the
+    uploaded file's path (or a data: URL's bytes), not decoded by Pillow; defining it writes no .pyi stub."""
+    import base64
+
+    from gradio.data_classes import ImageData
+
+    from app.web.layout import QueryImage
+
+    comp = QueryImage(type="filepath")
+    assert comp.get_block_name() == "image"
+    assert not list((Path(__file__).parents[1] / "app" / "web").glob("*.pyi"))
+    bad = tmp_path / "x.png"
+    bad.write_bytes(b"not an image")
+    assert comp.preprocess(ImageData(path=str(bad))) == str(bad)  # gr.Image would raise here
+    assert comp.preprocess(None) is None
+    data = base64.b64encode(b"\x89PNG...").decode()
+    assert comp.preprocess(ImageData(url=f"data:image/png;base64,{data}")) == b"\x89PNG..."

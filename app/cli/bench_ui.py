@@ -7,7 +7,8 @@ Starts the app (``python -m app``, 127.0.0.1, a free port) over a built caltech1
 from --data when missing, a --limit sample when given), drives it in Debian's Chromium with
 Playwright, and times each path from the user's action to the results rendered (a newer status line,
 k result images loaded): uploading a new photo, clicking a result, clicking an example, fetching an
-image URL from a local HTTP server; plus the page's first contentful paint. Every round uses another
+image URL from a local HTTP server; plus the page's first contentful paint, and Gradio's own floor (a
+click in a minimal Blocks app, :mod:`app.metrics.gradio_floor`, timed the same way). Every round uses another
 photo (new images run the model). Needs Playwright and /usr/bin/chromium (scripts/test.sh installs
 both). Targets (2 cores, untrained ResNet-50): upload p50 <= 600 ms, click and example p50 <= 250 ms.
 """
@@ -83,7 +84,20 @@ def run_bench_ui(args: argparse.Namespace, config, log) -> dict[str, Any]:
         with _app(args, config, log) as url, _file_server(Path(tmp)) as site:
             log(f"app at {url}; {args.rounds} rounds per path")
             times = _drive(url, site, [Path(p) for p in photos], args.rounds, headed=args.headed)
+        thumbs = _thumbnails([Path(p) for p in photos[:12]], Path(tmp) / "thumbs")
+        with _app(args, config, log, floor_images=thumbs) as url:
+            log(f"Gradio floor app at {url}")
+            times["floor"] = _drive_floor(url, args.rounds, headed=args.headed)
     return summarize(times, args.rounds, config)
+
+
+def _thumbnails(photos: list[Path], folder: Path) -> Path:
+    from app.core.thumbnails import THUMB_SIZE, render_jpeg
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for p in photos:
+        (folder / p.name).write_bytes(render_jpeg(p, THUMB_SIZE))
+    return folder
 
 
 def summarize(times: dict[str, list[float]], rounds: int, config) -> dict[str, Any]:
@@ -97,6 +111,10 @@ def summarize(times: dict[str, list[float]], rounds: int, config) -> dict[str, A
         "url_to_results_ms_p50": q("url", 50), "url_to_results_ms_p95": q("url", 95),
         "first_paint_ms": round(float(np.median(times["first_paint"])), 1),
     }
+    if times.get("floor"):
+        r["gradio_click_floor_ms_p50"] = q("floor", 50)
+        r["gradio_click_floor_ms_p95"] = q("floor", 95)
+        r["click_overhead_over_floor_ms_p50"] = round(r["click_result_to_results_ms_p50"] - r["gradio_click_floor_ms_p50"], 1)
     r["targets"] = [{"metric": key, "value": r[key], "limit": limit, "pass": r[key] <= limit}
                     for key, limit in TARGETS]
     r["details"] = {"rounds": rounds, "model": config.model, "weights": str(config.weights), "k": K,
@@ -108,6 +126,9 @@ def format_bench_ui(r: dict[str, Any]) -> str:
     rows = [(path, f"{r[f'{key}_ms_p50']:.0f}", f"{r[f'{key}_ms_p95']:.0f}")
             for path, key in (("upload a new photo", "upload_to_results"), ("click a result", "click_result_to_results"),
                               ("click an example", "example_to_results"), ("image URL", "url_to_results"))]
+    if "gradio_click_floor_ms_p50" in r:
+        rows.append(("Gradio floor: a click in a minimal Blocks app", f"{r['gradio_click_floor_ms_p50']:.0f}",
+                     f"{r['gradio_click_floor_ms_p95']:.0f}"))
     lines = [table(("user action -> results rendered", "p50 ms", "p95 ms"), rows),
              f"\nfirst contentful paint: {r['first_paint_ms']:.0f} ms"]
     lines += [f"{t['metric']}: {t['value']:.0f} ms (target <= {t['limit']:.0f}) {'PASS' if t['pass'] else 'FAIL'}"
@@ -121,11 +142,14 @@ def format_bench_ui(r: dict[str, Any]) -> str:
 class _app:
     """``python -m app`` on a free 127.0.0.1 port, for the ``with`` block; killed on the way out."""
 
-    def __init__(self, args: argparse.Namespace, config, log) -> None:
+    def __init__(self, args: argparse.Namespace, config, log, floor_images: Path | None = None) -> None:
         self.port = _free_port()
         self.cmd = [sys.executable, "-m", "app", "--port", str(self.port), "--indexes", str(config.indexes_dir),
                     "--features", str(config.features_dir), "--model", config.model, "--weights", str(config.weights),
                     "--allow-loopback-urls"]
+        if floor_images is not None:  # Gradio's floor instead (app.metrics.gradio_floor)
+            self.cmd = [sys.executable, "-m", "app.metrics.gradio_floor", "--port", str(self.port),
+                        "--images", str(floor_images)]
         self.log = log
 
     def __enter__(self) -> str:
@@ -232,6 +256,24 @@ def _drive(url: str, site: str, photos: list[Path], rounds: int, *, headed: bool
         finally:
             browser.close()
     return times
+
+
+def _drive_floor(url: str, rounds: int, *, headed: bool = False) -> list[float]:
+    """Click a gallery item of the minimal app ``rounds`` times (after one warm-up click)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=not headed)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1300})
+            page.set_default_timeout(WAIT_S * 1000)
+            page.goto(url)
+            page.wait_for_selector("#results img")
+            out = [_timed(page, lambda i=n: page.locator("#results .thumbnail-item").nth(1 + i % (K - 1)).click())
+                   for n in range(rounds + 1)]
+        finally:
+            browser.close()
+    return out[1:]
 
 
 def _ready(page) -> None:

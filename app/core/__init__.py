@@ -9,6 +9,7 @@ from app.core.images import load_image
 from app.core.manifest import Manifest, migrate_v1_to_v2
 from app.core.models import MODELS, ModelSpec, Preprocessing, get_model, model_names
 from app.core.preprocess import preprocess
+from app.core.thumbnails import Rendition, Thumbnails
 from app.core.weights import WeightsSpec, build_torch_model
 
 __all__ = [
@@ -20,6 +21,8 @@ __all__ = [
     "Manifest",
     "ModelSpec",
     "Preprocessing",
+    "Rendition",
+    "Thumbnails",
     "WeightsSpec",
     "build_torch_model",
     "embedder_for",

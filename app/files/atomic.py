@@ -15,10 +15,11 @@ os.umask(_UMASK)
 
 
 @contextlib.contextmanager
-def atomic_writer(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+def atomic_writer(path: str | os.PathLike[str], *, durable: bool = True) -> Iterator[BinaryIO]:
     """Open a binary temp file beside ``path``; on clean exit it replaces ``path`` atomically.
 
-    On any exception the temp file is removed and ``path`` is left untouched.
+    On any exception the temp file is removed and ``path`` is left untouched. ``durable=False``
+    skips the fsyncs: for caches, which can be remade (a crash may lose the file, never half-write it).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -35,13 +36,15 @@ def atomic_writer(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
         with os.fdopen(fd, "wb") as fh:
             yield fh
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 def fsync_dir(directory: Path) -> None:
@@ -58,8 +61,8 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    with atomic_writer(path) as fh:
+def write_bytes(path: str | os.PathLike[str], data: bytes, *, durable: bool = True) -> None:
+    with atomic_writer(path, durable=durable) as fh:
         fh.write(data)
 
 

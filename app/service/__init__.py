@@ -6,6 +6,7 @@ from a :class:`BuildSpec`), the catalogue of built collections, searching them
 from app.service.build import BuildResult, BuildSpec, build_collection, quantize_for_collection
 from app.service.catalogue import Catalogue, Collection, CollectionInfo, open_store
 from app.service.prepare import prepare
+from app.service.query_image import QueryImage, prepare_query
 from app.service.search import Hit, Searcher, SearchResult, SearchService
 
 __all__ = [
@@ -15,11 +16,13 @@ __all__ = [
     "Collection",
     "CollectionInfo",
     "Hit",
+    "QueryImage",
     "SearchResult",
     "SearchService",
     "Searcher",
     "build_collection",
     "open_store",
     "prepare",
+    "prepare_query",
     "quantize_for_collection",
 ]

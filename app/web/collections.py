@@ -36,13 +36,10 @@ class CollectionHandlers:
             return f"{info.name} · built with {info.model}"
         return f"{info.name} · not built"
 
-    def image_roots(self) -> list[str]:
-        """The folders result images are served from (``allowed_paths``): the ready collections' roots."""
-        roots: set[str] = set()
-        for name in self.ctx.ready():
-            root = Path(self.ctx.service.collection(name).image_root)
-            roots |= {str(root.absolute()), str(root.resolve())}  # as the paths are written, and real
-        return sorted(roots)
+    def served_folders(self) -> list[str]:
+        """The folders the web app serves files from as they are (Gradio's static paths): renderings and
+        the app's own query copies. Never a collection's image folder."""
+        return [str(Path(self.ctx.thumbs.root).resolve()), str(Path(self.ctx.work_dir).resolve())]
 
     def notices_md(self) -> str:
         return "\n\n".join(f"⚠️ {md_escape(n)}" for n in self.ctx.service.notices())
@@ -100,7 +97,7 @@ class CollectionHandlers:
                         message=self.not_built_md(info, collection))
         session.examples = self.ctx.service.examples(info.name, EXAMPLES_PER_PAGE, 0)
         session.page = 0
-        examples = example_items(session.examples)
+        examples = example_items(self.ctx.thumbs, session.examples)
         if session.searched is None:
             return View(examples=examples, results=[], message="", session=session,
                         status=self.idle_status(info.name))
@@ -113,4 +110,4 @@ class CollectionHandlers:
         name = self.ctx.require(collection)
         session.page += 1
         session.examples = self.ctx.service.examples(name, EXAMPLES_PER_PAGE, session.page)
-        return View(examples=example_items(session.examples), session=session)
+        return View(examples=example_items(self.ctx.thumbs, session.examples), session=session)

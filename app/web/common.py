@@ -1,7 +1,8 @@
 """What the handler groups share: the app context, the error guard, and running a search into a View.
 
-* :class:`Context`: the search service, the settings, the work folder for query images, the toast
-  callback, and the collections found at start-up (which are ready, which model is running).
+* :class:`Context`: the search service, the settings, the work folder for query images, the
+  thumbnail cache, the toast callback, and the collections found at start-up (which are ready,
+  which model is running).
 * :func:`guarded`: every event handler is wrapped so that an :class:`~app.errors.AppError` becomes a
   readable message and anything else is logged server-side and shown as a generic one. With
   ``app.cli``, this is the only place that turns the core's typed errors into messages for people;
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from PIL import Image
 
 from app.config import Config
+from app.core.thumbnails import Thumbnails
 from app.errors import AppError, IndexMissingError
 from app.service.search import CollectionInfo, Hit, SearchResult, SearchService
 from app.web.view_model import SKIP, Query, View, caption, error_md, example_caption, md_escape, status_html
@@ -40,6 +42,7 @@ class Context:
         self.config = config
         self.work_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="ris-queries-"))
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.thumbs = Thumbnails(Path(config.cache_dir) / "thumbnails")
         self.toast: Callable[[str], None] = toast or (lambda text: None)
         self.infos: list[CollectionInfo] = service.collections()
 
@@ -96,17 +99,35 @@ def guarded(action: str) -> Callable:
     return deco
 
 
-# -- gallery values ------------------------------------------------------------------------------
-def result_items(hits: list[Hit]) -> list[tuple[str, str]]:
-    return [(str(h.abs_path), caption(h)) for h in hits]
+# -- gallery values: thumbnails (a placeholder for a file missing on disk) -------------------------
+def result_items(thumbs: Thumbnails, hits: list[Hit]) -> tuple[list[tuple[str, str]], list[Hit]]:
+    """The gallery items for ``hits``, and the hits whose image file is missing or unreadable."""
+    items, missing = [], []
+    for h in hits:
+        r = thumbs.thumb(h.abs_path)
+        items.append((str(r.path), caption(h)))
+        if not r.ok:
+            missing.append(h)
+    return items, missing
 
 
-def example_items(hits: list[Hit]) -> list[tuple[str, str]]:
-    return [(str(h.abs_path), example_caption(h)) for h in hits]
+def example_items(thumbs: Thumbnails, hits: list[Hit]) -> list[tuple[str, str]]:
+    return [(str(thumbs.thumb(h.abs_path).path), example_caption(h)) for h in hits]
 
 
-def history_items(history: list[Query]) -> list[tuple[str, str]]:
-    return [(q.path, q.label) for q in history]
+def history_items(thumbs: Thumbnails, history: list[Query]) -> list[tuple[str, str]]:
+    return [(str(thumbs.thumb(q.path).path), q.label) for q in history]
+
+
+def missing_md(missing: list[Hit], collection: str) -> str:
+    """The warning shown when result files are gone from disk since the collection was indexed."""
+    if not missing:
+        return ""
+    names = ", ".join(md_escape(h.path) for h in missing[:3]) + (" …" if len(missing) > 3 else "")
+    n = len(missing)
+    return (f"⚠️ {n} result image{'s are' if n > 1 else ' is'} missing on disk or unreadable ({names}); "
+            f"{'they show' if n > 1 else 'it shows'} as a placeholder. Rebuild {md_escape(collection)} "
+            "to bring the collection up to date.")
 
 
 class Searcher:
@@ -128,15 +149,17 @@ class Searcher:
         result = self._search(query, name, k, image)
         new_query = session.query is None or session.query.key != query.key
         session.record(query, name, k, result.hits, in_editor=set_editor)
-        first = result.hits[0].abs_path if result.hits else None
+        thumbs = self.ctx.thumbs
+        items, missing = result_items(thumbs, result.hits)
+        first = thumbs.preview(result.hits[0].abs_path).path if result.hits else None
         return View(
             editor=query.path if set_editor else SKIP,
-            results=result_items(result.hits),
+            results=items,
             status=status_html(result, len(service.collection(name)), self.ctx.engine(), session.seq),
-            message="",
+            message=missing_md(missing, name),
             last=query.path,
             last_caption=f"**Last searched:** {md_escape(query.label)}",
-            history=history_items(session.history),
+            history=history_items(thumbs, session.history),
             compare=(query.path, str(first)) if first else None,
             compare_choices=[(f"#{h.rank} · {caption(h)}", i) for i, h in enumerate(result.hits)],
             session=session,

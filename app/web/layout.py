@@ -23,6 +23,7 @@ Events, and why:
 
 from __future__ import annotations
 
+import base64
 import time
 from types import SimpleNamespace
 from typing import Any, Callable
@@ -35,7 +36,7 @@ from app.web.collections import CollectionHandlers
 from app.web.common import example_items
 from app.web.handlers import Handlers
 from app.web.queries import QueryHandlers
-from app.web.session import Session, SessionHandlers
+from app.web.session import SessionHandlers
 from app.web.view_model import SKIP, View
 
 OUT_FIELDS = ("editor", "results", "status", "message", "last", "last_caption", "history", "examples", "compare",
@@ -129,6 +130,46 @@ def editor_src_value(path: str) -> str:
     return f"/gradio_api/file={quote(str(path))}#{time.monotonic_ns()}"
 
 
+def _without_pyi_stub(define: Callable[[], type]) -> type:
+    """Define a subclass of a Gradio component without Gradio writing a ``.pyi`` stub beside this module
+    (its component metaclass does that for custom components, at import time)."""
+    import gradio.component_meta as meta
+
+    write_stub = meta.create_or_modify_pyi
+    meta.create_or_modify_pyi = lambda *args, **kwargs: None
+    try:
+        return define()
+    finally:
+        meta.create_or_modify_pyi = write_stub
+
+
+def _query_image_class() -> type:
+    class QueryImage(gr.Image):
+        """The query image: a ``gr.Image`` whose value reaches the app undecoded.
+
+        ``gr.Image`` decodes an upload with Pillow before the app sees it, so the app's format allow-list
+        and pixel cap would never apply. This one hands over the uploaded file's path (in Gradio's upload
+        folder: Gradio checks that before calling it), or the bytes of a ``data:`` URL sent by an API
+        client; :func:`app.service.query_image.prepare_query` decodes it once. In the browser it is the
+        same component (``is_template``).
+        """
+
+        is_template = True
+
+        def preprocess(self, payload: Any) -> str | bytes | None:
+            if payload is None:
+                return None
+            url = getattr(payload, "url", None) or ""
+            if url.startswith("data:") and not payload.path:
+                return base64.b64decode(url.partition(",")[2] or b"", validate=False)
+            return payload.path
+
+    return QueryImage
+
+
+QueryImage = _without_pyi_stub(_query_image_class)
+
+
 def theme() -> gr.themes.Base:
     """Gradio's Soft theme, which has light and dark variants: the browser's preference picks one (no mode is
     forced)."""
@@ -171,7 +212,7 @@ def build_ui(h: Handlers) -> gr.Blocks:
             with gr.Column(scale=7, min_width=420):
                 _results_panel(ui, h.collections.idle_status(default))
         with gr.Tabs():
-            _examples_tab(ui, session0)
+            _examples_tab(ui, example_items(h.ctx.thumbs, session0.examples))
             _history_tab(ui)
         _wire(ui, h)
     return demo
@@ -193,8 +234,8 @@ def _header(ui: SimpleNamespace, collections: CollectionHandlers, default: str |
 
 def _query_panel(ui: SimpleNamespace, config: Config) -> None:
     """The query image, the crop button and editor, the URL box, k and the Search button."""
-    ui.editor = gr.Image(
-        label="Query image (what is searched)", type="pil", image_mode="RGB", format="png",
+    ui.editor = QueryImage(
+        label="Query image (what is searched)", type="filepath", image_mode=None, format="jpeg",
         sources=["upload", "webcam", "clipboard"], webcam_options=WEBCAM, height=380,
         buttons=["download", "fullscreen"], elem_id="query",
         placeholder="Drop an image, click to upload,\nor paste / take a photo with the buttons below",
@@ -234,9 +275,9 @@ def _results_panel(ui: SimpleNamespace, status: str) -> None:
                                     interactive=False)
 
 
-def _examples_tab(ui: SimpleNamespace, session0: Session) -> None:
+def _examples_tab(ui: SimpleNamespace, examples: list[tuple[str, str]]) -> None:
     with gr.Tab("Examples", elem_id="tab-examples"):
-        ui.examples = gr.Gallery(value=example_items(session0.examples), show_label=False, columns=8,
+        ui.examples = gr.Gallery(value=examples, show_label=False, columns=8,
                                  height="auto", allow_preview=False, object_fit="cover", elem_id="examples",
                                  interactive=False, buttons=[])
         ui.more = gr.Button("Show other examples", size="sm", elem_id="more-examples")

@@ -6,10 +6,12 @@ collection images (an example or a result clicked). Each turns its input into a
 :class:`~app.web.common.Searcher`.
 
 Speed rules: a collection image (example, result, history item) is searched with its stored
-vector, never through the model; a new image runs the model once, however many events the image
-editor fires for it (duplicates are recognised by a hash of the pixels, and the service remembers
-query vectors by that hash). The query image is a plain ``gr.Image`` (one upload event per image;
-images the app shows in it are set from the server and fire nothing). The crop editor
+vector, never through the model, and shown as its preview; a new image runs the model once
+(the service remembers query vectors by the image's key). The query image is a ``gr.Image``
+whose upload reaches the app as the file, undecoded (:class:`app.web.layout.QueryImage`): the
+app's own loader decodes it once (:func:`app.service.query_image.prepare_query`: the key is a hash
+of the file's bytes, and the copy the page shows is made from the same decode). One upload event
+per image; images the app shows in it are set from the server and fire nothing. The crop editor
 (``gr.ImageEditor``, opened by the Crop button) echoes the image it is opened on; that echo is
 recognised by a small pixel signature and is not a crop.
 """
@@ -23,8 +25,8 @@ from typing import Any
 
 from PIL import Image
 
-from app.core.images import load_image
 from app.net.fetch import fetch_url
+from app.service.query_image import image_key, prepare_query
 from app.service.search import Hit
 from app.web.common import Context, Searcher, guarded
 from app.web.session import Session
@@ -34,7 +36,6 @@ from app.web.view_model import (
     composite_image,
     error_md,
     file_size_and_signature,
-    image_key,
     same_picture,
     signature,
 )
@@ -44,11 +45,11 @@ log = logging.getLogger(__name__)
 _URL_LABEL_CHARS = 60
 
 
-def item_query(collection: str, hit: Hit) -> Query:
-    """A collection image as the query: searched with its stored vector."""
-    path = str(hit.abs_path)
-    size, sig = file_size_and_signature(path)
-    return Query("item", path, f"item:{collection}:{hit.id}", f"{hit.label} · {Path(hit.path).name}",
+def item_query(ctx: Context, collection: str, hit: Hit) -> Query:
+    """A collection image as the query: searched with its stored vector, shown as its preview."""
+    shown = ctx.thumbs.preview(hit.abs_path).path
+    size, sig = file_size_and_signature(shown)
+    return Query("item", str(shown), f"item:{collection}:{hit.id}", f"{hit.label} · {Path(hit.path).name}",
                  collection=collection, item_id=hit.id, size=size, origin="app", sig=sig)
 
 
@@ -69,56 +70,44 @@ class QueryHandlers:
         self.ctx = ctx
         self.searcher = searcher
 
-    def _image_query(self, img: Image.Image, label: str, *, origin: str, key: str | None = None) -> Query:
-        """A new image as the query; its pixels are saved (once) so the page can show them."""
-        key = key or image_key(img)
-        path = self.ctx.work_dir / f"{key[:40]}.png"
-        if not path.is_file():
-            tmp = path.with_suffix(".tmp")
-            img.save(tmp, format="PNG", compress_level=1)
-            tmp.replace(path)
-        return Query("image", str(path), key, label, size=img.size, origin=origin, sig=signature(img))
+    def _image_query(self, source: str | bytes | Image.Image, label: str, *, origin: str,
+                     key: str | None = None) -> tuple[Query, Image.Image]:
+        """A new image as the query (decoded once by the app's loader; its copy is what the page shows),
+        and its pixels for the model."""
+        q = prepare_query(source, self.ctx.work_dir, max_bytes=self.ctx.config.max_upload_bytes, key=key)
+        query = Query("image", str(q.copy), q.key, label, size=q.shown.size, origin=origin, sig=signature(q.shown))
+        return query, q.image
 
-    def _editor_image(self, value: Any, collection: str | None, k: Any, session: Session, *, label: str,
-                      always: bool = False) -> View:
-        """Search the editor's image if it is new (``always``: even if it is not)."""
+    def _crop_image(self, value: Any, collection: str | None, k: Any, session: Session) -> View:
+        """Search the crop editor's image if it is a crop (not its echo of the image it was opened on)."""
         img = composite_image(value)
         if img is None:
             return View()
         key = image_key(img)
         cur = session.query
-        log.debug("editor image %s %s; query %s", img.size, key[:12], cur and cur.key[:20])
-        if matches(cur, img, key):
-            if not always:
-                # A repeated event, or the echo of what the app showed: its results are on screen (for
-                # the k and collection chosen since; a late event carries the values of its time).
-                return View()
-            return self.searcher.run(cur, collection, k, session, image=img if cur.key == key else None)
-        earlier = next((q for q in session.recently_shown() if matches(q, img, key)), None)
-        if earlier is not None:  # a late echo of an image the app showed before the current one
-            return self.searcher.run(earlier, collection, k, session) if always else View()
-        cropped = label == "Cropped image"
-        query = self._image_query(img, label, origin="user", key=key)
-        view = self.searcher.run(query, collection, k, session, image=img, set_editor=cropped)
-        if cropped:  # the query image shows the crop (what was searched); the crop editor closes
-            view.crop = None
+        log.debug("crop editor image %s %s; query %s", img.size, key[:12], cur and cur.key[:20])
+        if matches(cur, img, key) or any(matches(q, img, key) for q in session.recently_shown()):
+            # A repeated event, or a (late) echo of what the app showed: nothing to search.
+            return View()
+        query, pixels = self._image_query(img, "Cropped image", origin="user", key=key)
+        view = self.searcher.run(query, collection, k, session, image=pixels, set_editor=True)
+        view.crop = None  # the query image shows the crop (what was searched); the crop editor closes
         return view
 
     @guarded("searching the uploaded image")
-    def on_upload(self, value: Any, collection: str | None, k: Any, session: Session) -> View:
-        """A file, webcam shot or pasted image arrived in the query image: searched (the model runs once per
-        new image). The query image fires this once per user upload and never for images the app shows
-        there, so there are no echoes to recognise; a repeat of the image on screen does nothing."""
-        img = composite_image(value)
-        if img is None:
+    def on_upload(self, value: str | bytes | None, collection: str | None, k: Any, session: Session) -> View:
+        """A file, webcam shot or pasted image arrived in the query image: decoded by the app's loader (the
+        allow-list and the pixel cap apply) and searched; the model runs once per new image. The query
+        image fires this once per user upload and never for images the app shows there, so there are no
+        echoes to recognise; a repeat of the image on screen does nothing."""
+        if value is None:
             return View()
-        key, cur = image_key(img), session.query
-        if cur is not None and cur.key == key:
-            if session.shows(key, collection, self.ctx.service.clamp_k(k)):
-                return View()
-            return self.searcher.run(cur, collection, k, session, image=img)
-        query = self._image_query(img, "Uploaded image", origin="user", key=key)
-        return self.searcher.run(query, collection, k, session, image=img)
+        self.ctx.require(collection)
+        query, pixels = self._image_query(value, "Uploaded image", origin="user")
+        if session.query is not None and session.query.key == query.key and session.shows(
+                query.key, collection, self.ctx.service.clamp_k(k)):
+            return View()
+        return self.searcher.run(query, collection, k, session, image=pixels)
 
     @guarded("opening the crop editor")
     def on_crop_open(self, session: Session) -> View:
@@ -136,15 +125,19 @@ class QueryHandlers:
     def on_crop(self, value: Any, collection: str | None, k: Any, session: Session) -> View:
         """The crop editor's image changed: a crop confirmed (searched), or the editor's echo of the image
         it was opened on (nothing)."""
-        return self._editor_image(value, collection, k, session, label="Cropped image")
+        return self._crop_image(value, collection, k, session)
 
     @guarded("searching")
-    def on_search(self, value: Any, collection: str | None, k: Any, session: Session) -> View:
-        """The Search button: search what the editor shows (always answers)."""
-        if composite_image(value) is None:
+    def on_search(self, value: str | bytes | None, collection: str | None, k: Any, session: Session) -> View:
+        """The Search button: search what the query image shows (always answers)."""
+        if value is None:
             return View(message=error_md("Choose an image first: click an example, upload, paste or take a photo, "
                                          "or paste an image URL."))
-        return self._editor_image(value, collection, k, session, label="Image", always=True)
+        if session.query is not None:  # the app knows what the query image shows: no upload, no decode
+            return self.searcher.run(session.query, collection, k, session)
+        self.ctx.require(collection)
+        query, pixels = self._image_query(value, "Image", origin="user")
+        return self.searcher.run(query, collection, k, session, image=pixels)
 
     @guarded("fetching the image URL")
     def on_url(self, url: str | None, collection: str | None, k: Any, session: Session) -> View:
@@ -154,16 +147,15 @@ class QueryHandlers:
         self.ctx.require(collection)
         config = self.ctx.config
         data = fetch_url(url, allow_loopback=config.allow_loopback_urls, max_bytes=config.max_upload_bytes)
-        img = load_image(data)
         label = url if len(url) <= _URL_LABEL_CHARS else url[:_URL_LABEL_CHARS - 3] + "…"
-        query = self._image_query(img, label, origin="app")
-        return self.searcher.run(query, collection, k, session, set_editor=True, image=img)
+        query, pixels = self._image_query(data, label, origin="app")
+        return self.searcher.run(query, collection, k, session, set_editor=True, image=pixels)
 
     @guarded("searching the example")
     def on_example(self, index: int, collection: str | None, k: Any, session: Session) -> View:
         name = self.ctx.require(collection)
         hit = session.examples[int(index)]
-        return self.searcher.run(item_query(name, hit), name, k, session, set_editor=True)
+        return self.searcher.run(item_query(self.ctx, name, hit), name, k, session, set_editor=True)
 
     @guarded("searching the result")
     def on_result(self, index: int, collection: str | None, k: Any, session: Session) -> View:
@@ -171,4 +163,4 @@ class QueryHandlers:
         if session.shown is None or not (0 <= int(index) < len(session.results)):
             return View()
         hit = session.results[int(index)]
-        return self.searcher.run(item_query(session.shown[1], hit), collection, k, session, set_editor=True)
+        return self.searcher.run(item_query(self.ctx, session.shown[1], hit), collection, k, session, set_editor=True)

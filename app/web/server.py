@@ -7,8 +7,10 @@ Security decisions (see the README's "Using the app"):
 * Host header check against DNS rebinding: Gradio does not check ``Host``, so
   :class:`HostHeaderMiddleware` answers 400 to any request whose ``Host`` is not a name this server
   is reached by (``127.0.0.1:PORT``, ``localhost:PORT``, ``[::1]:PORT`` on loopback).
-* Files: Gradio's file route serves only its own private temp folder (uploads, rendered results)
-  and ``allowed_paths`` = the image folders of the ready collections. Its URL proxy forms
+* Files: Gradio's file route serves its own private temp folder (uploads) and, as static paths,
+  the thumbnail cache and the app's query copies (folders that hold nothing else). A collection's
+  image folder is never served: results, examples and history are thumbnails, and the query image
+  and the compare view show previews, all re-encoded by the app (:mod:`app.core.thumbnails`). Its URL proxy forms
   (``/gradio_api/file=http...``, ``/gradio_api/proxy=...``) are refused: the app fetches URLs itself,
   through the SSRF-safe :func:`app.net.fetch.fetch_url`.
 * Errors: ``show_error=False`` and every handler catches its errors (:func:`app.web.common.guarded`), so no
@@ -152,13 +154,14 @@ def create_app(config: Config, service=None, *, allowed_extra: Iterable[str] = (
     service = service or SearchService(config)
     handlers = Handlers(service, config, work_dir=Path(temp_dir) / "queries",
                         toast=lambda text: gr.Warning(_html_escape(text), duration=8))
+    gr.set_static_paths(handlers.collections.served_folders())
     demo = build_ui(handlers)
     demo.queue(max_size=config.queue_size, default_concurrency_limit=1)
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(HostHeaderMiddleware, allowed=allowed_hosts(config.host, config.port, allowed_extra))
     gr.mount_gradio_app(
         app, demo, path="/", server_name=config.host, server_port=config.port,
-        auth=config.auth, allowed_paths=handlers.collections.image_roots(), max_file_size=config.max_upload_bytes,
+        auth=config.auth, allowed_paths=[], max_file_size=config.max_upload_bytes,
         show_error=False, footer_links=["gradio", "settings"], run_history=False, ssr_mode=False,
         mcp_server=False, pwa=False, theme=theme(), css=CSS, js=JS,
     )

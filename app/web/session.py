@@ -95,7 +95,8 @@ class SessionHandlers:
     def on_compare(self, pick: Any, session: Session) -> View:
         if session.searched is None or pick is None or not (0 <= int(pick) < len(session.results)):
             return View()
-        return View(compare=(session.searched.path, str(session.results[int(pick)].abs_path)))
+        preview = self.ctx.thumbs.preview(session.results[int(pick)].abs_path)
+        return View(compare=(session.searched.path, str(preview.path)))
 
     @guarded("copying the last searched image")
     def on_use_last(self, session: Session) -> View:

@@ -6,7 +6,6 @@ the handler groups (:mod:`app.web.handlers`) decide what happens, :mod:`app.web.
 
 from __future__ import annotations
 
-import hashlib
 import html
 import re
 from dataclasses import dataclass
@@ -99,13 +98,6 @@ def status_html(result: SearchResult, size: int, engine: str, seq: int) -> str:
 
 def idle_status(text: str) -> str:
     return f'<div class="ris-status" data-seq="0"><span>{html.escape(text)}</span></div>'
-
-
-def image_key(img: Image.Image) -> str:
-    """A hash of the pixels: the same picture sent again by the editor gets the same key."""
-    h = hashlib.sha256(f"{img.mode}:{img.size[0]}x{img.size[1]}:".encode())
-    h.update(img.tobytes())
-    return h.hexdigest()
 
 
 def signature(img: Image.Image) -> bytes:

@@ -60,7 +60,7 @@ def test_modules_are_small_and_say_what_they_own(path):
 ELEM_IDS = {"editor-src", "ris-header-row", "ris-header", "collection", "ris-notice", "ris-setup", "query",
             "crop", "crop-box", "crop-editor", "crop-close", "url", "fetch", "k", "search", "ris-message", "results", "status", "compare-box", "compare-pick",
             "compare", "tab-examples", "examples", "more-examples", "tab-history", "last", "last-caption",
-            "last-to-query", "query-to-last", "history"}
+            "last-to-query", "query-to-last", "history", "api-search-file"}
 EVENTS = {("query", "upload"): "on_upload", ("crop", "click"): "on_crop_open",
           ("crop-close", "click"): "on_crop_close", ("crop-editor", "change"): "on_crop",
           ("crop-editor", "apply"): "on_crop", ("editor-src", "change"): None, ("search", "click"): "on_search",
@@ -68,7 +68,8 @@ EVENTS = {("query", "upload"): "on_upload", ("crop", "click"): "on_crop_open",
           ("k", "release"): "on_k", ("k", "change"): "on_k", ("collection", "change"): "on_collection",
           ("more-examples", "click"): "on_more_examples", ("examples", "select"): "on_example",
           ("results", "select"): "on_result", ("history", "select"): "on_history",
-          ("compare-pick", "input"): "on_compare", ("last-to-query", "click"): "on_use_last"}
+          ("compare-pick", "input"): "on_compare", ("last-to-query", "click"): "on_use_last",
+          ("api-search-file", "click"): "search_file"}
 
 
 def test_build_ui_lays_out_and_wires_every_component(small_collection, embedder, tmp_path):
@@ -91,6 +92,9 @@ def test_build_ui_lays_out_and_wires_every_component(small_collection, embedder,
             name = getattr(dep.fn, "__name__", None) if dep.fn else None
             wired[(demo.blocks[block_id].elem_id, event)] = name
     assert wired == EVENTS
+    # The API: exactly the named endpoints are public; every UI event is hidden from the API page.
+    public = {dep.api_name for dep in demo.fns.values() if dep.api_visibility == "public"}
+    assert public == {"search_file", "search_url", "search_item", "collections"}
 
 
 def test_the_query_image_hands_over_the_file_undecoded(tmp_path):

@@ -133,7 +133,8 @@ def app_query(service, path: Path, collection: str, copy_dir: Path) -> dict[str,
     for old in copy_dir.glob("*.jpg"):  # a new image has no copy yet
         old.unlink()
     t = time.perf_counter()
-    q = prepare_query(path, copy_dir, max_bytes=service.config.max_upload_bytes)
+    q = prepare_query(path, copy_dir, max_bytes=service.config.max_upload_bytes,
+                      draft_size=service.embedder.preprocessing.resize)
     r = service.search_image(q.image, collection, 5, key=q.key)
     total = (time.perf_counter() - t) * 1000.0
     return {**q.timings_ms, "preprocess": r.decode_ms, "embed": r.embed_ms, "search": r.search_ms, "total": total}

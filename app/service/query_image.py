@@ -6,7 +6,8 @@ of a crop) to what the searcher needs, and the benchmark runs it too:
 1. the key: a sha256 of the file's bytes (of the pixels for an in-memory image), so the same
    picture sent again is recognised without running the model;
 2. one decode by :func:`app.core.images.load_image` (format allow-list and pixel cap checked before
-   decoding; JPEGs decoded at a reduced DCT scale that still gives :data:`COPY_DRAFT` px);
+   decoding; a JPEG decoded at the smallest DCT scale that still gives the model's resize on each
+   side, e.g. 1/8 for a 12 MP photo: 500x375 px);
 3. the app's own copy: a JPEG of at most :data:`COPY_SIZE` px, which the page shows, the crop editor
    opens, and the history's thumbnail is made from. The user's file itself is never served back.
 """
@@ -27,7 +28,7 @@ from app.errors import InvalidImageError
 from app.files.atomic import write_bytes
 
 COPY_SIZE = 1024  # the copy's longer side at most
-COPY_DRAFT = 512  # a JPEG is decoded at the smallest scale that still has this many px on each side
+COPY_DRAFT = 256  # a JPEG is decoded at the smallest scale that still has this many px on each side (at least)
 
 
 @dataclass(frozen=True)
@@ -69,10 +70,12 @@ def read_source(source: str | os.PathLike[str] | bytes, max_bytes: int) -> bytes
 
 def prepare_query(source: str | os.PathLike[str] | bytes | Image.Image, copy_dir: str | os.PathLike[str], *,
                   max_bytes: int = 20 * 1024 * 1024, max_pixels: int = DEFAULT_MAX_PIXELS,
-                  key: str | None = None) -> QueryImage:
+                  key: str | None = None, draft_size: int = COPY_DRAFT) -> QueryImage:
     """Hash, decode (once) and copy a new query image; :class:`InvalidImageError` if it is not one.
 
-    ``key``: the pixels' :func:`image_key` when the caller has it already (in-memory images only).
+    ``key``: the pixels' :func:`image_key` when the caller has it already (in-memory images only);
+    ``draft_size``: the model's resize (a JPEG is decoded at a scale that still has it; at least
+    :data:`COPY_DRAFT`).
     """
     t0 = time.perf_counter()
     if isinstance(source, Image.Image):
@@ -85,7 +88,7 @@ def prepare_query(source: str | os.PathLike[str] | bytes | Image.Image, copy_dir
         data = read_source(source, max_bytes)
         key = hashlib.sha256(data).hexdigest()
         t1 = time.perf_counter()
-        img = load_image(data, max_pixels=max_pixels, draft_size=COPY_DRAFT)
+        img = load_image(data, max_pixels=max_pixels, draft_size=max(COPY_DRAFT, draft_size))
         t2 = time.perf_counter()
         hash_ms, decode_ms = (t1 - t0) * 1000.0, (t2 - t1) * 1000.0
     copy = Path(copy_dir) / f"{key[:40]}.jpg"

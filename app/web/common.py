@@ -24,6 +24,7 @@ from PIL import Image
 from app.config import Config
 from app.core.thumbnails import Thumbnails
 from app.errors import AppError, IndexMissingError
+from app.service.query_image import QueryImage, prepare_query
 from app.service.search import CollectionInfo, Hit, SearchResult, SearchService
 from app.web.view_model import SKIP, Query, View, caption, error_md, example_caption, md_escape, status_html
 
@@ -45,6 +46,11 @@ class Context:
         self.thumbs = Thumbnails(Path(config.cache_dir) / "thumbnails")
         self.toast: Callable[[str], None] = toast or (lambda text: None)
         self.infos: list[CollectionInfo] = service.collections()
+
+    def prepare(self, source: str | bytes | Image.Image, key: str | None = None) -> QueryImage:
+        """A new query image, decoded once at the scale the running model needs (see :func:`prepare_query`)."""
+        return prepare_query(source, self.work_dir, max_bytes=self.config.max_upload_bytes, key=key,
+                             draft_size=self.service.embedder.preprocessing.resize)
 
     def info(self, name: str | None) -> CollectionInfo | None:
         return next((i for i in self.infos if i.name == name), None)

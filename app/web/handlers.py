@@ -7,7 +7,8 @@
   the Search button, an image URL, a clicked example or result);
 * ``session`` (:mod:`app.web.session`): what the session holds (a new k, history, compare,
   "Back to the query");
-* ``collections`` (:mod:`app.web.collections`): the collection menu, start-up texts, examples.
+* ``collections`` (:mod:`app.web.collections`): the collection menu, start-up texts, examples;
+* ``api`` (:mod:`app.web.api`): the programmatic API's named endpoints.
 
 Errors become messages in :func:`~app.web.common.guarded`; searches are run and rendered by
 :class:`~app.web.common.Searcher`.
@@ -20,6 +21,7 @@ from typing import Callable
 
 from app.config import Config
 from app.service.search import SearchService
+from app.web.api import ApiHandlers
 from app.web.collections import CollectionHandlers
 from app.web.common import Context, Searcher, guarded
 from app.web.queries import QueryHandlers
@@ -39,6 +41,7 @@ class Handlers:
         self.queries = QueryHandlers(self.ctx, searcher)
         self.session = SessionHandlers(self.ctx, searcher)
         self.collections = CollectionHandlers(self.ctx, searcher)
+        self.api = ApiHandlers(self.ctx)
 
     @property
     def service(self) -> SearchService:

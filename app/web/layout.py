@@ -32,6 +32,7 @@ from urllib.parse import quote
 import gradio as gr
 
 from app.config import Config
+from app.web.api import ApiHandlers, api_errors
 from app.web.collections import CollectionHandlers
 from app.web.common import example_items
 from app.web.handlers import Handlers
@@ -215,6 +216,7 @@ def build_ui(h: Handlers) -> gr.Blocks:
             _examples_tab(ui, example_items(h.ctx.thumbs, session0.examples))
             _history_tab(ui)
         _wire(ui, h)
+        _api(h.api)
     return demo
 
 
@@ -361,3 +363,33 @@ def _wire_session(ui: SimpleNamespace, s: SessionHandlers, ev: dict) -> None:
 def _wire_collections(ui: SimpleNamespace, c: CollectionHandlers, ev: dict) -> None:
     ui.collection.change(_shown(c.on_collection), [ui.collection, ui.k, ui.session], **ev)
     ui.more.click(_shown(c.on_more_examples), [ui.collection, ui.session], **ev)
+
+
+# -- the programmatic API (app.web.api): named, documented endpoints; everything above is private -------
+def _api(api: ApiHandlers) -> None:
+    """``/search_file`` takes a file, so it is an event of hidden components (Gradio checks that the file was
+    uploaded, and :class:`QueryImage` hands it over undecoded); the others are typed functions (``gr.api``)."""
+    with gr.Group(visible=False):
+        image = QueryImage(type="filepath", image_mode=None, label="image", sources=["upload"])
+        collection = gr.Textbox(label="collection")
+        k = gr.Number(value=5, precision=0, label="k", minimum=1)
+        out = gr.JSON(label="result")
+        trigger = gr.Button("search_file", elem_id="api-search-file")
+    common = dict(concurrency_id="search", api_visibility="public")
+    trigger.click(api_errors(api.search_file), [image, collection, k], out, api_name="search_file",
+                  api_description=api.search_file.__doc__, show_progress="hidden", **common)
+
+    @api_errors
+    def search_url(url: str, collection: str, k: int = 5) -> dict:
+        return api.search_url(url, collection, k)
+
+    @api_errors
+    def search_item(collection: str, item_id: int, k: int = 5) -> dict:
+        return api.search_item(collection, item_id, k)
+
+    @api_errors
+    def collections() -> list:
+        return api.collections()
+
+    for fn, method in ((search_url, api.search_url), (search_item, api.search_item), (collections, api.collections)):
+        gr.api(fn, api_name=fn.__name__, api_description=method.__doc__, **common)

@@ -26,7 +26,7 @@ from typing import Any
 from PIL import Image
 
 from app.net.fetch import fetch_url
-from app.service.query_image import image_key, prepare_query
+from app.service.query_image import image_key
 from app.service.search import Hit
 from app.web.common import Context, Searcher, guarded
 from app.web.session import Session
@@ -74,7 +74,7 @@ class QueryHandlers:
                      key: str | None = None) -> tuple[Query, Image.Image]:
         """A new image as the query (decoded once by the app's loader; its copy is what the page shows),
         and its pixels for the model."""
-        q = prepare_query(source, self.ctx.work_dir, max_bytes=self.ctx.config.max_upload_bytes, key=key)
+        q = self.ctx.prepare(source, key=key)
         query = Query("image", str(q.copy), q.key, label, size=q.shown.size, origin=origin, sig=signature(q.shown))
         return query, q.image
 

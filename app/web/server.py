@@ -4,15 +4,14 @@ Security decisions (see the README's "Using the app"):
 
 * Binds 127.0.0.1 by default. Any other address requires ``--auth`` (start-up is refused
   otherwise); there is never a public share link (``share=True`` is not used).
-* Host header check against DNS rebinding: Gradio does not check ``Host``, so
-  :class:`HostHeaderMiddleware` answers 400 to any request whose ``Host`` is not a name this server
-  is reached by (``127.0.0.1:PORT``, ``localhost:PORT``, ``[::1]:PORT`` on loopback).
+* Every request passes :class:`app.web.guard.RequestGuard` first: the Host header (DNS rebinding),
+  the Origin of state-changing requests (cross-site uploads and queue joins), the body size
+  (413 before the body is read) and Gradio's URL-proxy routes.
 * Files: Gradio's file route serves its own private temp folder (uploads) and, as static paths,
   the thumbnail cache and the app's query copies (folders that hold nothing else). A collection's
   image folder is never served: results, examples and history are thumbnails, and the query image
-  and the compare view show previews, all re-encoded by the app (:mod:`app.core.thumbnails`). Its URL proxy forms
-  (``/gradio_api/file=http...``, ``/gradio_api/proxy=...``) are refused: the app fetches URLs itself,
-  through the SSRF-safe :func:`app.net.fetch.fetch_url`.
+  and the compare view show previews, all re-encoded by the app (:mod:`app.core.thumbnails`).
+  Gradio's file route resolves symbolic links before it checks a path against those folders.
 * Errors: ``show_error=False`` and every handler catches its errors (:func:`app.web.common.guarded`), so no
   traceback reaches the browser; unexpected ones are logged here.
 * Limits: uploads up to ``max_upload_mb`` (``max_file_size``), a bounded queue (``queue_size``).
@@ -21,38 +20,26 @@ Security decisions (see the README's "Using the app"):
 from __future__ import annotations
 
 import atexit
-import ipaddress
 import logging
 import os
-import re
 import shutil
-import socket
 import tempfile
 import time
 from pathlib import Path
 from typing import Iterable
 
 from app.config import Config
+from app.web.guard import RequestGuard, allowed_hosts, is_loopback
 
 log = logging.getLogger(__name__)
 
 AUTH_ENV = "RIS_AUTH"
-_REFUSED_PATHS = re.compile(r"^/gradio_api/(?:file[=/]\s*[a-z][a-z0-9+.-]*:|proxy=)", re.IGNORECASE)
-_WILDCARDS = ("0.0.0.0", "::", "")
+__all__ = ["AUTH_ENV", "StartupError", "allowed_hosts", "check_bind", "create_app", "is_loopback", "make_server",
+           "parse_auth", "serve", "warm_up"]
 
 
 class StartupError(Exception):
     """The server cannot start with these settings (message for the command line)."""
-
-
-def is_loopback(host: str) -> bool:
-    host = host.strip().strip("[]").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def parse_auth(text: str | None) -> tuple[str, str] | None:
@@ -63,70 +50,6 @@ def parse_auth(text: str | None) -> tuple[str, str] | None:
     if not sep or not user or not password:
         raise StartupError("--auth must look like USER:PASSWORD (both non-empty).")
     return user, password
-
-
-def _host_name(host: str) -> str:
-    host = host.strip().strip("[]").lower()
-    try:
-        if ipaddress.ip_address(host).version == 6:
-            return f"[{host}]"
-    except ValueError:
-        pass
-    return host
-
-
-def allowed_hosts(host: str, port: int, extra: Iterable[str] = ()) -> frozenset[str]:
-    """The ``Host`` header values accepted: every name the server can legitimately be reached by."""
-    bare = host.strip().strip("[]").lower()
-    names: set[str] = set()
-    if bare in _WILDCARDS or is_loopback(bare):
-        names |= {"127.0.0.1", "localhost", "[::1]"}
-    if bare in _WILDCARDS:
-        hostname = socket.gethostname()
-        names |= {hostname.lower(), socket.getfqdn().lower()}
-        try:
-            names |= {_host_name(info[4][0]) for info in socket.getaddrinfo(hostname, None)}
-        except OSError:
-            pass
-    else:
-        names.add(_host_name(bare))
-    names |= {_host_name(e) for e in extra if e}
-    accepted = {f"{n}:{port}" for n in names}
-    if port == 80:
-        accepted |= names
-    return frozenset(accepted)
-
-
-class HostHeaderMiddleware:
-    """Refuse requests with an unexpected ``Host`` (DNS rebinding) and Gradio's URL-proxy routes."""
-
-    def __init__(self, app, allowed: Iterable[str]) -> None:
-        self.app = app
-        self.allowed = frozenset(a.lower() for a in allowed)
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] in ("http", "websocket"):
-            host = ""
-            for name, value in scope.get("headers", ()):
-                if name == b"host":
-                    host = value.decode("latin-1").strip().lower()
-                    break
-            if host not in self.allowed:
-                await self._refuse(scope, receive, send, 400, "Invalid Host header")
-                return
-            if _REFUSED_PATHS.match(scope.get("path", "")):
-                await self._refuse(scope, receive, send, 403, "Not allowed")
-                return
-        await self.app(scope, receive, send)
-
-    @staticmethod
-    async def _refuse(scope, receive, send, status: int, text: str) -> None:
-        if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1008})
-            return
-        from starlette.responses import PlainTextResponse
-
-        await PlainTextResponse(text, status_code=status)(scope, receive, send)
 
 
 def _private_gradio_temp_dir() -> str:
@@ -158,7 +81,8 @@ def create_app(config: Config, service=None, *, allowed_extra: Iterable[str] = (
     demo = build_ui(handlers)
     demo.queue(max_size=config.queue_size, default_concurrency_limit=1)
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(HostHeaderMiddleware, allowed=allowed_hosts(config.host, config.port, allowed_extra))
+    app.add_middleware(RequestGuard, allowed=allowed_hosts(config.host, config.port, allowed_extra),
+                       max_body=config.max_upload_bytes)
     gr.mount_gradio_app(
         app, demo, path="/", server_name=config.host, server_port=config.port,
         auth=config.auth, allowed_paths=[], max_file_size=config.max_upload_bytes,

@@ -39,7 +39,8 @@ def test_fewer_than_20_rounds_is_refused(capsys):
 @pytest.mark.browser
 def test_driver_times_every_path_on_a_live_app(small_collection, tmp_path):
     """The driver against a real app and file server (2 rounds here; the script insists on 20)."""
-    from app.cli.bench_ui import CHROMIUM, _app, _drive, _drive_floor, _file_server, _thumbnails
+    from app.cli.bench_ui import CHROMIUM, _drive, _drive_floor, _thumbnails
+    from app.cli.live import AppProcess, FileServer
 
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed")
@@ -49,14 +50,11 @@ def test_driver_times_every_path_on_a_live_app(small_collection, tmp_path):
         shutil.copy(p, tmp_path / f"{p.parent.name}-{p.name}")
     copies = sorted(tmp_path.glob("*.jpg"))
 
-    class Args:
-        pass
-
-    with _app(Args(), config, print) as url, _file_server(tmp_path) as site:
+    with AppProcess(config) as url, FileServer(tmp_path) as site:
         times = _drive(url, site, copies, 2)
     assert {k: len(v) for k, v in times.items()} == {"upload": 2, "click": 2, "example": 2, "url": 2,
                                                      "first_paint": 2}
     assert all(0 < ms < 30_000 for values in times.values() for ms in values)
-    with _app(Args(), config, print, floor_images=_thumbnails(copies, tmp_path / "thumbs")) as url:
+    with AppProcess(config, floor_images=_thumbnails(copies, tmp_path / "thumbs")) as url:
         floor = _drive_floor(url, 2)
     assert len(floor) == 2 and all(0 < ms < 30_000 for ms in floor)

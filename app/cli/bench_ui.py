@@ -19,19 +19,16 @@ import argparse
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from app.cli.common import add_common_args, config_from_args, table
-from app.config import PROJECT_ROOT
+from app.cli.live import AppProcess, FileServer
 from app.errors import AppError
 
 CHROMIUM = "/usr/bin/chromium"
@@ -81,11 +78,11 @@ def run_bench_ui(args: argparse.Namespace, config, log) -> dict[str, Any]:
     picks = rng.choice(jpegs, size=min(len(jpegs), 3 * args.rounds + 2), replace=False).tolist()
     with tempfile.TemporaryDirectory(prefix="bench-ui-") as tmp:
         photos = [shutil.copy(col.item_path(i), Path(tmp) / f"q{n:03d}.jpg") for n, i in enumerate(picks)]
-        with _app(args, config, log) as url, _file_server(Path(tmp)) as site:
+        with AppProcess(config) as url, FileServer(Path(tmp)) as site:
             log(f"app at {url}; {args.rounds} rounds per path")
             times = _drive(url, site, [Path(p) for p in photos], args.rounds, headed=args.headed)
         thumbs = _thumbnails([Path(p) for p in photos[:12]], Path(tmp) / "thumbs")
-        with _app(args, config, log, floor_images=thumbs) as url:
+        with AppProcess(config, floor_images=thumbs) as url:
             log(f"Gradio floor app at {url}")
             times["floor"] = _drive_floor(url, args.rounds, headed=args.headed)
     return summarize(times, args.rounds, config)
@@ -134,78 +131,6 @@ def format_bench_ui(r: dict[str, Any]) -> str:
     lines += [f"{t['metric']}: {t['value']:.0f} ms (target <= {t['limit']:.0f}) {'PASS' if t['pass'] else 'FAIL'}"
               for t in r["targets"]]
     return "\n".join(lines)
-
-
-# -- the app and a file server, as subprocesses on loopback ---------------------------------------
-
-
-class _app:
-    """``python -m app`` on a free 127.0.0.1 port, for the ``with`` block; killed on the way out."""
-
-    def __init__(self, args: argparse.Namespace, config, log, floor_images: Path | None = None) -> None:
-        self.port = _free_port()
-        self.cmd = [sys.executable, "-m", "app", "--port", str(self.port), "--indexes", str(config.indexes_dir),
-                    "--features", str(config.features_dir), "--model", config.model, "--weights", str(config.weights),
-                    "--allow-loopback-urls"]
-        if floor_images is not None:  # Gradio's floor instead (app.metrics.gradio_floor)
-            self.cmd = [sys.executable, "-m", "app.metrics.gradio_floor", "--port", str(self.port),
-                        "--images", str(floor_images)]
-        self.log = log
-
-    def __enter__(self) -> str:
-        self.proc = subprocess.Popen(self.cmd, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     text=True)
-        url = f"http://127.0.0.1:{self.port}/"
-        _wait_http(url, self.proc)
-        return url
-
-    def __exit__(self, *exc) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-
-
-class _file_server:
-    """``python -m http.server`` for the URL path, on 127.0.0.1 only."""
-
-    def __init__(self, root: Path) -> None:
-        self.root, self.port = root, _free_port()
-
-    def __enter__(self) -> str:
-        self.proc = subprocess.Popen([sys.executable, "-m", "http.server", str(self.port), "--bind", "127.0.0.1",
-                                      "--directory", str(self.root)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{self.port}"
-        _wait_http(url + "/", self.proc)
-        return url
-
-    def __exit__(self, *exc) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            err = proc.stderr.read() if proc.stderr else ""
-            raise AppError(f"{url} did not start (exit {proc.returncode}): {err.strip()[-300:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback only
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise AppError(f"{url} did not answer within {timeout:.0f} s.")
 
 
 # -- the browser ----------------------------------------------------------------------------------

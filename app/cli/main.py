@@ -13,7 +13,7 @@ import logging
 import sys
 from typing import Sequence
 
-from app.cli import bench, bench_ui, build, download, evaluate, prepare, quantize, search, sync
+from app.cli import bench, bench_ui, build, download, evaluate, load, prepare, quantize, search, sync
 from app.cli.common import run
 
 # command -> (help, add its arguments, run it, what Ctrl-C leaves behind)
@@ -30,6 +30,8 @@ COMMANDS = {
     "bench": ("speed of the query and build paths (scripts/bench.py)", bench.add_bench_args, bench.cmd_bench, ""),
     "bench-ui": ("what the user waits for, in a real browser (scripts/bench_ui.py)", bench_ui.add_bench_ui_args,
                  bench_ui.cmd_bench_ui, ""),
+    "load": ("concurrent clients against the app, memory watched (scripts/load.py)", load.add_load_args,
+             load.cmd_load, ""),
     "quantize": ("make the INT8 model of --engine onnx-int8 from a built collection's images",
                  quantize.add_quantize_args, quantize.cmd_quantize, ""),
     "prepare": ("get weights, datasets and indexes ready (scripts/run.sh)", prepare.add_prepare_args,

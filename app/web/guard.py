@@ -9,6 +9,8 @@
   ``Sec-Fetch-Site: cross-site``. Scripts (``gradio_client``, curl) send no ``Origin`` and pass;
 * **413** to a body larger than the upload limit: at once when ``Content-Length`` says so (nothing
   of the body is read), and as soon as the limit is crossed for a body without a length;
+* a readable "busy, try again" answer instead of Gradio's terse one when its queue is full (503 at
+  once: a full queue never makes a client wait);
 * **403** to Gradio's URL-proxy forms (``/gradio_api/file=http...``, ``/gradio_api/proxy=...``): the
   app fetches URLs itself, through the SSRF-safe :func:`app.net.fetch.fetch_url`.
 """
@@ -25,6 +27,8 @@ _REFUSED_PATHS = re.compile(r"^/gradio_api/(?:file[=/]\s*[a-z][a-z0-9+.-]*:|prox
 _WILDCARDS = ("0.0.0.0", "::", "")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 BODY_OVERHEAD = 1024 * 1024  # multipart framing and JSON around an upload of the maximum size
+BUSY_MESSAGE = "The app is busy: too many searches are waiting. Try again in a moment."
+_QUEUE_PATHS = re.compile(r"^/gradio_api/(?:queue/join|call/)")
 
 
 def is_loopback(host: str) -> bool:
@@ -86,6 +90,8 @@ class RequestGuard:
         if refusal is not None:
             await _refuse(scope, receive, send, *refusal)
             return
+        if scope["type"] == "http" and _QUEUE_PATHS.match(scope.get("path", "")):
+            send = _busy_answer(send)
         if scope["type"] == "http" and self.max_body is not None and scope.get("method") in _BODY_METHODS:
             await self._limited(scope, receive, send)
             return
@@ -140,6 +146,30 @@ class RequestGuard:
                 raise
         if state["exceeded"] and not state["started"]:
             await _refuse(scope, receive, send, 413, "Request body too large")
+
+
+def _busy_answer(send):
+    """``send``, with Gradio's "queue is full" 503 answered by :data:`BUSY_MESSAGE` (same status)."""
+    import json
+
+    held: dict = {}
+
+    async def wrapped(message) -> None:
+        if message["type"] == "http.response.start" and message.get("status") == 503:
+            held["start"] = message
+            return
+        if "start" in held and message["type"] == "http.response.body":
+            if message.get("more_body"):
+                return
+            body = json.dumps({"detail": BUSY_MESSAGE}).encode()
+            start = held.pop("start")
+            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+            await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await send(message)
+
+    return wrapped
 
 
 async def _refuse(scope, receive, send, status: int, text: str) -> None:

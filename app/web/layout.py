@@ -366,6 +366,12 @@ def _wire_collections(ui: SimpleNamespace, c: CollectionHandlers, ev: dict) -> N
 
 
 # -- the programmatic API (app.web.api): named, documented endpoints; everything above is private -------
+# API calls run two at a time (the model itself runs one image at a time, under the searcher's lock): one
+# call's Gradio work (upload, pre- and postprocessing) overlaps another's search. UI events keep their own
+# group of one, so a session's events stay in order.
+API_CONCURRENCY = 2
+
+
 def _api(api: ApiHandlers) -> None:
     """``/search_file`` takes a file, so it is an event of hidden components (Gradio checks that the file was
     uploaded, and :class:`QueryImage` hands it over undecoded); the others are typed functions (``gr.api``)."""
@@ -375,7 +381,7 @@ def _api(api: ApiHandlers) -> None:
         k = gr.Number(value=5, precision=0, label="k", minimum=1)
         out = gr.JSON(label="result")
         trigger = gr.Button("search_file", elem_id="api-search-file")
-    common = dict(concurrency_id="search", api_visibility="public")
+    common = dict(concurrency_id="api", concurrency_limit=API_CONCURRENCY, api_visibility="public")
     trigger.click(api_errors(api.search_file), [image, collection, k], out, api_name="search_file",
                   api_description=api.search_file.__doc__, show_progress="hidden", **common)
 

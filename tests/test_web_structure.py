@@ -104,9 +104,9 @@ def test_the_query_image_hands_over_the_file_undecoded(tmp_path):
 
     from gradio.data_classes import ImageData
 
-    from app.web.layout import QueryImage
+    from app.web.components import QueryImageInput
 
-    comp = QueryImage(type="filepath")
+    comp = QueryImageInput(type="filepath")
     assert comp.get_block_name() == "image"
     assert not list((Path(__file__).parents[1] / "app" / "web").glob("*.pyi"))
     bad = tmp_path / "x.png"

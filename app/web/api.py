@@ -11,18 +11,23 @@ Every endpoint answers JSON-able values. A search answers::
 (a 256 px JPEG the app renders: the collection's own files are never served). Errors (not an image,
 no such collection or id, a refused URL) reach the client as a Gradio error carrying the app's
 one-line message (``gradio_client`` raises ``AppError`` with it). The endpoints and their names are
-wired in :func:`app.web.layout.build_api`.
+registered by :func:`wire_api`, which :func:`app.web.layout.build_ui` calls; every other event of the
+page is private.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, Callable
+
+import gradio as gr
 
 from app.errors import AppError
 from app.net.fetch import fetch_url
 from app.service.search import SearchResult
 from app.web.common import Context
+from app.web.components import QueryImageInput
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +36,8 @@ API_ENDPOINTS = ("search_file", "search_url", "search_item", "collections")
 
 def api_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Typed errors become a Gradio error with the app's message; anything else a generic one (logged)."""
-    import functools
-
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        import gradio as gr
-
         try:
             return fn(*args, **kwargs)
         except AppError as exc:
@@ -109,3 +110,39 @@ class ApiHandlers:
 
 def _missing(what: str) -> AppError:
     return AppError(f"Give {what}.")
+
+
+# -- the endpoints: names, arguments, and the Gradio wiring (called inside the page's Blocks) ---------
+# API calls run two at a time (the model itself runs one image at a time, under the searcher's lock): one
+# call's Gradio work (upload, pre- and postprocessing) overlaps another's search. UI events keep their own
+# group of one, so a session's events stay in order.
+API_CONCURRENCY = 2
+
+
+def wire_api(api: ApiHandlers) -> None:
+    """Register the endpoints. ``/search_file`` takes a file, so it is an event of hidden components (Gradio checks that the file was
+    uploaded, and :class:`~app.web.components.QueryImageInput` hands it over undecoded); the others are typed functions (``gr.api``)."""
+    with gr.Group(visible=False):
+        image = QueryImageInput(type="filepath", image_mode=None, label="image", sources=["upload"])
+        collection = gr.Textbox(label="collection")
+        k = gr.Number(value=5, precision=0, label="k", minimum=1)
+        out = gr.JSON(label="result")
+        trigger = gr.Button("search_file", elem_id="api-search-file")
+    common = dict(concurrency_id="api", concurrency_limit=API_CONCURRENCY, api_visibility="public")
+    trigger.click(api_errors(api.search_file), [image, collection, k], out, api_name="search_file",
+                  api_description=api.search_file.__doc__, show_progress="hidden", **common)
+
+    @api_errors
+    def search_url(url: str, collection: str, k: int = 5) -> dict:
+        return api.search_url(url, collection, k)
+
+    @api_errors
+    def search_item(collection: str, item_id: int, k: int = 5) -> dict:
+        return api.search_item(collection, item_id, k)
+
+    @api_errors
+    def collections() -> list:
+        return api.collections()
+
+    for fn, method in ((search_url, api.search_url), (search_item, api.search_item), (collections, api.collections)):
+        gr.api(fn, api_name=fn.__name__, api_description=method.__doc__, **common)

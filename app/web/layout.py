@@ -23,7 +23,6 @@ Events, and why:
 
 from __future__ import annotations
 
-import base64
 import time
 from types import SimpleNamespace
 from typing import Any, Callable
@@ -32,9 +31,10 @@ from urllib.parse import quote
 import gradio as gr
 
 from app.config import Config
-from app.web.api import ApiHandlers, api_errors
+from app.web.api import wire_api
 from app.web.collections import CollectionHandlers
 from app.web.common import example_items
+from app.web.components import QueryImageInput
 from app.web.handlers import Handlers
 from app.web.queries import QueryHandlers
 from app.web.session import SessionHandlers
@@ -131,46 +131,6 @@ def editor_src_value(path: str) -> str:
     return f"/gradio_api/file={quote(str(path))}#{time.monotonic_ns()}"
 
 
-def _without_pyi_stub(define: Callable[[], type]) -> type:
-    """Define a subclass of a Gradio component without Gradio writing a ``.pyi`` stub beside this module
-    (its component metaclass does that for custom components, at import time)."""
-    import gradio.component_meta as meta
-
-    write_stub = meta.create_or_modify_pyi
-    meta.create_or_modify_pyi = lambda *args, **kwargs: None
-    try:
-        return define()
-    finally:
-        meta.create_or_modify_pyi = write_stub
-
-
-def _query_image_class() -> type:
-    class QueryImage(gr.Image):
-        """The query image: a ``gr.Image`` whose value reaches the app undecoded.
-
-        ``gr.Image`` decodes an upload with Pillow before the app sees it, so the app's format allow-list
-        and pixel cap would never apply. This one hands over the uploaded file's path (in Gradio's upload
-        folder: Gradio checks that before calling it), or the bytes of a ``data:`` URL sent by an API
-        client; :func:`app.service.query_image.prepare_query` decodes it once. In the browser it is the
-        same component (``is_template``).
-        """
-
-        is_template = True
-
-        def preprocess(self, payload: Any) -> str | bytes | None:
-            if payload is None:
-                return None
-            url = getattr(payload, "url", None) or ""
-            if url.startswith("data:") and not payload.path:
-                return base64.b64decode(url.partition(",")[2] or b"", validate=False)
-            return payload.path
-
-    return QueryImage
-
-
-QueryImage = _without_pyi_stub(_query_image_class)
-
-
 def theme() -> gr.themes.Base:
     """Gradio's Soft theme, which has light and dark variants: the browser's preference picks one (no mode is
     forced)."""
@@ -216,7 +176,7 @@ def build_ui(h: Handlers) -> gr.Blocks:
             _examples_tab(ui, example_items(h.ctx.thumbs, session0.examples))
             _history_tab(ui)
         _wire(ui, h)
-        _api(h.api)
+        wire_api(h.api)
     return demo
 
 
@@ -236,7 +196,7 @@ def _header(ui: SimpleNamespace, collections: CollectionHandlers, default: str |
 
 def _query_panel(ui: SimpleNamespace, config: Config) -> None:
     """The query image, the crop button and editor, the URL box, k and the Search button."""
-    ui.editor = QueryImage(
+    ui.editor = QueryImageInput(
         label="Query image (what is searched)", type="filepath", image_mode=None, format="jpeg",
         sources=["upload", "webcam", "clipboard"], webcam_options=WEBCAM, height=380,
         buttons=["download", "fullscreen"], elem_id="query",
@@ -363,39 +323,3 @@ def _wire_session(ui: SimpleNamespace, s: SessionHandlers, ev: dict) -> None:
 def _wire_collections(ui: SimpleNamespace, c: CollectionHandlers, ev: dict) -> None:
     ui.collection.change(_shown(c.on_collection), [ui.collection, ui.k, ui.session], **ev)
     ui.more.click(_shown(c.on_more_examples), [ui.collection, ui.session], **ev)
-
-
-# -- the programmatic API (app.web.api): named, documented endpoints; everything above is private -------
-# API calls run two at a time (the model itself runs one image at a time, under the searcher's lock): one
-# call's Gradio work (upload, pre- and postprocessing) overlaps another's search. UI events keep their own
-# group of one, so a session's events stay in order.
-API_CONCURRENCY = 2
-
-
-def _api(api: ApiHandlers) -> None:
-    """``/search_file`` takes a file, so it is an event of hidden components (Gradio checks that the file was
-    uploaded, and :class:`QueryImage` hands it over undecoded); the others are typed functions (``gr.api``)."""
-    with gr.Group(visible=False):
-        image = QueryImage(type="filepath", image_mode=None, label="image", sources=["upload"])
-        collection = gr.Textbox(label="collection")
-        k = gr.Number(value=5, precision=0, label="k", minimum=1)
-        out = gr.JSON(label="result")
-        trigger = gr.Button("search_file", elem_id="api-search-file")
-    common = dict(concurrency_id="api", concurrency_limit=API_CONCURRENCY, api_visibility="public")
-    trigger.click(api_errors(api.search_file), [image, collection, k], out, api_name="search_file",
-                  api_description=api.search_file.__doc__, show_progress="hidden", **common)
-
-    @api_errors
-    def search_url(url: str, collection: str, k: int = 5) -> dict:
-        return api.search_url(url, collection, k)
-
-    @api_errors
-    def search_item(collection: str, item_id: int, k: int = 5) -> dict:
-        return api.search_item(collection, item_id, k)
-
-    @api_errors
-    def collections() -> list:
-        return api.collections()
-
-    for fn, method in ((search_url, api.search_url), (search_item, api.search_item), (collections, api.collections)):
-        gr.api(fn, api_name=fn.__name__, api_description=method.__doc__, **common)

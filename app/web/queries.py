@@ -8,7 +8,7 @@ collection images (an example or a result clicked). Each turns its input into a
 Speed rules: a collection image (example, result, history item) is searched with its stored
 vector, never through the model, and shown as its preview; a new image runs the model once
 (the service remembers query vectors by the image's key). The query image is a ``gr.Image``
-whose upload reaches the app as the file, undecoded (:class:`app.web.layout.QueryImage`): the
+whose upload reaches the app as the file, undecoded (:class:`app.web.components.QueryImageInput`): the
 app's own loader decodes it once (:func:`app.service.query_image.prepare_query`: the key is a hash
 of the file's bytes, and the copy the page shows is made from the same decode). One upload event
 per image; images the app shows in it are set from the server and fire nothing. The crop editor

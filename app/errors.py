@@ -69,3 +69,7 @@ class ManifestError(IndexMismatchError):
 class UnsupportedOperationError(AppError):
     """A vector store cannot do what was asked (for example remove ids from a flat faiss index, which
     would renumber every later row)."""
+
+
+class StorageError(AppError):
+    """A file could not be written: the disk is full, read-only, or the folder is not writable."""

@@ -29,10 +29,14 @@ HOLDER = """
 import os, sys, time
 from app.files.lock import exclusive_lock
 with exclusive_lock(sys.argv[1], what="The test collection"):
+    ready_r, ready_w = os.pipe()
     child = os.fork() if sys.argv[2] == "fork" else -1
     if child == 0:
+        os.write(ready_w, b"x")  # fork() has returned here, so the at-fork hooks have run
         time.sleep(60)
         os._exit(0)
+    if child > 0:
+        os.read(ready_r, 1)
     print(f"locked {child}", flush=True)
     time.sleep(60)
 """

@@ -13,11 +13,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 from pathlib import Path
 from typing import Iterator
 
 from app.errors import BuildLockedError, StorageError
 
+STALE_RETRY_S = 2.0  # how long a lock whose holder is dead may stay taken (see _try_lock)
 _HELD: set[int] = set()  # descriptors of the locks this process holds (closed in forked children)
 
 
@@ -42,9 +44,7 @@ def exclusive_lock(path: str | os.PathLike[str], *, what: str, hint: str | None 
     except OSError as exc:
         raise StorageError(f"Cannot create the lock file {path} ({exc.strerror or exc}).") from exc
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _try_lock(fd, path):
             pid = holder_pid(path)
             who = f"process {pid}" if pid is not None else "another process"
             if pid is not None and not pid_alive(pid):
@@ -62,6 +62,22 @@ def exclusive_lock(path: str | os.PathLike[str], *, what: str, hint: str | None 
                 os.ftruncate(fd, 0)  # still locked here: nobody reads a PID that is about to be wrong
     finally:
         os.close(fd)  # releases the lock
+
+
+def _try_lock(fd: int, path: Path) -> bool:
+    """Take the lock without waiting for a live holder. When the holder is dead, a child it forked a
+    moment before may not have closed its copy yet: that takes microseconds, so retry for a while."""
+    deadline = time.monotonic() + STALE_RETRY_S
+    for _ in range(200):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            pid = holder_pid(path)
+            if pid is None or pid_alive(pid) or time.monotonic() > deadline:
+                return False
+            time.sleep(STALE_RETRY_S / 100)
+    return False
 
 
 def holder_pid(path: str | os.PathLike[str]) -> int | None:

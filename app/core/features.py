@@ -32,6 +32,7 @@ from app.core.embed import Embedder
 from app.core.images import load_image
 from app.core.models import Preprocessing
 from app.core.preprocess import preprocess
+from app.core.workers import worker_init_fn
 from app.errors import DatasetError, IndexMismatchError, InvalidImageError
 from app.files.atomic import atomic_writer, write_json, write_npy
 
@@ -314,6 +315,7 @@ def _embed_chunks(
         collate_fn=_collate,
         prefetch_factor=4 if workers else None,
         persistent_workers=False,
+        worker_init_fn=worker_init_fn() if workers else None,  # workers die with this process
     )
     embedder.load()
     current, ids, vecs, bad = None, [], [], []

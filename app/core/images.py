@@ -65,6 +65,7 @@ def load_image(
         _check_pixels(img, max_pixels)
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", UserWarning)  # Pillow's "Corrupt EXIF data": EXIF is optional
             if draft_size and img.format in ("JPEG", "MPO"):
                 img.draft("RGB", (draft_size, draft_size))
             img.seek(0)  # animated GIF/WebP/MPO: the first frame

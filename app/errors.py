@@ -69,3 +69,17 @@ class ManifestError(IndexMismatchError):
 class UnsupportedOperationError(AppError):
     """A vector store cannot do what was asked (for example remove ids from a flat faiss index, which
     would renumber every later row)."""
+
+
+class BuildLockedError(AppError):
+    """Another process is building the same collection: ``path`` is the lock file, ``pid`` the holder
+    (None when it could not be read)."""
+
+    def __init__(self, message: str, *, path: str, pid: int | None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.path = path
+        self.pid = pid
+
+
+class StorageError(AppError):
+    """A file could not be written: the disk is full, read-only, or the folder is not writable."""

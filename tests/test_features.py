@@ -13,7 +13,7 @@ from app.core.features import extract_features, feature_paths, load_features
 from app.core.images import load_image
 from app.core.models import get_model
 from app.core.preprocess import preprocess
-from app.errors import DatasetError, IndexMismatchError
+from app.errors import DatasetError, IndexMismatchError, StorageError
 from tests.fakes import FakeEmbedder
 from tests.helpers import make_image_folder, temp_files
 
@@ -241,7 +241,7 @@ def test_final_files_are_written_atomically(tmp_path, folder6, monkeypatch):
         return real_replace(src, dst)
 
     monkeypatch.setattr(atomic.os, "replace", failing_replace)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(StorageError, match="No space left on device"):
         extract_features(ds, FakeEmbedder(), tmp_path, "c", **kw)
     monkeypatch.undo()
     assert feature_paths(tmp_path, "c")[0].read_bytes() == old_npy  # the old file, whole

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from app.errors import DatasetError
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".jfif"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".jfif", ".avif"}
 COLLECTION_KINDS = ("caltech101", "voc2012", "folder")
 CALTECH_DIR = "101_ObjectCategories"
 CALTECH_EXCLUDED_BY_DEFAULT = ("BACKGROUND_Google", "Faces_easy")

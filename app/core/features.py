@@ -11,6 +11,10 @@ Extraction is resumable: vectors are written in chunks to ``features/NAME.parts/
 computed (each chunk atomically), so a build killed at any moment continues from the last saved
 chunk when re-run, with no duplicated or missing rows. The final files are written atomically,
 the table first, and the parts folder is removed afterwards.
+
+A build stages them instead (``publish=False``, see :mod:`app.core.feature_files` and
+:mod:`app.service.commit`): the previous pair stays until the index manifest commits the new one, and
+:func:`load_verified_features` takes each file from wherever its checksum matches the manifest.
 """
 
 from __future__ import annotations
@@ -29,9 +33,11 @@ import numpy as np
 
 from app.core.datasets import Dataset
 from app.core.embed import Embedder
+from app.core.feature_files import feature_paths, file_sha256, staged_paths
 from app.core.images import load_image
 from app.core.models import Preprocessing
 from app.core.preprocess import preprocess
+from app.core.workers import worker_init_fn
 from app.errors import DatasetError, IndexMismatchError, InvalidImageError
 from app.files.atomic import atomic_writer, write_json, write_npy
 
@@ -98,31 +104,41 @@ class FeatureTable:
         )
 
 
-def feature_paths(features_dir: Path, name: str) -> tuple[Path, Path]:
-    return features_dir / f"{name}.npy", features_dir / f"{name}.json"
+def load_verified_features(features_dir: Path, name: str, *, features_sha256: str, table_sha256: str,
+                           hint: str) -> tuple[np.ndarray, FeatureTable]:
+    """:func:`load_features`, each file taken from its place or the build's staging folder, whichever
+    has the sha256 the index manifest records; refused (with ``hint``) when neither has."""
+    chosen = []
+    for final, staged, expected in zip(feature_paths(Path(features_dir), name), staged_paths(features_dir, name),
+                                       (features_sha256, table_sha256), strict=True):
+        path = next((p for p in (final, staged) if p.is_file() and file_sha256(p) == expected), None)
+        if path is None:
+            state = "is missing" if not final.is_file() else "is corrupted or was changed"
+            raise IndexMismatchError(
+                f"The features file {final} of {name!r} {state} (its sha256 does not match the index manifest).",
+                hint=hint)
+        chosen.append(path)
+    return _load_pair(chosen[0], chosen[1], name, mmap=True, hint=hint)
 
 
 def load_features(features_dir: Path, name: str, *, mmap: bool = True) -> tuple[np.ndarray, FeatureTable]:
     """Load the vectors (memory-mapped by default) and the table; check they agree."""
     npy, table_path = feature_paths(Path(features_dir), name)
     if not npy.is_file() or not table_path.is_file():
-        raise IndexMismatchError(
-            f"The features of {name!r} are missing ({npy.name} / {table_path.name} in {features_dir}).",
-            hint="Rebuild with scripts/build_index.py.",
-        )
+        raise IndexMismatchError(f"The features of {name!r} are missing ({npy.name} / {table_path.name} in "
+                                 f"{features_dir}).", hint="Rebuild with scripts/build_index.py.")
+    return _load_pair(npy, table_path, name, mmap=mmap, hint="Rebuild with scripts/build_index.py.")
+
+
+def _load_pair(npy: Path, table_path: Path, name: str, *, mmap: bool, hint: str) -> tuple[np.ndarray, FeatureTable]:
     try:
         table = FeatureTable.from_json(json.loads(table_path.read_text()))
         vectors = np.load(npy, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
-        raise IndexMismatchError(
-            f"The features of {name!r} are unreadable ({exc}).", hint="Rebuild with scripts/build_index.py."
-        ) from exc
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError, json.JSONDecodeError) as exc:
+        raise IndexMismatchError(f"The features of {name!r} are unreadable ({exc}).", hint=hint) from exc
     if vectors.dtype != np.float32 or vectors.ndim != 2 or vectors.shape != (len(table), table.dim):
-        raise IndexMismatchError(
-            f"The features of {name!r} do not match their table ({vectors.shape} vs {len(table)} items "
-            f"of {table.dim} values).",
-            hint="Rebuild with scripts/build_index.py.",
-        )
+        raise IndexMismatchError(f"The features of {name!r} do not match their table ({vectors.shape} vs "
+                                 f"{len(table)} items of {table.dim} values).", hint=hint)
     return vectors, table
 
 
@@ -178,10 +194,13 @@ def extract_features(
     chunk_size: int = CHUNK_SIZE,
     progress: bool = True,
     on_chunk: Callable[[int], None] | None = None,
+    publish: bool = True,
 ) -> tuple[np.ndarray, FeatureTable, dict[str, Any]]:
     """Embed every item of ``dataset``; resumable; returns (vectors, table, stats).
 
     ``on_chunk(chunk_no)`` is called after each chunk is saved (tests use it to simulate a kill).
+    ``publish=False`` leaves the new pair staged in the parts folder, chunks included (see the module
+    docstring): the previous ``NAME.npy``/``NAME.json`` stay until :func:`publish_features`.
     """
     features_dir = Path(features_dir)
     embedder.load()  # the engine (fp32 or which INT8 model) is part of what a resumed build must match
@@ -211,13 +230,14 @@ def extract_features(
     elapsed = time.perf_counter() - t0
 
     vectors, table = _consolidate(dataset, embedder, parts, n_chunks, name)
-    npy, table_path = feature_paths(features_dir, name)
+    npy, table_path = feature_paths(features_dir, name) if publish else staged_paths(features_dir, name)
     # The table first: if the vectors' write then fails, the new table no longer matches the old
     # index manifest (count, weights, fingerprint, created), so the pair is refused, never mixed up.
     # The parts stay until both are written: a rerun finishes without embedding anything again.
     write_json(table_path, table.to_json())
     write_npy(npy, vectors)
-    shutil.rmtree(parts, ignore_errors=True)
+    if publish:
+        shutil.rmtree(parts, ignore_errors=True)
     stats = {
         "images": n,
         "embedded": len(table),
@@ -314,6 +334,7 @@ def _embed_chunks(
         collate_fn=_collate,
         prefetch_factor=4 if workers else None,
         persistent_workers=False,
+        worker_init_fn=worker_init_fn() if workers else None,  # workers die with this process
     )
     embedder.load()
     current, ids, vecs, bad = None, [], [], []

@@ -15,10 +15,13 @@ from typing import IO, Union
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from app.core.formats import HEAD_BYTES, UNSUPPORTED, sniff
 from app.errors import InvalidImageError
 
 # Formats we decode. Anything else (including PIL's long tail of exotic plugins) is refused.
-ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")  # JPEG covers MPO (phone photos)
+# JPEG covers MPO (phone photos); AVIF is Pillow's own plugin (libavif in its wheels since 11.3).
+ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "AVIF")
+_CONVERT_HINT = "Convert it to JPEG or PNG and try again."
 # 50 megapixels covers every phone camera's default output; larger is treated as a bomb.
 DEFAULT_MAX_PIXELS = 50_000_000
 # Alpha is composited on this fixed background, so transparent areas embed the same way every time.
@@ -62,6 +65,7 @@ def load_image(
         _check_pixels(img, max_pixels)
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", UserWarning)  # Pillow's "Corrupt EXIF data": EXIF is optional
             if draft_size and img.format in ("JPEG", "MPO"):
                 img.draft("RGB", (draft_size, draft_size))
             img.seek(0)  # animated GIF/WebP/MPO: the first frame
@@ -77,6 +81,8 @@ def load_image(
             f"The image is too large to decode safely ({exc})."
         ) from exc
     except Exception as exc:  # noqa: BLE001 - truncated data: OSError, SyntaxError, struct.error...
+        if _is_chunk_bomb(exc):
+            raise _chunk_bomb_error(exc) from exc
         raise InvalidImageError(f"The image file is damaged or truncated ({exc}).") from exc
     finally:
         if owned is not None:
@@ -107,23 +113,75 @@ def _open(source: ImageSource) -> tuple[Image.Image, IO[bytes] | None]:
     else:
         fp = source
         name = getattr(source, "name", "the data")
+    start = _tell(fp)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", UserWarning)  # "Corrupt EXIF data": the decode decides
             return Image.open(fp, formats=ALLOWED_FORMATS), owned
     except BaseException as exc:
+        head = _head(fp, start) if isinstance(exc, Exception) else b""
         if owned is not None:
             owned.close()
-        if isinstance(exc, UnidentifiedImageError):
-            raise InvalidImageError(
-                f"{_display(name)} is not an image in a supported format "
-                f"({', '.join(ALLOWED_FORMATS)})."
-            ) from exc
         if isinstance(exc, (Image.DecompressionBombWarning, Image.DecompressionBombError)):
             raise InvalidImageError(f"The image is too large to decode safely ({exc}).") from exc
-        if isinstance(exc, Exception):  # OSError, SyntaxError, EOFError, struct.error...
-            raise InvalidImageError(f"{_display(name)} could not be read ({exc}).") from exc
+        if isinstance(exc, Exception) and _is_chunk_bomb(exc):
+            raise _chunk_bomb_error(exc) from exc
+        if isinstance(exc, Exception):  # unidentified, OSError, SyntaxError, EOFError, struct.error...
+            raise _unreadable(name, head, exc) from exc
         raise
+
+
+def _unreadable(name: object, head: bytes, exc: Exception) -> InvalidImageError:
+    """The error for a file Pillow would not open: an unsupported format named as such, a damaged
+    file of a format we read, or not an image at all."""
+    kind = sniff(head)
+    if kind in UNSUPPORTED:
+        return InvalidImageError(
+            f"{_display(name)} is in an unsupported format: {UNSUPPORTED[kind]} cannot be read "
+            f"(supported: {', '.join(ALLOWED_FORMATS)}).", hint=_CONVERT_HINT)
+    if kind in ALLOWED_FORMATS:
+        detail = "" if isinstance(exc, UnidentifiedImageError) else f" ({exc})"  # its text is a repr of fp
+        return InvalidImageError(f"{_display(name)} is a damaged or truncated {kind} file{detail}.")
+    if isinstance(exc, UnidentifiedImageError):
+        return InvalidImageError(
+            f"{_display(name)} is not an image in a supported format ({', '.join(ALLOWED_FORMATS)}).")
+    return InvalidImageError(f"{_display(name)} could not be read ({exc}).")
+
+
+def _tell(fp: IO[bytes]) -> int | None:
+    try:
+        return fp.tell()
+    except (OSError, AttributeError, ValueError):
+        return None
+
+
+def _head(fp: IO[bytes], start: int | None) -> bytes:
+    """The first bytes of the image in ``fp`` (from ``start``), or b"" when the stream cannot go back."""
+    if start is None:
+        return b""
+    try:
+        fp.seek(start)
+        head = fp.read(HEAD_BYTES)
+        return head if isinstance(head, bytes) else b""
+    except (OSError, AttributeError, ValueError):
+        return b""
+
+
+def _is_chunk_bomb(exc: BaseException) -> bool:
+    """Pillow's refusal of a PNG text or ICC-profile chunk that decompresses to too much (zTXt, iTXt, iCCP)."""
+    return isinstance(exc, ValueError) and "MAX_TEXT" in str(exc)
+
+
+def _chunk_bomb_error(exc: BaseException) -> InvalidImageError:
+    from PIL import PngImagePlugin
+
+    if "MAX_TEXT_MEMORY" in str(exc):
+        what = f"its PNG text chunks hold more than {PngImagePlugin.MAX_TEXT_MEMORY // (1024 * 1024)} MB in all"
+    else:
+        what = (f"its PNG metadata (a text or colour-profile chunk) decompresses to more than "
+                f"{PngImagePlugin.MAX_TEXT_CHUNK // (1024 * 1024)} MB")
+    return InvalidImageError(f"The image is too large to decode safely: {what}.")
 
 
 def _display(name: object) -> str:

@@ -35,6 +35,8 @@ V1_VERSION_KEY = "manifest_version"  # schema 1 named its version so
 VERSION_KEY = "schema_version"
 METRIC = "l2"  # on L2-normalised vectors: the same ranking as cosine similarity
 REQUIRED = ("weights_id", "dim", "count", "index_sha256", "factory", "nprobe")
+# Added to schema 2 later: written only when set (older manifests have no such keys, and keep none).
+OPTIONAL_KEYS = ("features_sha256", "table_sha256")
 # Written by save_index from the index file itself; never carried over from an older manifest.
 DERIVED = ("name", "dim", "normalized", "metric", "count", "index_file", "index_bytes", "index_sha256", "built_at",
            "versions")
@@ -64,6 +66,8 @@ class Manifest(Mapping):
     table: str = ""  # NAME.json
     features_fingerprint: str | None = None  # which build of the features (checked when loading)
     features_created: str | None = None
+    features_sha256: str | None = None  # of NAME.npy and NAME.json as built (checked when loading)
+    table_sha256: str | None = None
     limit: int | None = None
     include: tuple[str, ...] = ()
     skipped: int = 0
@@ -114,6 +118,8 @@ class Manifest(Mapping):
         for f in fields(self):
             if f.name != "extra":
                 value = getattr(self, f.name)
+                if value is None and f.name in OPTIONAL_KEYS:
+                    continue
                 out[f.name] = list(value) if isinstance(value, tuple) else value
         for key, value in self.extra.items():
             out.setdefault(key, value)
@@ -222,6 +228,8 @@ _CHECKS: dict[str, Callable[[Any], bool]] = {
     "table": _is_str,
     "features_fingerprint": _optional(_is_str),
     "features_created": _optional(_is_str),
+    "features_sha256": _optional(_is_str),
+    "table_sha256": _optional(_is_str),
     "limit": _optional(_is_count),
     "include": _is_str_list,
     "skipped": _is_count,

@@ -1,13 +1,23 @@
-"""Atomic file writes: a temp file in the same folder, fsync, then ``os.replace``."""
+"""Atomic file writes: a temp file in the same folder, fsync, then ``os.replace``.
+
+A write that fails because of the storage itself (a full disk, a quota, a read-only or unwritable
+folder) leaves no temp file and raises :class:`~app.errors.StorageError`, saying what to do.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
+
+from app.errors import StorageError
+
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_NOT_WRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM}
 
 # The process umask, read once at import (reading it means setting it, which is not thread-safe).
 _UMASK = os.umask(0o022)
@@ -22,8 +32,14 @@ def atomic_writer(path: str | os.PathLike[str], *, durable: bool = True) -> Iter
     skips the fsyncs: for caches, which can be remade (a crash may lose the file, never half-write it).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        typed = storage_error(exc, path)
+        if typed is None:
+            raise
+        raise typed from exc
     try:
         # mkstemp makes the file private (0600); give it the mode a plain open() would have,
         # or keep the mode of the file it replaces.
@@ -39,12 +55,29 @@ def atomic_writer(path: str | os.PathLike[str], *, durable: bool = True) -> Iter
             if durable:
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        typed = storage_error(exc, path) if isinstance(exc, OSError) else None
+        if typed is not None:
+            raise typed from exc
         raise
     if durable:
         fsync_dir(path.parent)
+
+
+def storage_error(exc: OSError, path: Path) -> StorageError | None:
+    """The typed error for a write to ``path`` that the storage refused (full, quota, read-only...);
+    None for any other failure."""
+    if exc.errno in _FULL:
+        return StorageError(
+            f"No space left on device while writing {path} ({exc.strerror or 'disk full'}).",
+            hint=f"Free some space on the disk holding {path.parent} (or choose another folder with "
+                 "--indexes/--features), then run the same command again: a build continues where it stopped.")
+    if exc.errno in _NOT_WRITABLE:
+        return StorageError(f"Cannot write {path} ({exc.strerror or exc}).",
+                            hint=f"Make {path.parent} writable, or choose another folder with --indexes/--features.")
+    return None
 
 
 def fsync_dir(directory: Path) -> None:
@@ -59,6 +92,22 @@ def fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temp files that writes of ``path`` left behind (a process killed mid-write); returns them.
+
+    Only for a caller that knows no other process is writing ``path`` now (it holds a lock)."""
+    path = Path(path)
+    found = sorted(path.parent.glob(f".{glob_escape(path.name)}.*.tmp")) if path.parent.is_dir() else []
+    for tmp in found:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return found
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{ch}]" if ch in "*?[" else ch for ch in name)
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes, *, durable: bool = True) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -29,7 +30,7 @@ import numpy as np
 from app.core.manifest import METRIC, SCHEMA_VERSION, V1_VERSION_KEY, VERSION_KEY, Manifest
 from app.core.models import DEFAULT_MODEL
 from app.errors import IndexMismatchError, IndexMissingError, UnsupportedOperationError
-from app.files.atomic import write_bytes, write_json
+from app.files.atomic import fsync_dir, write_bytes, write_json
 from app.index.faiss_index import IndexConfig, search_one_thread, set_search_params
 
 
@@ -39,6 +40,11 @@ def index_path(indexes_dir: Path, name: str) -> Path:
 
 def manifest_path(indexes_dir: Path, name: str) -> Path:
     return Path(indexes_dir) / f"{name}.manifest.json"
+
+
+def staged_index_path(indexes_dir: Path, name: str) -> Path:
+    """Where :func:`save_index` writes a new index before the manifest that names it is written."""
+    return Path(indexes_dir) / f"{name}.faiss.next"
 
 
 def list_indexes(indexes_dir: Path) -> list[str]:
@@ -62,7 +68,12 @@ def library_versions() -> dict[str, str]:
 
 
 def save_index(index, indexes_dir: Path, name: str, manifest: Manifest | Mapping[str, Any]) -> Manifest:
-    """Write ``NAME.faiss`` then ``NAME.manifest.json``, both atomically; returns the manifest written.
+    """Write ``NAME.faiss`` and ``NAME.manifest.json``, each atomically; returns the manifest written.
+
+    The manifest is the commit: the index is first written beside the old one (``NAME.faiss.next``),
+    then the manifest that names its checksum, then it is moved into place. A process stopped at any
+    moment leaves the previous pair, or the new manifest with its index still staged, which
+    :func:`read_verified_index` reads (the next save finishes the move).
 
     ``manifest`` gives the build fields (a :class:`Manifest`, whose derived fields are recomputed, or
     a mapping of JSON keys); the dimension, count, size, checksum, date and versions come from
@@ -87,8 +98,16 @@ def save_index(index, indexes_dir: Path, name: str, manifest: Manifest | Mapping
         "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": library_versions(),
     }, source=f"The manifest of {name}")
-    write_bytes(index_path(indexes_dir, name), data)
-    write_json(manifest_path(indexes_dir, name), full.to_json())
+    staged = staged_index_path(indexes_dir, name)
+    try:
+        write_bytes(staged, data)
+        write_json(manifest_path(indexes_dir, name), full.to_json())
+    except BaseException:
+        if not _committed(indexes_dir, name, full.index_sha256):
+            staged.unlink(missing_ok=True)  # the previous pair stands
+        raise
+    os.replace(staged, index_path(indexes_dir, name))
+    fsync_dir(Path(indexes_dir))
     return full
 
 
@@ -145,11 +164,12 @@ def read_verified_index(ipath: Path, manifest: Manifest, name: str):
     """The faiss index in ``ipath``, refused unless its checksum, dimension and count match ``manifest``."""
     import faiss
 
-    try:
-        data = ipath.read_bytes()
-    except FileNotFoundError as exc:
-        raise IndexMissingError(f"{ipath} is missing.", hint=rebuild_hint(name, manifest)) from exc
-    if hashlib.sha256(data).hexdigest() != manifest.index_sha256:
+    data = _read_matching(ipath, manifest.index_sha256)
+    if data is None:  # a save stopped after its manifest was written: its index is still staged
+        data = _read_matching(ipath.with_name(ipath.name + ".next"), manifest.index_sha256)
+    if data is None:
+        if not ipath.is_file():
+            raise IndexMissingError(f"{ipath} is missing.", hint=rebuild_hint(name, manifest))
         raise IndexMismatchError(
             f"{ipath} is corrupted or was changed (its sha256 does not match the manifest).",
             hint=rebuild_hint(name, manifest),
@@ -165,6 +185,40 @@ def read_verified_index(ipath: Path, manifest: Manifest, name: str):
             hint=rebuild_hint(name, manifest),
         )
     return index
+
+
+def _committed(indexes_dir: Path, name: str, sha256: str) -> bool:
+    """Whether the manifest on disk already names the index with this checksum."""
+    try:
+        return json.loads(manifest_path(indexes_dir, name).read_text()).get("index_sha256") == sha256
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _read_matching(path: Path, sha256: str) -> bytes | None:
+    """The bytes of ``path`` when their sha256 is ``sha256``; None when they differ or cannot be read."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    return data if hashlib.sha256(data).hexdigest() == sha256 else None
+
+
+def finish_staged_index(indexes_dir: Path, name: str) -> bool:
+    """Move a committed but still staged index into place (a save stopped after its manifest); True if moved."""
+    staged = staged_index_path(indexes_dir, name)
+    if not staged.is_file():
+        return False
+    try:
+        manifest = read_manifest(indexes_dir, name)
+    except (IndexMissingError, IndexMismatchError):
+        return False
+    if _read_matching(staged, manifest.index_sha256) is None:
+        staged.unlink(missing_ok=True)  # an uncommitted leftover
+        return False
+    os.replace(staged, index_path(indexes_dir, name))
+    fsync_dir(Path(indexes_dir))
+    return True
 
 
 def index_config(manifest: Manifest) -> IndexConfig:

@@ -131,6 +131,7 @@ def parse_url(url: str, *, allow_loopback: bool) -> Target:
             "Image URLs with a user name or password (user:pass@host) are not allowed."
         )
     host = _normalize_host(parts.hostname or "", bracketed=parts.netloc.startswith("["))
+    _refuse_local_host(host, written=parts.hostname or "", allow_loopback=allow_loopback)
 
     default_port = _DEFAULT_PORTS[scheme]
     try:
@@ -174,7 +175,57 @@ def _normalize_host(host: str, *, bracketed: bool) -> str:
         raise FetchError("The host name in the image URL is not valid.")
     if any(label.startswith("xn--") for label in host.split(".")):
         _idna(host, encode=False)  # punycode labels must decode to a valid name
+    labels = host.rstrip(".").split(".")
+    if _is_number(labels[-1]):  # WHATWG: a host that ends in a number is an IPv4 address, or invalid
+        return _parse_ipv4(labels)
     return host
+
+
+def _refuse_local_host(host: str, *, written: str, allow_loopback: bool) -> None:
+    """Refuse, before any lookup, the names of this machine and IP literals that are not public."""
+    name = host.rstrip(".")
+    if (name == "localhost" or name.endswith(".localhost")) and not allow_loopback:
+        raise FetchError(f"The host {host} is not allowed (it always means this computer).")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return  # a name: its addresses are checked when it is resolved
+    reason = address_refusal(host, allow_loopback=allow_loopback)
+    if reason is not None:
+        shown = f"{host} (written {written} in the URL)" if written.strip("[]") not in (host, host + ".") else host
+        raise FetchError(f"The address {shown} is not allowed ({reason}).")
+
+
+_NUMBER_RE = re.compile(r"^(0x[0-9a-f]*|[0-9]+)$")
+
+
+def _is_number(label: str) -> bool:
+    return bool(_NUMBER_RE.match(label))
+
+
+def _parse_ipv4(labels: list[str]) -> str:
+    """The dotted IPv4 address that ``labels`` mean (decimal, ``0x`` hex or ``0`` octal parts, 1 to 4 of
+    them, the last filling the remaining bytes), as browsers parse it; refused when it is none."""
+    invalid = FetchError("The host name in the image URL is not valid (a malformed numeric IPv4 address).")
+    if len(labels) > 4 or not all(_is_number(label) for label in labels):
+        raise invalid
+    values = []
+    for label in labels:
+        if label.startswith("0x"):
+            values.append(int(label[2:] or "0", 16))
+        elif len(label) > 1 and label.startswith("0"):
+            if any(ch in "89" for ch in label):
+                raise invalid
+            values.append(int(label, 8))
+        else:
+            values.append(int(label))
+    *leading, last = values
+    if any(v > 255 for v in leading) or last >= 256 ** (5 - len(values)):
+        raise invalid
+    number = last
+    for i, v in enumerate(leading):
+        number += v << (8 * (3 - i))
+    return str(ipaddress.IPv4Address(number))
 
 
 def _idna(host: str, *, encode: bool) -> str:

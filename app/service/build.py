@@ -20,11 +20,13 @@ from app.core.embed import Embedder, embedder_for
 from app.core.features import CHUNK_SIZE, FeatureTable, extract_features, load_features
 from app.core.manifest import Manifest
 from app.core.quantize import CALIBRATION_IMAGES, calibration_files
+from app.files.lock import exclusive_lock
 from app.index.faiss_index import IndexConfig, build_index
-from app.index.faiss_store import FaissStore
 from app.index.tune import DEFAULT_MAX_MS, DEFAULT_TARGET_RECALL, tune
+from app.service.commit import commit_build, roll_forward
 
 log = logging.getLogger(__name__)
+LOCK_HINT = "Another build of it is running: wait for it to finish (or stop it), then run the command again."
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,16 @@ def build_collection(config: Config, spec: BuildSpec, *, embedder: Embedder | No
     With ``spec.factory`` the index configuration is fixed; otherwise it is tuned to
     ``spec.target_recall`` (recall@5 against exact search) at ``spec.max_ms`` per query.
     ``on_chunk(chunk_no)`` is called after each saved chunk of features (tests use it to simulate a kill).
+    One build of a collection at a time: another one refuses at once (:class:`~app.errors.BuildLockedError`).
     """
+    name = spec.collection_name
+    with exclusive_lock(Path(config.indexes_dir) / f"{name}.lock", what=f"The {name} collection", hint=LOCK_HINT):
+        roll_forward(config, name)  # a build stopped after its commit: finish it first
+        return _build_locked(config, spec, embedder=embedder, progress=progress, on_chunk=on_chunk)
+
+
+def _build_locked(config: Config, spec: BuildSpec, *, embedder: Embedder | None,
+                  progress: bool, on_chunk: Callable[[int], None] | None) -> BuildResult:
     name = spec.collection_name
     dataset = load_dataset(spec.kind, spec.data, limit=spec.limit, include=spec.include)
     embedder = embedder or embedder_for(config)
@@ -75,16 +86,13 @@ def build_collection(config: Config, spec: BuildSpec, *, embedder: Embedder | No
                            source=f"{name}: {dataset.image_root}")
     vectors, table, stats = extract_features(
         dataset, embedder, config.features_dir, name, batch_size=config.batch_size, workers=config.workers,
-        progress=progress, on_chunk=on_chunk, chunk_size=spec.chunk_size,
+        progress=progress, on_chunk=on_chunk, chunk_size=spec.chunk_size, publish=False,
     )
     t = time.perf_counter()
     index, chosen, tuning = make_index(vectors, spec)
     stats["index_seconds"] = time.perf_counter() - t
-    store = FaissStore(config.indexes_dir, name, index,
-                       manifest=manifest_fields(spec, embedder, dataset, table, chosen, tuning))
-    store.save()
-    assert store.manifest is not None
-    return BuildResult(name=name, manifest=store.manifest, stats=stats, skipped=table.skipped)
+    manifest = commit_build(config, name, index, manifest_fields(spec, embedder, dataset, table, chosen, tuning))
+    return BuildResult(name=name, manifest=manifest, stats=stats, skipped=table.skipped)
 
 
 def quantize_for_collection(config: Config, name: str, *, images: int = CALIBRATION_IMAGES,

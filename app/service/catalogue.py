@@ -15,7 +15,7 @@ import numpy as np
 
 from app.config import KNOWN_COLLECTIONS, Config
 from app.core.embed import Embedder
-from app.core.features import FeatureTable, load_features
+from app.core.features import FeatureTable, load_features, load_verified_features
 from app.core.manifest import Manifest
 from app.errors import IndexMismatchError, IndexMissingError, UnknownItemError
 from app.index.faiss_store import FaissStore, build_command, list_indexes, read_manifest
@@ -148,7 +148,15 @@ class Catalogue:
     def _load(self, name: str) -> Collection:
         cfg = self.config
         store, manifest = open_store(cfg, name, self._embedder())
-        vectors, table = load_features(cfg.features_dir, name)
+        hint = f"Rebuild it with: {build_command(name, manifest)}"
+        if manifest.features_sha256 and manifest.table_sha256:  # builds that record them: checked byte for byte
+            vectors, table = load_verified_features(cfg.features_dir, name, features_sha256=manifest.features_sha256,
+                                                    table_sha256=manifest.table_sha256, hint=hint)
+        else:
+            try:
+                vectors, table = load_features(cfg.features_dir, name)
+            except IndexMismatchError as exc:
+                raise IndexMismatchError(str(exc), hint=hint) from exc
         if manifest.image_root is None:
             manifest = manifest.with_(image_root=table.image_root)
         if manifest.dataset_root is None:
@@ -163,7 +171,7 @@ class Catalogue:
             raise IndexMismatchError(
                 f"The {name} features ({len(table)} vectors, {table.weights_id}) do not match its index "
                 f"({manifest.count} vectors, {manifest.weights_id}).",
-                hint=f"Rebuild it with: {build_command(name, manifest)}",
+                hint=hint,
             )
         return Collection(name, store, manifest, table, vectors, self._image_root(name, manifest))
 

@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from app.cli.common import EXIT_ERROR, add_common_args, config_from_args
@@ -30,10 +31,24 @@ def make_parser() -> argparse.ArgumentParser:
                         "command lines are visible to other users)")
     p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                    help="another Host name the browser may use (e.g. a reverse proxy's), repeatable")
+    p.add_argument("--library-root", action="append", default=[], metavar="DIR",
+                   help="a folder whose sub-folders the Collections tab (and the API) may index and change, "
+                        "repeatable; without one, collections are managed from the command line only")
     p.add_argument("--allow-loopback-urls", action="store_true", help=argparse.SUPPRESS)  # tests only
     p.add_argument("--collections", default=None, help=argparse.SUPPRESS)  # for app.prepare (scripts/run.sh)
     p.add_argument("--verbose", "-v", action="store_true", help="log more")
     return p
+
+
+def library_roots(paths: Sequence[str]) -> tuple[Path, ...]:
+    """The ``--library-root`` folders, resolved; each must exist."""
+    roots = []
+    for text in paths:
+        root = Path(text).expanduser().resolve()
+        if not root.is_dir():
+            raise StartupError(f"--library-root {text}: not a folder.")
+        roots.append(root)
+    return tuple(roots)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,7 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         auth = parse_auth(args.auth or os.environ.get(AUTH_ENV))
         config = config_from_args(args).with_(host=args.host, port=args.port, auth=auth,
-                                              allow_loopback_urls=args.allow_loopback_urls or None)
+                                              allow_loopback_urls=args.allow_loopback_urls or None,
+                                              library_roots=library_roots(args.library_root) or None)
         return serve(config, allowed_extra=args.allowed_host)
     except (StartupError, AppError) as exc:
         text = exc.user_message() if isinstance(exc, AppError) else str(exc)

@@ -127,8 +127,13 @@ def settle(spy: SpyEmbedder, seconds: float = 1.0) -> int:
 def test_upload_shows_k_results(page, app_server):
     spy, base = app_server["spy"], app_server["base"]
     before_calls = spy.calls
+    sent: list[str] = []
+    page.on("request", lambda r: sent.append(r.url.split("/gradio_api/", 1)[-1].split("?")[0])
+            if r.method == "POST" else None)
     page.locator("#query input[type=file]").set_input_files(str(base / "shapes" / "circles" / "img_01.jpg"))
     wait_results(page, 0, k=5)
+    time.sleep(0.3)
+    assert sent == ["upload", "queue/join"], sent  # one upload, one event: one search
     caps = captions(page)
     assert len(caps) == 5 and all(c.count(" · ") == 2 for c in caps)
     assert "embed" in page.locator("#status").inner_text()
@@ -145,11 +150,14 @@ def test_click_example_then_result(page, app_server):
     wait_results(page, 0, k=5)
     assert captions(page)[0].startswith(label.split(" · ")[0])
     assert "stored vector" in page.locator("#status").inner_text()
-    # Click a result: it becomes the query and is searched again.
+    # Click a result: it becomes the query and is searched again, in one request and without an upload.
     target = captions(page)[3]
     before = seq(page)
+    sent: list[str] = []
+    page.on("request", lambda r: sent.append(r.url) if r.method == "POST" else None)
     page.locator("#results .thumbnail-item").nth(3).click()
     wait_results(page, before, k=5)
+    assert [u.split("/gradio_api/", 1)[-1] for u in sent] == ["queue/join"], sent
     name = target.split(" · ")[-1]
     click_tab(page, "History")
     assert name in page.locator("#last-caption").inner_text()
@@ -197,7 +205,7 @@ def test_bad_uploads_get_the_apps_own_message(page, app_server, tmp_path):
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(png_claiming(30_000, 30_000))
     fake = tmp_path / "report.png"
-    fake.write_bytes(b"%PDF-1.4\n% not an image at all\n" * 20)
+    fake.write_bytes(b"Meeting notes, not an image at all.\n" * 20)
     for path, reason in ((bomb, "too large"), (fake, "not an image")):
         page.locator("#query input[type=file]").set_input_files(str(path))
         page.wait_for_function("r => document.querySelector('#ris-message').innerText.includes(r)", arg=reason,

@@ -316,7 +316,8 @@ def test_no_image_in_the_query_image_is_a_message(h):
 
 @pytest.mark.parametrize("data, reason", [
     (png_claiming(30_000, 30_000), "too large"),
-    (b"%PDF-1.4 not an image", "not an image"),
+    (b"just some notes, not an image", "not an image"),
+    (b"%PDF-1.4 a document", "unsupported format: PDF"),
     (b"", "empty"),
 ])
 def test_bad_uploads_get_the_loaders_message(h, spy, data, reason):

@@ -15,6 +15,7 @@ of a crop) to what the searcher needs, and the benchmark runs it too:
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import time
 from dataclasses import dataclass, field
@@ -88,7 +89,10 @@ def prepare_query(source: str | os.PathLike[str] | bytes | Image.Image, copy_dir
         data = read_source(source, max_bytes)
         key = hashlib.sha256(data).hexdigest()
         t1 = time.perf_counter()
-        img = load_image(data, max_pixels=max_pixels, draft_size=max(COPY_DRAFT, draft_size))
+        named = io.BytesIO(data)
+        if not isinstance(source, (bytes, bytearray, memoryview)):
+            named.name = Path(source).name  # messages name the file (Gradio keeps the upload's own name)
+        img = load_image(named, max_pixels=max_pixels, draft_size=max(COPY_DRAFT, draft_size))
         t2 = time.perf_counter()
         hash_ms, decode_ms = (t1 - t0) * 1000.0, (t2 - t1) * 1000.0
     copy = Path(copy_dir) / f"{key[:40]}.jpg"

@@ -52,6 +52,18 @@ class Context:
         return prepare_query(source, self.work_dir, max_bytes=self.config.max_upload_bytes, key=key,
                              draft_size=self.service.embedder.preprocessing.resize)
 
+    def refresh(self) -> None:
+        """Read the collections again (one was built, changed, renamed or dropped since)."""
+        self.infos = self.service.collections()
+
+    def known(self, collection: str | None) -> str:
+        """The name of an existing collection (built or not); a typed error otherwise."""
+        info = self.info(collection)
+        if info is None:
+            raise IndexMissingError(f"There is no collection named {collection}." if collection
+                                    else "Choose a collection first.")
+        return info.name
+
     def info(self, name: str | None) -> CollectionInfo | None:
         return next((i for i in self.infos if i.name == name), None)
 

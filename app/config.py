@@ -49,6 +49,7 @@ class Config:
     auth: tuple[str, str] | None = None
     max_upload_mb: int = 20
     queue_size: int = 16
+    state_sessions: int = 256  # browser and API sessions whose state the server keeps (oldest let go)
     library_roots: tuple[Path, ...] = ()  # folders the app may index from the page (--library-root)
     allow_loopback_urls: bool = False  # tests only: lets the URL fetcher reach 127.0.0.1
 

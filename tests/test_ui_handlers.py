@@ -493,6 +493,7 @@ def test_upload_limit_and_bounded_queue(small_collection, spy):
     app, _ = create_app(config, SearchService(config, embedder=spy))
     gradio_app = next(r.app for r in app.routes if hasattr(getattr(r, "app", None), "get_blocks"))
     assert gradio_app.get_blocks()._queue.max_size == 7
+    assert gradio_app.get_blocks().state_session_capacity == config.state_sessions == 256  # memory is bounded
     with TestClient(app, base_url="http://127.0.0.1:7863") as client:
         assert client.get("/config").json()["max_file_size"] == 1024 * 1024
         big = client.post("/gradio_api/upload", files={"files": ("big.png", b"x" * (1024 * 1024 + 1), "image/png")})

@@ -14,7 +14,8 @@ Security decisions (see the README's "Using the app"):
   Gradio's file route resolves symbolic links before it checks a path against those folders.
 * Errors: ``show_error=False`` and every handler catches its errors (:func:`app.web.common.guarded`), so no
   traceback reaches the browser; unexpected ones are logged here.
-* Limits: uploads up to ``max_upload_mb`` (``max_file_size``), a bounded queue (``queue_size``).
+* Limits: uploads up to ``max_upload_mb`` (``max_file_size``), a bounded queue (``queue_size``), and
+  the sessions whose state is kept in memory (``state_sessions``).
 """
 
 from __future__ import annotations
@@ -80,6 +81,10 @@ def create_app(config: Config, service=None, *, allowed_extra: Iterable[str] = (
     gr.set_static_paths(handlers.collections.served_folders())
     demo = build_ui(handlers)
     demo.queue(max_size=config.queue_size, default_concurrency_limit=1)
+    # Gradio keeps a session's state (about 130 KB of per-session config, plus ours) for every session it
+    # has seen, 10,000 by default; each API call through the REST route is a session of its own, so memory
+    # grew with every call. The oldest sessions beyond this many are let go.
+    demo.state_session_capacity = config.state_sessions
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(RequestGuard, allowed=allowed_hosts(config.host, config.port, allowed_extra),
                        max_body=config.max_upload_bytes)

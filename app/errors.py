@@ -69,3 +69,19 @@ class ManifestError(IndexMismatchError):
 class UnsupportedOperationError(AppError):
     """A vector store cannot do what was asked (for example remove ids from a flat faiss index, which
     would renumber every later row)."""
+
+
+class OperationCancelled(AppError):
+    """A long operation (a build, an incremental update) was cancelled; what it saved is kept."""
+
+
+class CollectionBusyError(AppError):
+    """Another change to the same collection is running (the CLI, the app, another process)."""
+
+
+class CollectionExistsError(AppError):
+    """A collection of that name exists already (rename, or a new collection's name)."""
+
+
+class BackendUnavailableError(AppError):
+    """A search backend (a Milvus server) cannot be reached or did not answer in time."""

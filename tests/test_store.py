@@ -105,9 +105,8 @@ def test_faiss_store_search_parameters_come_from_the_manifest_and_configure(tmp_
     assert FaissStore.open(tmp_path / "indexes", "s").manifest.nprobe == 16
 
 
-@pytest.mark.parametrize("factory", ["Flat", "IVF4,PQ4x4np,Refine(SQ8)", "PCAR16,IVF4,PQ4x4np,RFlat"])
-def test_faiss_stores_that_number_rows_themselves_refuse_ids_and_removal(tmp_path, factory):
-    store = faiss_store(tmp_path, factory)
+def test_a_flat_store_numbers_rows_itself_and_refuses_ids_and_removal(tmp_path):
+    store = faiss_store(tmp_path, "Flat")
     x = unit_vectors(30)
     store.add(x[:20], np.arange(20))  # the next ids in order: every index can
     with pytest.raises(UnsupportedOperationError, match="ids 20..29"):
@@ -116,6 +115,32 @@ def test_faiss_stores_that_number_rows_themselves_refuse_ids_and_removal(tmp_pat
         store.remove(np.array([1]))  # a flat index would renumber every later row
     assert store.count() == 20
     assert store.search(x[5], 1)[1][0, 0] == 5
+
+
+@pytest.mark.parametrize("factory", ["IVF4,PQ4x4np,Refine(SQ8)", "PCAR16,IVF4,PQ4x4np,RFlat", "IVF4,PQ8",
+                                     "PCAR16,IVF4,Flat"])
+def test_ivf_and_refined_stores_update_in_place_keeping_every_id(tmp_path, factory):
+    """Removed ids leave, appended ids (after a gap too) are found under their own id, the others keep theirs,
+    and all of it survives save and load."""
+    store = faiss_store(tmp_path, factory)
+    x = unit_vectors(60)
+    store.add(x[:40], np.arange(40))
+    assert store.remove(np.array([3, 7, 39])) == 3 and store.count() == 37
+    store.add(x[40:50], np.arange(40, 50))
+    store.add(x[50:], np.arange(55, 65))  # a gap: ids 50..54 never reach the index
+    assert store.count() == 57
+    rows = {0: 0, 1: 1, 2: 2, 40: 40, 41: 41, 42: 42, 55: 50, 64: 59}  # id -> its vector's row in x
+    _, found = store.search(x[list(rows.values())], 1)
+    assert found[:, 0].tolist() == list(rows)
+    _, near = store.search(x[[3, 7, 39]], 10)
+    assert not {3, 7, 39} & set(near.ravel().tolist())
+    store.save()
+    again = FaissStore.open(tmp_path / "indexes", "s")
+    assert again.count() == 57
+    assert again.search(x[list(rows.values())], 1)[1][:, 0].tolist() == list(rows)
+    if "Refine" in factory or "RFlat" in factory:  # codes are stored by position: no going back
+        with pytest.raises(UnsupportedOperationError, match="append"):
+            again.add(x[:1], np.array([3]))
 
 
 def test_faiss_store_refuses_wrong_shapes(tmp_path):

@@ -4,8 +4,11 @@ For a collection named ``NAME`` the store holds:
 
 * ``features/NAME.npy``: float32 (N, dim), L2-normalised, row i = item id i (dim is the model's:
   2048 for ResNet-50, 1280 for EfficientNet-Lite);
-* ``features/NAME.json``: the table (id -> relative path, label), the skipped files with reasons,
-  the weights id and the dataset root.
+* ``features/NAME.json``: the table (id -> relative path, label, file stamp), the skipped files
+  with reasons, the weights id and the dataset root (:mod:`app.core.feature_table`, versioned).
+
+After an incremental change the files are ``NAME.gN.npy`` / ``NAME.gN.json`` (a new generation
+``N``): the index manifest names the current pair, so :func:`load_features` takes the names it records.
 
 Extraction is resumable: vectors are written in chunks to ``features/NAME.parts/`` as they are
 computed (each chunk atomically), so a build killed at any moment continues from the last saved
@@ -20,7 +23,6 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -29,82 +31,36 @@ import numpy as np
 
 from app.core.datasets import Dataset
 from app.core.embed import Embedder
+from app.core.feature_table import FeatureTable
 from app.core.images import load_image
 from app.core.models import Preprocessing
 from app.core.preprocess import preprocess
-from app.errors import DatasetError, IndexMismatchError, InvalidImageError
+from app.errors import DatasetError, IndexMismatchError, InvalidImageError, OperationCancelled
 from app.files.atomic import atomic_writer, write_json, write_npy
 
+__all__ = ["CHUNK_SIZE", "FeatureTable", "default_workers", "embed_dataset", "extract_features", "feature_paths",
+           "load_features"]
+
 CHUNK_SIZE = 512
-FORMAT_VERSION = 1
+PARTS_FORMAT = 1  # of the resumable parts folder (not the table's format: see app.core.feature_table)
 
 
-@dataclass
-class FeatureTable:
-    """The id -> (path, labels) table of a built collection, plus how it was made."""
-
-    name: str
-    kind: str
-    dataset_root: str
-    image_root: str
-    weights_id: str
-    paths: list[str]
-    labels: list[tuple[str, ...]]
-    skipped: list[dict[str, str]] = field(default_factory=list)
-    fingerprint: str = ""
-    created: str = ""
-    dim: int = 2048  # tables written before the model registry are all ResNet-50's
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def label(self, i: int) -> str:
-        return ", ".join(self.labels[i])
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "format": FORMAT_VERSION,
-            "name": self.name,
-            "kind": self.kind,
-            "dataset_root": self.dataset_root,
-            "image_root": self.image_root,
-            "weights_id": self.weights_id,
-            "dim": self.dim,
-            "count": len(self.paths),
-            "fingerprint": self.fingerprint,
-            "created": self.created,
-            "items": [
-                {"id": i, "path": p, "label": ", ".join(lab), "labels": list(lab)}
-                for i, (p, lab) in enumerate(zip(self.paths, self.labels, strict=True))
-            ],
-            "skipped": self.skipped,
-        }
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> "FeatureTable":
-        items = obj["items"]
-        return cls(
-            name=obj["name"],
-            kind=obj["kind"],
-            dataset_root=obj["dataset_root"],
-            image_root=obj["image_root"],
-            weights_id=obj["weights_id"],
-            paths=[it["path"] for it in items],
-            labels=[tuple(it.get("labels", [])) for it in items],
-            skipped=list(obj.get("skipped", [])),
-            fingerprint=obj.get("fingerprint", ""),
-            created=obj.get("created", ""),
-            dim=int(obj.get("dim", 2048)),
-        )
+def feature_paths(features_dir: Path, name: str, generation: int = 0) -> tuple[Path, Path]:
+    """The vectors and table files of ``name`` (generation 0: ``NAME.npy``; N: ``NAME.gN.npy``)."""
+    stem = f"{name}.g{generation}" if generation else name
+    return Path(features_dir) / f"{stem}.npy", Path(features_dir) / f"{stem}.json"
 
 
-def feature_paths(features_dir: Path, name: str) -> tuple[Path, Path]:
-    return features_dir / f"{name}.npy", features_dir / f"{name}.json"
+def load_features(features_dir: Path, name: str, *, mmap: bool = True,
+                  files: tuple[str, str] | None = None) -> tuple[np.ndarray, FeatureTable]:
+    """Load the vectors (memory-mapped by default) and the table; check they agree.
 
-
-def load_features(features_dir: Path, name: str, *, mmap: bool = True) -> tuple[np.ndarray, FeatureTable]:
-    """Load the vectors (memory-mapped by default) and the table; check they agree."""
-    npy, table_path = feature_paths(Path(features_dir), name)
+    ``files``: the (vectors, table) file names in ``features_dir`` that the index manifest records
+    (default ``NAME.npy``, ``NAME.json``)."""
+    if files and files[0] and files[1]:
+        npy, table_path = Path(features_dir) / files[0], Path(features_dir) / files[1]
+    else:
+        npy, table_path = feature_paths(Path(features_dir), name)
     if not npy.is_file() or not table_path.is_file():
         raise IndexMismatchError(
             f"The features of {name!r} are missing ({npy.name} / {table_path.name} in {features_dir}).",
@@ -144,6 +100,7 @@ class _ImageFiles:
     def __getitem__(self, pos: int) -> tuple[int, np.ndarray | None, str]:
         i = self.indices[pos]
         try:
+            # an absolute item path (a file added from outside the collection's folder) joins as itself
             img = load_image(self.image_root / self.paths[i], draft_size=self.pp.resize)
             return i, preprocess(img, self.pp), ""
         except InvalidImageError as exc:
@@ -178,10 +135,52 @@ def extract_features(
     chunk_size: int = CHUNK_SIZE,
     progress: bool = True,
     on_chunk: Callable[[int], None] | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
 ) -> tuple[np.ndarray, FeatureTable, dict[str, Any]]:
-    """Embed every item of ``dataset``; resumable; returns (vectors, table, stats).
+    """Embed every item of ``dataset`` and write ``NAME.npy`` and ``NAME.json``; resumable; returns
+    (vectors, table, stats). See :func:`embed_dataset` for the callbacks."""
+    vectors, table, stats = embed_dataset(dataset, embedder, features_dir, name, batch_size=batch_size,
+                                          workers=workers, chunk_size=chunk_size, progress=progress,
+                                          on_chunk=on_chunk, on_batch=on_batch, cancel=cancel)
+    npy, table_path = feature_paths(Path(features_dir), name)
+    # The table first: if the vectors' write then fails, the new table no longer matches the old
+    # index manifest (count, weights, fingerprint, created), so the pair is refused, never mixed up.
+    # The parts stay until both are written: a rerun finishes without embedding anything again.
+    write_json(table_path, table.to_json())
+    write_npy(npy, vectors)
+    remove_parts(features_dir, name)
+    return vectors, table, stats
 
-    ``on_chunk(chunk_no)`` is called after each chunk is saved (tests use it to simulate a kill).
+
+def remove_parts(features_dir: str | os.PathLike, name: str) -> None:
+    """Remove the resumable parts of ``name`` (once what they made is written)."""
+    shutil.rmtree(Path(features_dir) / f"{name}.parts", ignore_errors=True)
+
+
+def embed_dataset(
+    dataset: Dataset,
+    embedder: Embedder,
+    features_dir: str | os.PathLike,
+    name: str,
+    *,
+    batch_size: int = 32,
+    workers: int | None = None,
+    chunk_size: int = CHUNK_SIZE,
+    progress: bool = True,
+    on_chunk: Callable[[int], None] | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+    allow_empty: bool = False,
+) -> tuple[np.ndarray, FeatureTable, dict[str, Any]]:
+    """Embed every item of ``dataset`` through ``features_dir/NAME.parts`` (resumable); returns
+    (vectors, table, stats) and writes no final file (the parts stay until :func:`remove_parts`).
+
+    ``on_chunk(chunk_no)`` is called after each chunk is saved (tests use it to simulate a kill);
+    ``on_batch(done, total)`` after each batch (images embedded or skipped so far, of ``total``);
+    ``cancel()`` is asked before each batch and stops with :class:`~app.errors.OperationCancelled`
+    (what was saved is kept: the same call later resumes from it). ``allow_empty``: no readable
+    image is not an error (an incremental change whose new files are all broken).
     """
     features_dir = Path(features_dir)
     embedder.load()  # the engine (fp32 or which INT8 model) is part of what a resumed build must match
@@ -195,14 +194,25 @@ def extract_features(
     t0 = time.perf_counter()
     bar = _progress_bar(n, resumed_rows, name) if progress else None
     embedded = 0
+
+    def tick(rows: int) -> None:
+        nonlocal embedded
+        embedded += rows
+        if bar is not None:
+            bar.update(rows)
+        if on_batch is not None:
+            on_batch(resumed_rows + embedded, n)
+        if cancel is not None and cancel():
+            raise OperationCancelled(f"Embedding {name} was cancelled after {resumed_rows + embedded} of {n} "
+                                     "images.", hint="Run it again to continue from the last saved chunk.")
+
     try:
-        for c, ids, vectors, bad in _embed_chunks(dataset, embedder, todo, chunk_size, batch_size, workers):
+        if cancel is not None and cancel():
+            raise OperationCancelled(f"Embedding {name} was cancelled before it started.")
+        for c, ids, vectors, bad in _embed_chunks(dataset, embedder, todo, chunk_size, batch_size, workers, tick):
             _save_chunk(parts / _chunk_name(c), ids, vectors, bad)
-            embedded += len(ids) + len(bad)
-            if bar is not None:
-                bar.update(len(ids) + len(bad))
-                if bad:
-                    bar.set_postfix(skipped=len(bad), refresh=False)
+            if bar is not None and bad:
+                bar.set_postfix(skipped=len(bad), refresh=False)
             if on_chunk is not None:
                 on_chunk(c)
     finally:
@@ -210,14 +220,7 @@ def extract_features(
             bar.close()
     elapsed = time.perf_counter() - t0
 
-    vectors, table = _consolidate(dataset, embedder, parts, n_chunks, name)
-    npy, table_path = feature_paths(features_dir, name)
-    # The table first: if the vectors' write then fails, the new table no longer matches the old
-    # index manifest (count, weights, fingerprint, created), so the pair is refused, never mixed up.
-    # The parts stay until both are written: a rerun finishes without embedding anything again.
-    write_json(table_path, table.to_json())
-    write_npy(npy, vectors)
-    shutil.rmtree(parts, ignore_errors=True)
+    vectors, table = _consolidate(dataset, embedder, parts, n_chunks, name, allow_empty=allow_empty)
     stats = {
         "images": n,
         "embedded": len(table),
@@ -234,7 +237,7 @@ def _resume(parts: Path, dataset: Dataset, embedder: Embedder, chunk_size: int) 
     build (another dataset sample, weights, dimension or chunking) is removed first."""
     n = len(dataset.items)
     state = {
-        "format": FORMAT_VERSION,
+        "format": PARTS_FORMAT,
         "image_root": str(dataset.image_root),  # same names in another folder are other images
         "fingerprint": dataset.fingerprint(),
         "weights_id": embedder.weights_id,
@@ -291,9 +294,11 @@ def _progress_bar(total: int, initial: int, name: str):
 
 
 def _embed_chunks(
-    dataset: Dataset, embedder: Embedder, todo: list[int], chunk_size: int, batch_size: int, workers: int | None
+    dataset: Dataset, embedder: Embedder, todo: list[int], chunk_size: int, batch_size: int, workers: int | None,
+    tick: Callable[[int], None],
 ) -> Iterator[tuple[int, list[int], np.ndarray, list[tuple[int, str]]]]:
-    """Yield (chunk, ok ids, vectors, [(id, reason)]) for each chunk in ``todo``, in order."""
+    """Yield (chunk, ok ids, vectors, [(id, reason)]) for each chunk in ``todo``, in order; ``tick(rows)``
+    after each batch."""
     if not todo:
         return
     from torch.utils.data import DataLoader
@@ -328,6 +333,7 @@ def _embed_chunks(
             vecs.append(embedder.embed_arrays(arrays if isinstance(arrays, np.ndarray) else arrays.numpy()))
             ids.extend(batch_ids)
         bad.extend(batch_bad)
+        tick(len(batch_ids) + len(batch_bad))
     if current is not None:
         yield current, ids, _stack(vecs, embedder.dim), bad
 
@@ -347,7 +353,17 @@ def _save_chunk(path: Path, ids: list[int], vectors: np.ndarray, bad: list[tuple
         )
 
 
-def _consolidate(dataset: Dataset, embedder: Embedder, parts: Path, n_chunks: int, name: str):
+def _failed(item, reason: str) -> dict[str, Any]:
+    """The skip entry of a file that could not be decoded; with its size and mtime, so an incremental
+    build does not read it again while it is unchanged."""
+    out: dict[str, Any] = {"path": item.path, "reason": reason}
+    if item.stamp is not None:
+        out.update(size=item.stamp.size, mtime_ns=item.stamp.mtime_ns)
+    return out
+
+
+def _consolidate(dataset: Dataset, embedder: Embedder, parts: Path, n_chunks: int, name: str, *,
+                 allow_empty: bool = False):
     ids_all, vec_all, skipped = [], [], []
     for c in range(n_chunks):
         with np.load(parts / _chunk_name(c), allow_pickle=False) as z:
@@ -362,7 +378,7 @@ def _consolidate(dataset: Dataset, embedder: Embedder, parts: Path, n_chunks: in
         raise DatasetError(f"Internal error: the chunks of {name} cover {len(seen)} rows for {expected} items.")
     order = np.argsort(ids, kind="stable")
     ids, vectors = ids[order], np.ascontiguousarray(vectors[order])
-    if len(ids) == 0:
+    if len(ids) == 0 and not allow_empty:
         raise DatasetError(f"None of the {expected} images of {name} could be read.")
     items = dataset.items
     table = FeatureTable(
@@ -373,7 +389,9 @@ def _consolidate(dataset: Dataset, embedder: Embedder, parts: Path, n_chunks: in
         weights_id=embedder.weights_id,
         paths=[items[i].path for i in ids.tolist()],
         labels=[items[i].labels for i in ids.tolist()],
-        skipped=[{"path": items[i].path, "reason": r} for i, r in sorted(skipped)],
+        stamps=[items[i].stamp for i in ids.tolist()],
+        # what the listing left out (messy folders), then what could not be decoded
+        skipped=[s.to_json() for s in dataset.skipped] + [_failed(items[i], r) for i, r in sorted(skipped)],
         fingerprint=dataset.fingerprint(),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         dim=embedder.dim,

@@ -2,6 +2,10 @@
 
 :func:`open_store` picks the vector store from the configuration's backend (the local faiss index,
 or Milvus); everything else sees only the :class:`~app.index.store.VectorStore` it returns.
+
+A loaded collection is kept until its manifest changes on disk (a build, ``add`` or ``delete`` in
+this process or another): the next :meth:`Catalogue.get` loads the new state. Items deleted from a
+collection keep their ids as tombstones; :class:`Collection` counts, lists and serves valid ones only.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ from app.core.embed import Embedder
 from app.core.features import FeatureTable, load_features
 from app.core.manifest import Manifest
 from app.errors import IndexMismatchError, IndexMissingError, UnknownItemError
-from app.index.faiss_store import FaissStore, build_command, list_indexes, read_manifest
+from app.index.faiss_store import FaissStore, build_command, list_indexes, manifest_path, read_manifest
 from app.index.store import VectorStore
+from app.service.commit import check_agrees, manifest_files
 
 
 @dataclass(frozen=True)
@@ -44,18 +49,27 @@ class Collection:
     vectors: np.ndarray
     image_root: Path
     lock: threading.Lock = field(default_factory=threading.Lock)
+    stamp: tuple[int, int, int] = (0, 0, 0)  # the manifest file's (inode, size, mtime_ns) when loaded
+
+    def __post_init__(self) -> None:
+        self.live_mask = self.table.live_mask()  # False for deleted rows (tombstones)
+        self.live_ids = np.flatnonzero(self.live_mask)
 
     def __len__(self) -> int:
-        return len(self.table)
+        """The number of valid images (deleted ones not counted)."""
+        return len(self.live_ids)
 
     def item_path(self, item_id: int) -> Path:
-        """The absolute path of an item; always inside the collection's image root."""
+        """The absolute path of a valid item: inside the collection's image root, or the file that
+        ``add`` indexed from outside it (stored as an absolute path)."""
         self.check_id(item_id)
         return self.image_root / self.table.paths[item_id]
 
     def check_id(self, item_id: int) -> None:
         if not (0 <= int(item_id) < len(self.table)):
             raise UnknownItemError(f"{self.name} has no item {item_id}.")
+        if not self.live_mask[int(item_id)]:
+            raise UnknownItemError(f"Item {item_id} was deleted from {self.name}.")
 
 
 # -- the stores ----------------------------------------------------------------------------------
@@ -93,11 +107,15 @@ def _open_milvus(config: Config, name: str, embedder: Embedder) -> tuple[VectorS
         )
     try:  # the local build's manifest, when present, knows where the images and which dataset kind
         local = read_manifest(config.indexes_dir, name)
-        manifest = local.with_(weights_id=meta.weights_id, dim=meta.dim, count=meta.count,
-                               collection=local.collection or meta.collection)
     except (IndexMissingError, IndexMismatchError):
-        manifest = Manifest(name=name, collection=meta.collection, weights_id=meta.weights_id, dim=meta.dim,
-                            count=meta.count, nprobe=store.nprobe)
+        return store, Manifest(name=name, collection=meta.collection, weights_id=meta.weights_id, dim=meta.dim,
+                               count=meta.count, nprobe=store.nprobe)
+    if meta.fingerprint and local.features_fingerprint and meta.fingerprint != local.features_fingerprint:
+        raise IndexMismatchError(
+            f"The {name} vectors in Milvus are not those of the local collection (changed since they were pushed).",
+            hint=f"Push them again with: python -m app.cli sync {name} --uri {config.milvus_uri}")
+    manifest = local.with_(weights_id=meta.weights_id, dim=meta.dim, count=meta.count,
+                           collection=local.collection or meta.collection)
     return store, manifest
 
 
@@ -138,33 +156,48 @@ class Catalogue:
         return out
 
     def get(self, name: str) -> Collection:
+        """The loaded collection ``name``; loaded again when its manifest changed since (another build)."""
         with self._lock:
             col = self._loaded.get(name)
-            if col is None:
+            if col is None or col.stamp != self._manifest_stamp(name):
                 col = self._load(name)
                 self._loaded[name] = col
             return col
 
+    def forget(self, name: str) -> None:
+        """Drop the loaded copy of ``name`` (after a rename or drop; the next :meth:`get` loads it again)."""
+        with self._lock:
+            self._loaded.pop(name, None)
+
+    def _manifest_stamp(self, name: str) -> tuple[int, int, int]:
+        try:
+            st = manifest_path(self.config.indexes_dir, name).stat()
+        except OSError:
+            return (0, 0, 0)
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
     def _load(self, name: str) -> Collection:
+        for attempt in range(3):  # a change committed while we read: its old files are gone, read again
+            stamp = self._manifest_stamp(name)
+            try:
+                col = self._load_once(name)
+            except (IndexMissingError, IndexMismatchError):
+                if attempt == 2 or self._manifest_stamp(name) == stamp:
+                    raise
+                continue
+            col.stamp = stamp
+            return col
+        raise AssertionError("unreachable")
+
+    def _load_once(self, name: str) -> Collection:
         cfg = self.config
         store, manifest = open_store(cfg, name, self._embedder())
-        vectors, table = load_features(cfg.features_dir, name)
+        vectors, table = load_features(cfg.features_dir, name, files=manifest_files(manifest))
         if manifest.image_root is None:
             manifest = manifest.with_(image_root=table.image_root)
         if manifest.dataset_root is None:
             manifest = manifest.with_(dataset_root=table.dataset_root)
-        if (
-            len(table) != manifest.count
-            or table.weights_id != manifest.weights_id
-            # the features of another build (written after this index, or of another sample)
-            or manifest.features_created not in (None, table.created)
-            or manifest.features_fingerprint not in (None, table.fingerprint)
-        ):
-            raise IndexMismatchError(
-                f"The {name} features ({len(table)} vectors, {table.weights_id}) do not match its index "
-                f"({manifest.count} vectors, {manifest.weights_id}).",
-                hint=f"Rebuild it with: {build_command(name, manifest)}",
-            )
+        check_agrees(name, manifest, table)
         return Collection(name, store, manifest, table, vectors, self._image_root(name, manifest))
 
     def _image_root(self, name: str, manifest: Manifest) -> Path:

@@ -76,7 +76,7 @@ def _stat_stamp(path: Path) -> FileStamp:
 
 def plan_changes(table: FeatureTable, items: Sequence[Item], root: str | os.PathLike, *, full: bool = True,
                  listed_skips: Sequence[Skipped] = (), cancel: Callable[[], bool] | None = None,
-                 on_hashed: Callable[[int], None] | None = None, hasher: Callable[[Path], FileStamp] = file_stamp,
+                 on_hashed: Callable[[int], None] | None = None, hasher: Callable[[Path], FileStamp] | None = None,
                  include_excluded: bool = False) -> ChangePlan:
     """The plan that brings ``table`` to ``items`` (see the module docstring).
 
@@ -86,6 +86,7 @@ def plan_changes(table: FeatureTable, items: Sequence[Item], root: str | os.Path
     ``cancel()`` is asked between files.
     """
     root = Path(root)
+    hasher = hasher or file_stamp
     live = table.live_paths()
     excluded = set() if include_excluded else set(table.excluded)
     undecodable = {s["path"]: s for s in table.skipped if s.get("size") is not None}
@@ -143,7 +144,8 @@ def plan_changes(table: FeatureTable, items: Sequence[Item], root: str | os.Path
             restamped[i] = new
         else:
             changed.append((i, replace(item, stamp=new)))
-    removed = _removed(live, seen, full)
+    removed, kept = _removed(live, seen, full)
+    unchanged += kept
     return ChangePlan(tuple(added), tuple(changed), tuple(removed), unchanged, restamped,
                       tuple(sorted(skipped, key=lambda s: s.path)), tuple(failed))
 
@@ -157,16 +159,18 @@ def _same_stat(entry: dict, item: Item, root: Path) -> bool:
     return entry.get("size") == now.size and entry.get("mtime_ns") == now.mtime_ns
 
 
-def _removed(live: dict[str, int], seen: set[str], full: bool) -> list[int]:
-    """Valid rows whose file is gone: all unseen rows for a full rescan; outside-the-folder rows checked
-    one by one (a rescan of the folder cannot see them)."""
-    out = []
+def _removed(live: dict[str, int], seen: set[str], full: bool) -> tuple[list[int], int]:
+    """(valid rows whose file is gone, outside rows still there): every unseen row of a full rescan,
+    and the rows added from outside the folder, checked one by one (a rescan of the folder cannot see them)."""
+    out, kept = [], 0
     for path, i in live.items():
         if path in seen:
             continue
         if os.path.isabs(path):
-            if not os.path.isfile(path):
+            if os.path.isfile(path):
+                kept += full
+            else:
                 out.append(i)
         elif full:
             out.append(i)
-    return sorted(out)
+    return sorted(out), kept

@@ -222,3 +222,34 @@ def file_stamp(path: str | os.PathLike) -> FileStamp:
         raise InvalidImageError(f"Cannot read {display_name(os.fspath(path))}: {exc.strerror or exc}.") from exc
     finally:
         os.close(fd)
+
+
+def scan_paths(paths: "list[str | os.PathLike]", *, suffixes: frozenset[str] = IMAGE_SUFFIXES) -> ScanResult:
+    """Files and folders a person named (``add``): a folder is scanned as :func:`scan_folder` does, a
+    file is taken when a scan would take it (a hidden one too: it was named). Paths in the result are
+    absolute (``os.path.abspath``: symbolic links are kept as given, as a folder scan keeps them)."""
+    files: list[tuple[str, FileStamp]] = []
+    skipped: list[Skipped] = []
+    for given in paths:
+        path = os.path.abspath(os.path.expanduser(os.fspath(given)))
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            reason = "no such file or folder" if not os.path.lexists(path) else _stat_reason(exc, os.path.islink(path))
+            skipped.append(Skipped(display_name(path), reason))
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            found = scan_folder(path, suffixes=suffixes)
+            files += [(os.path.join(path, rel), stamp) for rel, stamp in found.files]
+            skipped += [Skipped(display_name(os.path.join(path, s.path)), s.reason) for s in found.skipped]
+        elif not stat.S_ISREG(st.st_mode):
+            skipped.append(Skipped(display_name(path), f"{_special_kind(st.st_mode)}, not a file"))
+        else:
+            name = os.path.basename(path)
+            reason = _file_reason(name, os.path.splitext(name)[1].lower(), st, path, True, suffixes)
+            if reason is None:
+                files.append((path, FileStamp(st.st_size, st.st_mtime_ns)))
+            else:
+                skipped.append(Skipped(display_name(path), reason or "not an image file (by its extension)"))
+    files.sort(key=lambda f: f[0])
+    return ScanResult(tuple(files), tuple(sorted(skipped, key=lambda s: s.path)))

@@ -90,7 +90,7 @@ def _open_milvus(config: Config, name: str, embedder: Embedder) -> tuple[VectorS
 
     if not config.milvus_uri:
         raise IndexMissingError("The Milvus backend needs --milvus-uri.")
-    store = MilvusIndex(config.milvus_uri, name, token=config.milvus_token)
+    store = MilvusIndex(config.milvus_uri, name, token=config.milvus_token, timeout=config.milvus_timeout_s)
     meta = store.meta
     assert meta is not None
     if meta.weights_id != embedder.weights_id:

@@ -52,6 +52,7 @@ class ChangeSummary:
     removed_ids: tuple[int, ...] = ()
     milvus: dict[str, Any] | None = None  # what was mirrored to Milvus (backend milvus)
     generation: int = 0
+    previous_fingerprint: str = ""  # of the table before the change (Milvus mirrors from it)
 
     def line(self) -> str:
         return f"added {self.added}, changed {self.changed}, removed {self.removed}, unchanged {self.unchanged}"
@@ -89,7 +90,7 @@ def apply_plan(config: Config, state: State, plan: ChangePlan, *, kind: str, ima
     added_paths = {it.path for it in plan.added}
     base = dict(collection=name, unchanged=plan.unchanged, model=state.manifest.model_name,
                 weights_id=table.weights_id, added=sum(it.path in added_paths for it in rows.items),
-                changed=len(plan.changed), removed=len(plan.removed))
+                changed=len(plan.changed), removed=len(plan.removed), previous_fingerprint=table.fingerprint)
     if (not rows.items and not plan.retired and not plan.restamped and excluded == table.excluded
             and _by_path(skipped) == _by_path(table.skipped)):
         return ChangeSummary(**base, count=table.live_count, skipped=tuple(skipped), seconds=time.perf_counter() - t0,

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from app.config import Config
+from app.core.features import load_features
 from app.errors import BackendUnavailableError, IndexMismatchError, IndexMissingError
 from app.index.milvus_store import MilvusIndex, push
 from app.service.commit import State, read_state
@@ -29,8 +30,14 @@ def _milvus_uri(config: Config) -> str:
 
 def push_collection(config: Config, name: str, *, index_type: str | None = None, progress: bool = False,
                     state: State | None = None) -> dict[str, Any]:
-    """Push every valid vector of ``name`` to Milvus (the collection there is created again)."""
-    state = state or read_state(config, name)
+    """Push every valid vector of ``name`` to Milvus (the collection there is created again). Without a
+    local manifest (features copied alone), the features' own files are read."""
+    if state is None:
+        try:
+            state = read_state(config, name)
+        except IndexMissingError:
+            vectors, table = load_features(config.features_dir, name)
+            state = State(name, None, table, vectors)  # type: ignore[arg-type]
     kw = {"index_type": index_type} if index_type else {}
     return push(_milvus_uri(config), name, state.vectors, state.table.live_ids(), weights_id=state.table.weights_id,
                 fingerprint=state.table.fingerprint, token=config.milvus_token, timeout=config.milvus_timeout_s,

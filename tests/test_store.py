@@ -29,12 +29,12 @@ def faiss_store(tmp_path, factory: str = "IVF4,Flat", nprobe: int = 4, train: np
                       manifest={"weights_id": "test/w", "factory": cfg.factory, "nprobe": cfg.nprobe})
 
 
-def milvus_store(tmp_path, name: str = "s"):
+def milvus_store(tmp_path, name: str = "s", index_type: str = "FLAT"):
     pytest.importorskip("pymilvus")
     pytest.importorskip("milvus_lite")
     from app.index.milvus_store import MilvusIndex
 
-    return MilvusIndex.create(str(tmp_path / "milvus.db"), name, D, weights_id="test/w", index_type="FLAT")
+    return MilvusIndex.create(str(tmp_path / "milvus.db"), name, D, weights_id="test/w", index_type=index_type)
 
 
 def exact_topk(x: np.ndarray, queries: np.ndarray, k: int, removed: set[int] = frozenset()) -> np.ndarray:
@@ -170,21 +170,36 @@ def test_milvus_store_records_its_count_on_save(tmp_path):
 
 
 @pytest.mark.slow
-def test_both_stores_give_the_same_top_k_on_the_same_vectors(tmp_path):
-    x = unit_vectors(300, seed=1)
+@pytest.mark.parametrize("index_type", ["FLAT", "HNSW"])
+def test_both_stores_give_the_same_top_k_on_the_same_vectors(tmp_path, index_type):
+    """faiss (IVF, every list probed) and Milvus (exact, and the default HNSW) on the same vectors: the same
+    top 10, also after removals and after 30% churn (removed ids, new ids appended), with the same counts."""
+    x = unit_vectors(400, seed=1)
     queries = unit_vectors(20, seed=2)
-    stores: list[VectorStore] = [faiss_store(tmp_path, "IVF4,Flat", nprobe=4), milvus_store(tmp_path)]
+    stores: list[VectorStore] = [faiss_store(tmp_path, "IVF4,Flat", nprobe=4), milvus_store(tmp_path, "s", index_type)]
     for store in stores:
-        store.add(x, np.arange(len(x)))
+        store.add(x[:300], np.arange(300))
         store.save()
-    removed = {int(i) for i in exact_topk(x, queries[:5], 1).ravel()}  # some queries' best matches
-    for step in ("all", "after-remove"):
+    removed = {int(i) for i in exact_topk(x[:300], queries[:5], 1).ravel()}  # some queries' best matches
+    churned = set(np.random.default_rng(3).choice(300, 90, replace=False).tolist()) - removed
+    live = np.ones(400, dtype=bool)
+    live[300:] = False
+    for step in ("all", "after-remove", "after-churn"):
         if step == "after-remove":
             for store in stores:
                 assert store.remove(np.array(sorted(removed))) == len(removed)
-        want = exact_topk(x, queries, 10, removed if step == "after-remove" else set())
+            live[sorted(removed)] = False
+        if step == "after-churn":  # 90 more removed, 100 new vectors under new ids
+            for store in stores:
+                assert store.remove(np.array(sorted(churned))) == len(churned)
+                store.add(x[300:], np.arange(300, 400))
+                store.save()
+            live[sorted(churned)] = False
+            live[300:] = True
+        want = exact_topk(x, queries, 10, set(np.flatnonzero(~live).tolist()))
         (fd, fi), (md, mi) = (s.search(queries, 10) for s in stores)
         assert np.array_equal(fi, want), step
         assert np.array_equal(mi, want), step
         assert np.allclose(fd, md, atol=1e-4), step
-        assert stores[0].count() == stores[1].count() == len(x) - (len(removed) if step == "after-remove" else 0)
+        assert stores[0].count() == stores[1].count() == int(live.sum()), step
+    assert np.array_equal(stores[1].ids(), np.flatnonzero(live))

@@ -146,7 +146,7 @@ def print_change(summary, as_json: bool) -> int:
 
 
 def _progress_line(p) -> None:
-    if p.phase == "embedding" and p.total:
+    if p.phase == "embedding" and p.total and p.done:
         eta = f", ETA {p.eta_s:.0f} s" if p.eta_s is not None else ""
         print(f"\rembedding {p.done}/{p.total} ({p.images_per_s:.1f} img/s{eta})", end="", file=sys.stderr,
               flush=True)

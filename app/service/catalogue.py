@@ -21,7 +21,7 @@ from app.config import KNOWN_COLLECTIONS, Config
 from app.core.embed import Embedder
 from app.core.features import FeatureTable, load_features
 from app.core.manifest import Manifest
-from app.errors import IndexMismatchError, IndexMissingError, UnknownItemError
+from app.errors import BackendUnavailableError, IndexMismatchError, IndexMissingError, UnknownItemError
 from app.index.faiss_store import FaissStore, build_command, list_indexes, manifest_path, read_manifest
 from app.index.store import VectorStore
 from app.service.commit import check_agrees, manifest_files
@@ -143,7 +143,7 @@ class Catalogue:
                 col = self.get(name)
                 out.append(CollectionInfo(name, True, len(col), col.manifest.collection,
                                           model=col.manifest.model_name))
-            except (IndexMissingError, IndexMismatchError) as exc:
+            except (IndexMissingError, IndexMismatchError, BackendUnavailableError) as exc:
                 manifest = None
                 try:
                     manifest = read_manifest(self.config.indexes_dir, name)

@@ -287,3 +287,27 @@ def test_a_running_service_sees_a_change_made_elsewhere(built):
     delete_items(config, "pics", ids=[2, 3])
     assert len(service.collection("pics")) == 22
     assert {h.id for h in service.examples("pics", n=22)} == set(range(24)) - {2, 3}
+
+
+def test_evaluate_and_retune_a_collection_with_deletions(small_collection, tmp_path):
+    """Tombstoned rows are not items: evaluation counts and queries the valid ones, a retune keeps every id."""
+    import shutil
+
+    from app.index.faiss_store import load_index
+    from app.metrics.evaluate import evaluate_collection, retune_collection
+
+    config, _, _ = small_collection
+    copy = config.with_(indexes_dir=tmp_path / "indexes", features_dir=tmp_path / "features")
+    shutil.copytree(config.indexes_dir, copy.indexes_dir)
+    shutil.copytree(config.features_dir, copy.features_dir)
+    delete_items(copy, "shapes", ids=[0, 7, 13])
+    report = evaluate_collection(copy, "shapes")
+    assert report["count"] == report["queries"] == 21 and report["ann_recall_at_5"] >= 0.9
+    m = retune_collection(copy, "shapes")
+    assert m.count == 21 and m.generation == 2 and m.trained_count == 21
+    index, _ = load_index(copy.indexes_dir, "shapes")
+    assert sorted(p.name for p in copy.indexes_dir.glob("shapes*.faiss")) == ["shapes.g2.faiss"]
+    service = SearchService(copy)
+    for i in (1, 8, 23):
+        assert service.search_item("shapes", i, k=1).hits[0].id == i
+    assert index.ntotal >= 21

@@ -18,11 +18,18 @@ removal raises :class:`~app.errors.UnsupportedOperationError` (the caller re-add
 the vectors of the last training; added vectors from elsewhere in the space are coded with them, and
 recall drifts. Counting updates = vectors added + vectors removed since the last training:
 
-* under :data:`CHECK_FRACTION` (10%) of the trained size: update in place, nothing measured;
+* up to :data:`CHECK_FRACTION` (2%) of the trained size: update in place, nothing measured;
 * above :data:`RETRAIN_FRACTION` (50%): retrain (most of what it was fitted to is gone or new);
 * in between: measure recall@5 against exact search on a seeded sample of up to
   :data:`CHECK_QUERIES` live items (leave-one-out, ~0.1 s for 10k items) and retrain when it is below
-  the collection's target (the tuner's, 0.95 by default).
+  the collection's target plus the tuner's margin (0.95 + 0.01 by default: a 200-query estimate is
+  about +-0.015).
+
+Why measure rather than count: on real EfficientNet-Lite0 features of 1,000 Caltech101 images, the
+tuned ``PCAR448,IVF32,PQ28np,Refine(SQ8)`` holds recall@5 0.975 on the vectors it was trained on, but
+10% churn (100 removed, 100 new photos of the same categories) already takes it to 0.871: PQ
+codebooks fitted to a small collection code new vectors worse than the ones they were fitted to.
+A larger collection drifts more slowly; the measurement tells them apart.
 
 Retraining trains the same configuration on the live vectors and adds them with their ids
 (:func:`fill_index`); the measured recall after churn is in README ("Incremental builds").
@@ -37,7 +44,7 @@ import numpy as np
 
 from app.errors import UnsupportedOperationError
 
-CHECK_FRACTION = 0.10
+CHECK_FRACTION = 0.02
 RETRAIN_FRACTION = 0.50
 CHECK_QUERIES = 200
 
@@ -181,7 +188,7 @@ class RetrainDecision:
 
 
 def retrain_decision(trained_count: int, updates: int, measure: Callable[[], float], *,
-                     target: float = 0.95) -> RetrainDecision:
+                     target: float = 0.95, margin: float = 0.01) -> RetrainDecision:
     """Whether an index trained on ``trained_count`` vectors, ``updates`` adds + removes ago, is trained
     again (see the module docstring). ``measure()`` gives the index's recall@5 now (called only when
     the rule needs it)."""
@@ -193,9 +200,10 @@ def retrain_decision(trained_count: int, updates: int, measure: Callable[[], flo
         return RetrainDecision(True, f"{updates} updates since training ({share:.0%} of {trained} > "
                                      f"{RETRAIN_FRACTION:.0%})")
     recall = float(measure())
-    if recall < target:
-        return RetrainDecision(True, f"recall@5 {recall:.3f} < {target} after {updates} updates", recall)
-    return RetrainDecision(False, f"recall@5 {recall:.3f} >= {target} after {updates} updates: in place", recall)
+    need = min(1.0, target + margin)
+    if recall < need:
+        return RetrainDecision(True, f"recall@5 {recall:.3f} < {need:.2f} after {updates} updates", recall)
+    return RetrainDecision(False, f"recall@5 {recall:.3f} >= {need:.2f} after {updates} updates: in place", recall)
 
 
 def sample_recall(search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]], vectors: np.ndarray,

@@ -85,69 +85,81 @@ def plan_changes(table: FeatureTable, items: Sequence[Item], root: str | os.Path
     paths too (``add`` of a path that was deleted on purpose). ``on_hashed(n)`` after each file read;
     ``cancel()`` is asked between files.
     """
-    root = Path(root)
-    hasher = hasher or file_stamp
-    live = table.live_paths()
+    planner = _Planner(table, Path(root), hasher or file_stamp, cancel, on_hashed, list(listed_skips))
     excluded = set() if include_excluded else set(table.excluded)
-    undecodable = {s["path"]: s for s in table.skipped if s.get("size") is not None}
-    added, changed, restamped, skipped, failed = [], [], {}, list(listed_skips), []
-    unchanged, seen = 0, set()
-    hashed = 0
-
-    def stamp(item: Item) -> FileStamp | None:
-        nonlocal hashed
-        if cancel is not None and cancel():
-            raise OperationCancelled("The update was cancelled while reading files; nothing was changed.")
-        try:
-            return hasher(_abs(root, item.path))
-        except InvalidImageError as exc:
-            skipped.append(Skipped(item.path, str(exc)))
-            return None
-        finally:
-            hashed += 1
-            if on_hashed is not None:
-                on_hashed(hashed)
-
+    seen: set[str] = set()
     for item in items:
         if item.path in seen:
             continue
         seen.add(item.path)
         if item.path in excluded:
-            skipped.append(Skipped(item.path, EXCLUDED_REASON))
-            continue
-        i = live.get(item.path)
-        prev = undecodable.get(item.path) if i is None else None
-        if prev is not None and _same_stat(prev, item, root):
-            failed.append(prev)
-            continue
+            planner.skipped.append(Skipped(item.path, EXCLUDED_REASON))
+        else:
+            planner.look_at(item)
+    removed, kept = _removed(planner.live, seen, full)
+    return ChangePlan(tuple(planner.added), tuple(planner.changed), tuple(removed), planner.unchanged + kept,
+                      planner.restamped, tuple(sorted(planner.skipped, key=lambda s: s.path)), tuple(planner.failed))
+
+
+class _Planner:
+    """Sorts listed items into added, changed, unchanged (restamped or not), skipped and failed."""
+
+    def __init__(self, table: FeatureTable, root: Path, hasher: Callable[[Path], FileStamp],
+                 cancel: Callable[[], bool] | None, on_hashed: Callable[[int], None] | None,
+                 skipped: list[Skipped]) -> None:
+        self.table, self.root, self.hasher, self.cancel, self.on_hashed = table, root, hasher, cancel, on_hashed
+        self.live = table.live_paths()
+        self.undecodable = {s["path"]: s for s in table.skipped if s.get("size") is not None}
+        self.added: list[Item] = []
+        self.changed: list[tuple[int, Item]] = []
+        self.restamped: dict[int, FileStamp] = {}
+        self.skipped = skipped
+        self.failed: list[dict] = []
+        self.unchanged = 0
+        self.hashed = 0
+
+    def look_at(self, item: Item) -> None:
+        i = self.live.get(item.path)
+        prev = self.undecodable.get(item.path) if i is None else None
+        if prev is not None and _same_stat(prev, item, self.root):
+            self.failed.append(prev)  # undecodable last time, not changed since: not read again
+            return
         if i is None:
-            new = stamp(item)
+            new = self.stamp(item)
             if new is not None:
-                added.append(replace(item, stamp=new))
-            continue
-        old = table.stamps[i]
-        now = item.stamp
+                self.added.append(replace(item, stamp=new))
+            return
+        old, now = self.table.stamps[i], item.stamp
         if now is None:  # a listing without stats (Caltech101, VOC2012)
             try:
-                now = _stat_stamp(_abs(root, item.path))
+                now = _stat_stamp(_abs(self.root, item.path))
             except InvalidImageError as exc:
-                skipped.append(Skipped(item.path, str(exc)))
-                continue
+                self.skipped.append(Skipped(item.path, str(exc)))
+                return
         if old is not None and old.same_stat(now):
-            unchanged += 1
-            continue
-        new = stamp(item)
+            self.unchanged += 1
+            return
+        new = self.stamp(item)
         if new is None:
-            continue
-        if old is None or new.hash == old.hash:
-            unchanged += 1
-            restamped[i] = new
+            return
+        if old is None or new.hash == old.hash:  # touched (or migrated): the same content
+            self.unchanged += 1
+            self.restamped[i] = new
         else:
-            changed.append((i, replace(item, stamp=new)))
-    removed, kept = _removed(live, seen, full)
-    unchanged += kept
-    return ChangePlan(tuple(added), tuple(changed), tuple(removed), unchanged, restamped,
-                      tuple(sorted(skipped, key=lambda s: s.path)), tuple(failed))
+            self.changed.append((i, replace(item, stamp=new)))
+
+    def stamp(self, item: Item) -> FileStamp | None:
+        if self.cancel is not None and self.cancel():
+            raise OperationCancelled("The update was cancelled while reading files; nothing was changed.")
+        try:
+            return self.hasher(_abs(self.root, item.path))
+        except InvalidImageError as exc:
+            self.skipped.append(Skipped(item.path, str(exc)))
+            return None
+        finally:
+            self.hashed += 1
+            if self.on_hashed is not None:
+                self.on_hashed(self.hashed)
 
 
 def _same_stat(entry: dict, item: Item, root: Path) -> bool:

@@ -1,4 +1,5 @@
-"""The feature table: a built collection's id -> (path, labels, file stamp) table, versioned.
+"""The feature table: a built collection's id -> (path, labels, file stamp) table, versioned, and the
+feature store's files (:func:`feature_paths`, :func:`load_features`: the vectors and the table, checked).
 
 It is the JSON file beside the vectors (``features/NAME.json``, or ``NAME.gN.json`` after an
 incremental change; the index manifest names the current one). Row ``i`` of the table is item id
@@ -27,7 +28,9 @@ the table read them) and records their stamps, so no migrated item is embedded a
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -182,3 +185,43 @@ def to_current_format(obj: dict[str, Any]) -> dict[str, Any]:
         obj = TABLE_MIGRATIONS[version](obj)
         version = obj["format"]
     return obj
+
+
+# -- the files -------------------------------------------------------------------------------------
+
+
+def feature_paths(features_dir: Path, name: str, generation: int = 0) -> tuple[Path, Path]:
+    """The vectors and table files of ``name`` (generation 0: ``NAME.npy``; N: ``NAME.gN.npy``)."""
+    stem = f"{name}.g{generation}" if generation else name
+    return Path(features_dir) / f"{stem}.npy", Path(features_dir) / f"{stem}.json"
+
+
+def load_features(features_dir: Path, name: str, *, mmap: bool = True,
+                  files: tuple[str, str] | None = None) -> tuple[np.ndarray, FeatureTable]:
+    """Load the vectors (memory-mapped by default) and the table; check they agree.
+
+    ``files``: the (vectors, table) file names in ``features_dir`` that the index manifest records
+    (default ``NAME.npy``, ``NAME.json``)."""
+    if files and files[0] and files[1]:
+        npy, table_path = Path(features_dir) / files[0], Path(features_dir) / files[1]
+    else:
+        npy, table_path = feature_paths(Path(features_dir), name)
+    if not npy.is_file() or not table_path.is_file():
+        raise IndexMismatchError(
+            f"The features of {name!r} are missing ({npy.name} / {table_path.name} in {features_dir}).",
+            hint="Rebuild with scripts/build_index.py.",
+        )
+    try:
+        table = FeatureTable.from_json(json.loads(table_path.read_text()))
+        vectors = np.load(npy, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+        raise IndexMismatchError(
+            f"The features of {name!r} are unreadable ({exc}).", hint="Rebuild with scripts/build_index.py."
+        ) from exc
+    if vectors.dtype != np.float32 or vectors.ndim != 2 or vectors.shape != (len(table), table.dim):
+        raise IndexMismatchError(
+            f"The features of {name!r} do not match their table ({vectors.shape} vs {len(table)} items "
+            f"of {table.dim} values).",
+            hint="Rebuild with scripts/build_index.py.",
+        )
+    return vectors, table

@@ -31,11 +31,11 @@ import numpy as np
 
 from app.core.datasets import Dataset
 from app.core.embed import Embedder
-from app.core.feature_table import FeatureTable
+from app.core.feature_table import FeatureTable, feature_paths, load_features
 from app.core.images import load_image
 from app.core.models import Preprocessing
 from app.core.preprocess import preprocess
-from app.errors import DatasetError, IndexMismatchError, InvalidImageError, OperationCancelled
+from app.errors import DatasetError, InvalidImageError, OperationCancelled
 from app.files.atomic import atomic_writer, write_json, write_npy
 
 __all__ = ["CHUNK_SIZE", "FeatureTable", "default_workers", "embed_dataset", "extract_features", "feature_paths",
@@ -43,43 +43,6 @@ __all__ = ["CHUNK_SIZE", "FeatureTable", "default_workers", "embed_dataset", "ex
 
 CHUNK_SIZE = 512
 PARTS_FORMAT = 1  # of the resumable parts folder (not the table's format: see app.core.feature_table)
-
-
-def feature_paths(features_dir: Path, name: str, generation: int = 0) -> tuple[Path, Path]:
-    """The vectors and table files of ``name`` (generation 0: ``NAME.npy``; N: ``NAME.gN.npy``)."""
-    stem = f"{name}.g{generation}" if generation else name
-    return Path(features_dir) / f"{stem}.npy", Path(features_dir) / f"{stem}.json"
-
-
-def load_features(features_dir: Path, name: str, *, mmap: bool = True,
-                  files: tuple[str, str] | None = None) -> tuple[np.ndarray, FeatureTable]:
-    """Load the vectors (memory-mapped by default) and the table; check they agree.
-
-    ``files``: the (vectors, table) file names in ``features_dir`` that the index manifest records
-    (default ``NAME.npy``, ``NAME.json``)."""
-    if files and files[0] and files[1]:
-        npy, table_path = Path(features_dir) / files[0], Path(features_dir) / files[1]
-    else:
-        npy, table_path = feature_paths(Path(features_dir), name)
-    if not npy.is_file() or not table_path.is_file():
-        raise IndexMismatchError(
-            f"The features of {name!r} are missing ({npy.name} / {table_path.name} in {features_dir}).",
-            hint="Rebuild with scripts/build_index.py.",
-        )
-    try:
-        table = FeatureTable.from_json(json.loads(table_path.read_text()))
-        vectors = np.load(npy, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
-        raise IndexMismatchError(
-            f"The features of {name!r} are unreadable ({exc}).", hint="Rebuild with scripts/build_index.py."
-        ) from exc
-    if vectors.dtype != np.float32 or vectors.ndim != 2 or vectors.shape != (len(table), table.dim):
-        raise IndexMismatchError(
-            f"The features of {name!r} do not match their table ({vectors.shape} vs {len(table)} items "
-            f"of {table.dim} values).",
-            hint="Rebuild with scripts/build_index.py.",
-        )
-    return vectors, table
 
 
 # -- extraction ----------------------------------------------------------------------------
@@ -193,23 +156,10 @@ def embed_dataset(
 
     t0 = time.perf_counter()
     bar = _progress_bar(n, resumed_rows, name) if progress else None
-    embedded = 0
-
-    def tick(rows: int) -> None:
-        nonlocal embedded
-        embedded += rows
-        if bar is not None:
-            bar.update(rows)
-        if on_batch is not None:
-            on_batch(resumed_rows + embedded, n)
-        if cancel is not None and cancel():
-            raise OperationCancelled(f"Embedding {name} was cancelled after {resumed_rows + embedded} of {n} "
-                                     "images.", hint="Run it again to continue from the last saved chunk.")
-
+    ticker = _Ticker(name, n, resumed_rows, bar, on_batch, cancel)
     try:
-        if cancel is not None and cancel():
-            raise OperationCancelled(f"Embedding {name} was cancelled before it started.")
-        for c, ids, vectors, bad in _embed_chunks(dataset, embedder, todo, chunk_size, batch_size, workers, tick):
+        ticker(0)  # cancelled before it started
+        for c, ids, vectors, bad in _embed_chunks(dataset, embedder, todo, chunk_size, batch_size, workers, ticker):
             _save_chunk(parts / _chunk_name(c), ids, vectors, bad)
             if bar is not None and bad:
                 bar.set_postfix(skipped=len(bad), refresh=False)
@@ -219,6 +169,7 @@ def embed_dataset(
         if bar is not None:
             bar.close()
     elapsed = time.perf_counter() - t0
+    embedded = ticker.embedded
 
     vectors, table = _consolidate(dataset, embedder, parts, n_chunks, name, allow_empty=allow_empty)
     stats = {
@@ -230,6 +181,26 @@ def embed_dataset(
         "img_per_s": embedded / elapsed if elapsed > 0 and embedded else 0.0,
     }
     return vectors, table, stats
+
+
+class _Ticker:
+    """Called after each batch: the progress bar, ``on_batch(done, total)``, and the cancel check."""
+
+    def __init__(self, name: str, total: int, resumed: int, bar: Any, on_batch: Callable[[int, int], None] | None,
+                 cancel: Callable[[], bool] | None) -> None:
+        self.name, self.total, self.resumed, self.bar = name, total, resumed, bar
+        self.on_batch, self.cancel = on_batch, cancel
+        self.embedded = 0
+
+    def __call__(self, rows: int) -> None:
+        self.embedded += rows
+        if rows and self.bar is not None:
+            self.bar.update(rows)
+        if rows and self.on_batch is not None:
+            self.on_batch(self.resumed + self.embedded, self.total)
+        if self.cancel is not None and self.cancel():
+            raise OperationCancelled(f"Embedding {self.name} was cancelled after {self.resumed + self.embedded} of "
+                                     f"{self.total} images.", hint="Run it again to continue from the last saved chunk.")
 
 
 def _resume(parts: Path, dataset: Dataset, embedder: Embedder, chunk_size: int) -> set[int]:

@@ -84,32 +84,42 @@ def update_index(indexes_dir: Path, manifest: Manifest, vectors: np.ndarray, liv
 
 
 def retrained(manifest: Manifest, vectors: np.ndarray, live_ids: np.ndarray) -> tuple[Any, dict[str, Any]]:
-    """A new index over the valid rows: the same configuration trained again, or tuned again when the
-    collection has grown or shrunk past :data:`RETUNE_FACTOR` times its trained size."""
-    live = np.ascontiguousarray(vectors[live_ids], dtype=np.float32)
+    """A new index over the valid rows: the same configuration trained again; tuned again instead when the
+    collection has grown or shrunk past :data:`RETUNE_FACTOR` times its trained size, or when the
+    retrained configuration still misses the target (a tuned collection whose content has moved on)."""
     trained = manifest.trained_count if manifest.trained_count is not None else manifest.count
-    fields: dict[str, Any] = {"trained_count": len(live_ids), "updates_since_training": 0}
-    tuned = bool(manifest.tuning) and not manifest.tuning.get("fixed")
+    tuned = bool(manifest.tuning) and not manifest.tuning.get("fixed") and len(live_ids) >= 2
     ratio = len(live_ids) / max(1, trained)
-    if tuned and not (1 / RETUNE_FACTOR <= ratio <= RETUNE_FACTOR) and len(live_ids) >= 2:
-        index, report = tune(live, target_recall=target_recall(manifest),
-                             max_ms=float(manifest.tuning.get("max_ms_per_query", 1.0)))
-        assert report.chosen is not None
-        chosen = report.chosen.config
-        fields.update(factory=chosen.factory, nprobe=chosen.nprobe, k_factor=chosen.k_factor,
-                      tuning=report.to_json())
-        index.reset()  # keeps the training; the rows go back in under their own ids
-    else:
-        chosen = index_config(manifest)
-        try:
-            index = train_index(live, chosen)
-        except RuntimeError:  # too few vectors for its nlist or codebooks: the exact index
-            chosen = IndexConfig("Flat", 1, 1)
-            index = train_index(live, chosen)
-            fields.update(factory="Flat", nprobe=1, k_factor=1)
+    if tuned and not (1 / RETUNE_FACTOR <= ratio <= RETUNE_FACTOR):
+        return _retuned(manifest, vectors, live_ids)
+    fields: dict[str, Any] = {"trained_count": len(live_ids), "updates_since_training": 0}
+    chosen = index_config(manifest)
+    live = np.ascontiguousarray(vectors[live_ids], dtype=np.float32)
+    try:
+        index = train_index(live, chosen)
+    except RuntimeError:  # too few vectors for its nlist or codebooks: the exact index
+        chosen = IndexConfig("Flat", 1, 1)
+        index = train_index(live, chosen)
+        fields.update(factory="Flat", nprobe=1, k_factor=1)
     index = fill_index(index, vectors, live_ids)
     set_search_params(index, chosen)
+    if tuned and sample_recall(lambda q, k: _search(index, q, k), vectors, live_ids) < target_recall(manifest):
+        return _retuned(manifest, vectors, live_ids)
     return index, fields
+
+
+def _retuned(manifest: Manifest, vectors: np.ndarray, live_ids: np.ndarray) -> tuple[Any, dict[str, Any]]:
+    """The configuration chosen again by the tuner for the valid rows, holding them under their own ids."""
+    live = np.ascontiguousarray(vectors[live_ids], dtype=np.float32)
+    index, report = tune(live, target_recall=target_recall(manifest),
+                         max_ms=float(manifest.tuning.get("max_ms_per_query", 1.0)))
+    assert report.chosen is not None
+    chosen = report.chosen.config
+    index.reset()  # keeps the training; the rows go back in under their own ids
+    index = fill_index(index, vectors, live_ids)
+    set_search_params(index, chosen)
+    return index, {"trained_count": len(live_ids), "updates_since_training": 0, "factory": chosen.factory,
+                   "nprobe": chosen.nprobe, "k_factor": chosen.k_factor, "tuning": report.to_json()}
 
 
 def _search(index: Any, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

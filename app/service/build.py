@@ -24,7 +24,7 @@ from app.config import Config
 from app.core.changes import plan_changes
 from app.core.datasets import Dataset, Item, load_dataset
 from app.core.embed import Embedder, embedder_for
-from app.core.features import CHUNK_SIZE, FeatureTable, embed_dataset, remove_parts
+from app.core.features import CHUNK_SIZE, FeatureTable, embed_dataset, load_features, remove_parts
 from app.core.manifest import Manifest
 from app.core.quantize import CALIBRATION_IMAGES, calibration_files
 from app.errors import IndexMismatchError, IndexMissingError
@@ -177,7 +177,10 @@ def quantize_for_collection(config: Config, name: str, *, images: int = CALIBRAT
     """Make (or find in the cache) the INT8 model of ``config``'s model and weights, calibrated on
     ``images`` images of the built collection ``name`` (any model's build: only its images are used).
     Returns what was made: model, weights id, the INT8 file and its calibration record."""
-    table = read_state(config, name).table
+    try:
+        table = read_state(config, name).table
+    except IndexMissingError:  # features without their index (copied alone): their own file names
+        table = load_features(config.features_dir, name)[1]
     items = [Item(table.paths[i], table.labels[i]) for i in table.live_ids().tolist()]
     embedder = embedder or Embedder(config.weights, model=config.model, engine="onnx-int8", threads=config.threads,
                                     cache_dir=config.cache_dir)

@@ -112,3 +112,7 @@ def test_management_errors_are_one_line(tmp_path, cli_env):
     assert_one_line_error(run(cli("drop", tmp_path), cli_env), "no collection named 'mine'")
     proc = run(["-m", "app.cli", "rename", "--collection", "a", "--to", "../escape", *dirs(tmp_path)], cli_env)
     assert_one_line_error(proc, "not a valid collection name")
+    (tmp_path / "outside.manifest.json").write_text("{}")  # drop never reaches outside its folders
+    proc = run(["-m", "app.cli", "drop", "--collection", "../outside", *dirs(tmp_path)], cli_env)
+    assert_one_line_error(proc, "not a collection name")
+    assert (tmp_path / "outside.manifest.json").is_file()

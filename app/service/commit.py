@@ -44,9 +44,18 @@ def check_name(name: str) -> str:
     return name
 
 
+def check_safe_name(name: str) -> str:
+    """Any collection's name as a change uses it: one file-name component, so it cannot reach outside
+    ``indexes/`` and ``features/`` (older collections may have names :func:`check_name` refuses)."""
+    if not name or name in (".", "..") or name.startswith(".") or any(c in name for c in "/\\\0"):
+        raise DatasetError(f"{name!r} is not a collection name.", hint="python -m app.cli list shows the collections.")
+    return name
+
+
 @contextlib.contextmanager
 def collection_lock(config: Config, name: str, *, wait_s: float = 0.0) -> Iterator[None]:
     """One change to ``name`` at a time (the CLI, the app and other processes alike)."""
+    check_safe_name(name)
     with exclusive_lock(Path(config.indexes_dir) / f".{name}.lock", what=f"the collection {name!r}", wait_s=wait_s):
         yield
 

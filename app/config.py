@@ -40,6 +40,7 @@ class Config:
     backend: str = "faiss"  # "faiss" (local index files) | "milvus" (see app/milvus_store.py)
     milvus_uri: str | None = None  # http://host:19530, or a file path for embedded Milvus Lite
     milvus_token: str = ""
+    milvus_timeout_s: float = 10.0  # connecting and each Milvus call (app.index.milvus_store)
     default_k: int = 5
     max_k: int = 20
 

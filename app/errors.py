@@ -71,9 +71,21 @@ class UnsupportedOperationError(AppError):
     would renumber every later row)."""
 
 
-class BuildLockedError(AppError):
-    """Another process is building the same collection: ``path`` is the lock file, ``pid`` the holder
-    (None when it could not be read)."""
+class StorageError(AppError):
+    """A file could not be written: the disk is full, read-only, or the folder is not writable."""
+
+
+class OperationCancelled(AppError):
+    """A long operation (a build, an incremental update) was cancelled; what it saved is kept."""
+
+
+class CollectionBusyError(AppError):
+    """Another change to the same collection is running (the CLI, the app, another process)."""
+
+
+class BuildLockedError(CollectionBusyError):
+    """Another process is building or changing the same collection: ``path`` is the lock file, ``pid``
+    the holder (None when it could not be read)."""
 
     def __init__(self, message: str, *, path: str, pid: int | None, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
@@ -81,5 +93,9 @@ class BuildLockedError(AppError):
         self.pid = pid
 
 
-class StorageError(AppError):
-    """A file could not be written: the disk is full, read-only, or the folder is not writable."""
+class CollectionExistsError(AppError):
+    """A collection of that name exists already (rename, or a new collection's name)."""
+
+
+class BackendUnavailableError(AppError):
+    """A search backend (a Milvus server) cannot be reached or did not answer in time."""

@@ -348,3 +348,40 @@ def test_search_timing_and_screenshot(page, app_server):
     print(f"\nSearch click -> results rendered: {timings['model_run']} ms with a model run, "
           f"{timings['remembered_vector']} ms with the remembered vector; upload -> results {upload_ms:.0f} ms")
     assert (ARTIFACTS / "results.png").stat().st_size > 10_000
+
+
+# -- the Collections tab: index a folder of one's own, then search it ------------------------------------
+@pytest.fixture
+def library_app(tmp_path, embedder, model_cache):
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed")
+    root = tmp_path / "library"
+    make_image_folder(root / "trip", classes=("dots", "bars"), per_class=5, seed=8, size=(80, 80))
+    config = Config(indexes_dir=tmp_path / "indexes", features_dir=tmp_path / "features", cache_dir=model_cache,
+                    weights="untrained", workers=0, port=free_port(), library_roots=(root,))
+    with running_app(config, SearchService(config, embedder=embedder)) as url:
+        yield url, root
+
+
+def test_index_a_folder_from_the_collections_tab_then_search_it(browser, library_app):
+    url, root = library_app
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1300})
+    ctx.set_default_timeout(WAIT_S * 1000)
+    page = ctx.new_page()
+    try:
+        page.goto(url)
+        page.wait_for_selector("#query input[type=file]", state="attached")
+        click_tab(page, "Collections")
+        page.locator("#lib-folder textarea, #lib-folder input").first.fill(str(root / "trip"))
+        page.locator("#lib-name textarea, #lib-name input").first.fill("trip")
+        page.locator("#lib-index").click()
+        page.wait_for_function("document.querySelector('#lib-summary').innerText.includes('added 10')",
+                               timeout=WAIT_S * 1000)
+        assert "trip" in page.locator("#lib-table").inner_text()
+        page.locator("#collection input").click()
+        page.get_by_role("option", name="trip · 10 images · resnet50").click()
+        page.locator("#query input[type=file]").set_input_files(str(root / "trip" / "dots" / "img_01.jpg"))
+        wait_results(page, 0, k=5, status="in trip")
+        assert all(c.split(" · ")[0] in ("dots", "bars") for c in captions(page))
+    finally:
+        ctx.close()

@@ -278,7 +278,8 @@ def test_build_json_prints_the_manifest_as_written(tiny_folder, cli_env, tmp_pat
     proc = run(build_args(tiny_folder, tmp_path, "--json"), cli_env)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    assert set(out) == {"manifest", "stats", "skipped"} and out["skipped"] == []
+    assert set(out) == {"manifest", "stats", "skipped", "changes"} and out["skipped"] == []
+    assert out["changes"]["summary"] == "added 8, changed 0, removed 0, unchanged 0" and out["changes"]["full_build"]
     written = json.loads((tmp_path / "indexes" / "tiny.manifest.json").read_text())
     assert out["manifest"] == written and written["schema_version"] == 2
     for key in ("model", "weights_id", "dim", "count", "factory", "nprobe", "k_factor", "tuning", "index_bytes"):

@@ -2,8 +2,10 @@
 
 The builds are the real command line (``scripts/build_index.py``, untrained ResNet-50, offline) in a
 subprocess, killed with SIGKILL at a point it signals through a file. Where no file appears on its own
-at that point (training, the index write, the commit), a small driver runs the same command with one
-function wrapped to create the signal file and wait to be killed; nothing in app/ knows about it.
+at that point (training, the index write, the commit, the clean-up after it), a small driver runs the
+same command with one function wrapped to create the signal file and wait to be killed; nothing in
+app/ knows about it. A build writes the next generation's files, then the manifest (the commit point:
+it names them, with their checksums), then removes the previous generation (app/service/commit.py).
 """
 
 from __future__ import annotations
@@ -21,8 +23,7 @@ from pathlib import Path
 import pytest
 
 from app.config import Config
-from app.core.features import feature_paths
-from app.index.faiss_store import manifest_path, staged_index_path
+from app.index.faiss_store import manifest_path
 from app.service.build import BuildSpec, build_collection
 from app.service.search import SearchService
 from tests.helpers import make_image_folder, temp_files
@@ -42,26 +43,26 @@ def pause():
     time.sleep(60)  # the test kills us now
     raise SystemExit("was not killed")
 
-import app.index.faiss_store as store
 import app.service.build as build
 import app.service.commit as commit
 from app.files.atomic import atomic_writer
 
-if point == "training":  # the features are staged, the index not made yet
+if point == "training":  # every chunk of the features is saved, the index not made yet
     real_make_index = build.make_index
     build.make_index = lambda *a, **k: (pause(), real_make_index(*a, **k))[1]
-elif point == "index-write":  # half of the new index is in its temp file
+elif point == "index-write":  # the next generation's features are written, half its index is in a temp file
     def write_bytes(path, data):
         with atomic_writer(path) as fh:
             fh.write(data[: len(data) // 2])
             fh.flush()
             pause()
-    store.write_bytes = write_bytes
-elif point == "committed":  # the manifest names the new index, which is still staged
-    real_write_json = store.write_json
-    store.write_json = lambda *a: (real_write_json(*a), pause())
-elif point == "publishing":  # the index is in place, the features still staged
-    commit.publish_features = lambda *a: pause()
+    commit.write_bytes = write_bytes
+elif point == "committed":  # the manifest names the new generation; the old one's files are still there
+    real_write_json = commit.write_json
+    commit.write_json = lambda path, obj: (real_write_json(path, obj),
+                                           pause() if str(path).endswith(".manifest.json") else None)
+elif point == "cleanup":  # committed, and removing the previous generation's files
+    commit.remove_stale_files = lambda *a: pause()
 else:
     raise SystemExit(f"unknown point {point}")
 
@@ -127,6 +128,16 @@ def all_chunks(tmp_path_factory, photos, previous, cli_env) -> Path:
     return out / "features" / f"{NAME}.parts"
 
 
+def only_current_files(out: Path) -> bool:
+    """The collection's data files are exactly those its manifest names (no stale generation is left)."""
+    from app.service.commit import own_files
+
+    m = json.loads(manifest_path(out / "indexes", NAME).read_text())
+    config = Config(indexes_dir=out / "indexes", features_dir=out / "features")
+    named = {out / "features" / m["features"], out / "features" / m["table"], out / "indexes" / m["index_file"]}
+    return set(own_files(config, NAME)) == named and all(p.is_file() for p in named)
+
+
 def collection(out: Path, embedder):
     config = Config(indexes_dir=out / "indexes", features_dir=out / "features", weights="untrained")
     service = SearchService(config, embedder=embedder)
@@ -138,7 +149,7 @@ def collection(out: Path, embedder):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("point", ["extraction", "training", "index-write", "committed", "publishing"])
+@pytest.mark.parametrize("point", ["extraction", "training", "index-write", "committed", "cleanup"])
 def test_kill_9_at_each_stage_keeps_a_loadable_collection_and_the_rerun_resumes(
         tmp_path, photos, previous, all_chunks, cli_env, embedder, point):
     data, valid = photos
@@ -154,7 +165,7 @@ def test_kill_9_at_each_stage_keeps_a_loadable_collection_and_the_rerun_resumes(
         cmd = [sys.executable, "-c", DRIVER, str(signal_file), point, *build_args(data, out)]
     kill_when(cmd, signal_file, cli_env)
 
-    committed = point in ("committed", "publishing")
+    committed = point in ("committed", "cleanup")
     after = json.loads(manifest_path(out / "indexes", NAME).read_text())
     assert (after["index_sha256"] != before["index_sha256"]) == committed
     info = collection(out, embedder)  # the app can open it right now: the previous build, or the new one
@@ -164,15 +175,17 @@ def test_kill_9_at_each_stage_keeps_a_loadable_collection_and_the_rerun_resumes(
     total = valid + 2
     if point == "extraction":
         assert 8 <= result["stats"]["resumed_rows"] < total
+    elif committed:  # the new collection is in place: the re-run finds nothing to do (and removes the leftovers)
+        assert result["stats"]["incremental"] and result["stats"]["embedded"] == 0
     else:
         assert result["stats"]["resumed_rows"] == total  # nothing embedded again
     assert result["manifest"]["count"] == valid == collection(out, embedder).size
     assert sorted(s["path"] for s in result["skipped"]) == ["circles/notes.jpg", "squares/cut.png"]
-    assert temp_files(out) == [] and not staged_index_path(out / "indexes", NAME).exists()
+    assert temp_files(out) == [] and only_current_files(out)
     assert not (out / "features" / f"{NAME}.parts").exists()
 
 
-@pytest.mark.parametrize("target", ["chunk-000001.npz", f"{NAME}.npy", f"{NAME}.faiss.next", f"{NAME}.manifest.json"])
+@pytest.mark.parametrize("target", ["chunk-000001.npz", f"{NAME}.g1.npy", f"{NAME}.g1.faiss", f"{NAME}.manifest.json"])
 def test_a_full_disk_keeps_the_previous_collection_and_says_so(tmp_path, photos, previous, cli_env, embedder,
                                                                monkeypatch, capsys, target):
     """ENOSPC from the write itself (app/files/atomic.py's file), at each file a build writes."""
@@ -217,7 +230,7 @@ def test_a_full_disk_keeps_the_previous_collection_and_says_so(tmp_path, photos,
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "no space left on device" in errors[0].lower(), err
     assert "free some space" in errors[0].lower() and "run the same command again" in errors[0]
-    assert temp_files(out) == [] and not staged_index_path(out / "indexes", NAME).exists()
+    assert temp_files(out) == []
     assert json.loads(manifest_path(out / "indexes", NAME).read_text()) == before
     assert collection(out, embedder).size == before["count"]  # the previous collection, as it was
 
@@ -225,7 +238,7 @@ def test_a_full_disk_keeps_the_previous_collection_and_says_so(tmp_path, photos,
     monkeypatch.setenv("XDG_CACHE_HOME", cli_env["XDG_CACHE_HOME"])
     assert main(["build", *build_args(photos[0], out)]) == 0
     assert collection(out, embedder).size == photos[1]
-    assert feature_paths(out / "features", NAME)[0].is_file() and temp_files(out) == []
+    assert temp_files(out) == [] and only_current_files(out)
 
 
 # -- no orphaned workers ---------------------------------------------------------------------------------

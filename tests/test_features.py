@@ -132,13 +132,14 @@ def test_unreadable_files_are_skipped_listed_and_counted(tmp_path):
     (root / "b" / "truncated.jpg").write_bytes(good[0].read_bytes()[:400])
     (root / "b" / "notes.jpg").write_text("a .txt renamed .jpg")
     ds = load_dataset("folder", root)
-    assert len(ds.items) == 8
+    assert len(ds.items) == 7  # the listing already leaves the empty file out, and says so
+    assert [(s.path, s.reason) for s in ds.skipped] == [("a/empty.png", "empty file (0 bytes)")]
 
     fake = FakeEmbedder()
     vectors, table, stats = extract_features(ds, fake, tmp_path / "features", "c", batch_size=3, workers=0,
                                              chunk_size=3, progress=False)
     bad = {"a/corrupt.jpg", "a/empty.png", "b/truncated.jpg", "b/notes.jpg"}
-    assert stats["skipped"] == 4 and stats["embedded"] == 4 and stats["images"] == 8
+    assert stats["skipped"] == 4 and stats["embedded"] == 4 and stats["images"] == 7
     assert {s["path"] for s in table.skipped} == bad
     assert all(s["reason"] and "\n" not in s["reason"] for s in table.skipped)
     assert "empty" in next(s["reason"] for s in table.skipped if s["path"] == "a/empty.png")

@@ -44,6 +44,8 @@ def test_v1_manifest_migrates_keeping_every_value():
     assert m.schema_version == SCHEMA_VERSION == 2
     out = m.to_json()
     assert out["schema_version"] == 2 and "manifest_version" not in out
+    # the optional keys of incremental builds, at their defaults: generation 0, trained on the count
+    assert (out.pop("generation"), out.pop("trained_count"), out.pop("updates_since_training")) == (0, None, 0)
     assert {k: v for k, v in out.items() if k != "schema_version"} == {
         k: v for k, v in obj.items() if k != "manifest_version"}
     assert m.extra == {}  # the schema names every key of the old format

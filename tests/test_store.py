@@ -29,12 +29,12 @@ def faiss_store(tmp_path, factory: str = "IVF4,Flat", nprobe: int = 4, train: np
                       manifest={"weights_id": "test/w", "factory": cfg.factory, "nprobe": cfg.nprobe})
 
 
-def milvus_store(tmp_path, name: str = "s"):
+def milvus_store(tmp_path, name: str = "s", index_type: str = "FLAT"):
     pytest.importorskip("pymilvus")
     pytest.importorskip("milvus_lite")
     from app.index.milvus_store import MilvusIndex
 
-    return MilvusIndex.create(str(tmp_path / "milvus.db"), name, D, weights_id="test/w", index_type="FLAT")
+    return MilvusIndex.create(str(tmp_path / "milvus.db"), name, D, weights_id="test/w", index_type=index_type)
 
 
 def exact_topk(x: np.ndarray, queries: np.ndarray, k: int, removed: set[int] = frozenset()) -> np.ndarray:
@@ -105,9 +105,8 @@ def test_faiss_store_search_parameters_come_from_the_manifest_and_configure(tmp_
     assert FaissStore.open(tmp_path / "indexes", "s").manifest.nprobe == 16
 
 
-@pytest.mark.parametrize("factory", ["Flat", "IVF4,PQ4x4np,Refine(SQ8)", "PCAR16,IVF4,PQ4x4np,RFlat"])
-def test_faiss_stores_that_number_rows_themselves_refuse_ids_and_removal(tmp_path, factory):
-    store = faiss_store(tmp_path, factory)
+def test_a_flat_store_numbers_rows_itself_and_refuses_ids_and_removal(tmp_path):
+    store = faiss_store(tmp_path, "Flat")
     x = unit_vectors(30)
     store.add(x[:20], np.arange(20))  # the next ids in order: every index can
     with pytest.raises(UnsupportedOperationError, match="ids 20..29"):
@@ -116,6 +115,32 @@ def test_faiss_stores_that_number_rows_themselves_refuse_ids_and_removal(tmp_pat
         store.remove(np.array([1]))  # a flat index would renumber every later row
     assert store.count() == 20
     assert store.search(x[5], 1)[1][0, 0] == 5
+
+
+@pytest.mark.parametrize("factory", ["IVF4,PQ4x4np,Refine(SQ8)", "PCAR16,IVF4,PQ4x4np,RFlat", "IVF4,PQ8",
+                                     "PCAR16,IVF4,Flat"])
+def test_ivf_and_refined_stores_update_in_place_keeping_every_id(tmp_path, factory):
+    """Removed ids leave, appended ids (after a gap too) are found under their own id, the others keep theirs,
+    and all of it survives save and load."""
+    store = faiss_store(tmp_path, factory)
+    x = unit_vectors(60)
+    store.add(x[:40], np.arange(40))
+    assert store.remove(np.array([3, 7, 39])) == 3 and store.count() == 37
+    store.add(x[40:50], np.arange(40, 50))
+    store.add(x[50:], np.arange(55, 65))  # a gap: ids 50..54 never reach the index
+    assert store.count() == 57
+    rows = {0: 0, 1: 1, 2: 2, 40: 40, 41: 41, 42: 42, 55: 50, 64: 59}  # id -> its vector's row in x
+    _, found = store.search(x[list(rows.values())], 1)
+    assert found[:, 0].tolist() == list(rows)
+    _, near = store.search(x[[3, 7, 39]], 10)
+    assert not {3, 7, 39} & set(near.ravel().tolist())
+    store.save()
+    again = FaissStore.open(tmp_path / "indexes", "s")
+    assert again.count() == 57
+    assert again.search(x[list(rows.values())], 1)[1][:, 0].tolist() == list(rows)
+    if "Refine" in factory or "RFlat" in factory:  # codes are stored by position: no going back
+        with pytest.raises(UnsupportedOperationError, match="append"):
+            again.add(x[:1], np.array([3]))
 
 
 def test_faiss_store_refuses_wrong_shapes(tmp_path):
@@ -145,21 +170,36 @@ def test_milvus_store_records_its_count_on_save(tmp_path):
 
 
 @pytest.mark.slow
-def test_both_stores_give_the_same_top_k_on_the_same_vectors(tmp_path):
-    x = unit_vectors(300, seed=1)
+@pytest.mark.parametrize("index_type", ["FLAT", "HNSW"])
+def test_both_stores_give_the_same_top_k_on_the_same_vectors(tmp_path, index_type):
+    """faiss (IVF, every list probed) and Milvus (exact, and the default HNSW) on the same vectors: the same
+    top 10, also after removals and after 30% churn (removed ids, new ids appended), with the same counts."""
+    x = unit_vectors(400, seed=1)
     queries = unit_vectors(20, seed=2)
-    stores: list[VectorStore] = [faiss_store(tmp_path, "IVF4,Flat", nprobe=4), milvus_store(tmp_path)]
+    stores: list[VectorStore] = [faiss_store(tmp_path, "IVF4,Flat", nprobe=4), milvus_store(tmp_path, "s", index_type)]
     for store in stores:
-        store.add(x, np.arange(len(x)))
+        store.add(x[:300], np.arange(300))
         store.save()
-    removed = {int(i) for i in exact_topk(x, queries[:5], 1).ravel()}  # some queries' best matches
-    for step in ("all", "after-remove"):
+    removed = {int(i) for i in exact_topk(x[:300], queries[:5], 1).ravel()}  # some queries' best matches
+    churned = set(np.random.default_rng(3).choice(300, 90, replace=False).tolist()) - removed
+    live = np.ones(400, dtype=bool)
+    live[300:] = False
+    for step in ("all", "after-remove", "after-churn"):
         if step == "after-remove":
             for store in stores:
                 assert store.remove(np.array(sorted(removed))) == len(removed)
-        want = exact_topk(x, queries, 10, removed if step == "after-remove" else set())
+            live[sorted(removed)] = False
+        if step == "after-churn":  # 90 more removed, 100 new vectors under new ids
+            for store in stores:
+                assert store.remove(np.array(sorted(churned))) == len(churned)
+                store.add(x[300:], np.arange(300, 400))
+                store.save()
+            live[sorted(churned)] = False
+            live[300:] = True
+        want = exact_topk(x, queries, 10, set(np.flatnonzero(~live).tolist()))
         (fd, fi), (md, mi) = (s.search(queries, 10) for s in stores)
         assert np.array_equal(fi, want), step
         assert np.array_equal(mi, want), step
         assert np.allclose(fd, md, atol=1e-4), step
-        assert stores[0].count() == stores[1].count() == len(x) - (len(removed) if step == "after-remove" else 0)
+        assert stores[0].count() == stores[1].count() == int(live.sum()), step
+    assert np.array_equal(stores[1].ids(), np.flatnonzero(live))

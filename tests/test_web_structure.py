@@ -60,7 +60,9 @@ def test_modules_are_small_and_say_what_they_own(path):
 ELEM_IDS = {"editor-src", "ris-header-row", "ris-header", "collection", "ris-notice", "ris-setup", "query",
             "crop", "crop-box", "crop-editor", "crop-close", "url", "fetch", "k", "search", "ris-message", "results", "status", "compare-box", "compare-pick",
             "compare", "tab-examples", "examples", "more-examples", "tab-history", "last", "last-caption",
-            "last-to-query", "query-to-last", "history", "api-search-file"}
+            "last-to-query", "query-to-last", "history", "api-search-file", "tab-collections", "lib-table",
+            "lib-roots", "lib-folder", "lib-name", "lib-model", "lib-index", "lib-cancel", "lib-progress", "lib-summary",
+            "lib-collection", "lib-action", "lib-arg", "lib-apply"}
 EVENTS = {("query", "upload"): "on_upload", ("crop", "click"): "on_crop_open",
           ("crop-close", "click"): "on_crop_close", ("crop-editor", "change"): "on_crop",
           ("crop-editor", "apply"): "on_crop", ("editor-src", "change"): None, ("search", "click"): "on_search",
@@ -92,9 +94,17 @@ def test_build_ui_lays_out_and_wires_every_component(small_collection, embedder,
             name = getattr(dep.fn, "__name__", None) if dep.fn else None
             wired[(demo.blocks[block_id].elem_id, event)] = name
     assert wired == EVENTS
-    # The API: exactly the named endpoints are public; every UI event is hidden from the API page.
+    # The API: exactly the named endpoints are public; every UI event is hidden from the API page. Without a
+    # library root, the Collections tab only lists (no index or change events, no management endpoints).
     public = {dep.api_name for dep in demo.fns.values() if dep.api_visibility == "public"}
     assert public == {"search_file", "search_url", "search_item", "collections"}
+    lib = Handlers(SearchService(config, embedder=SpyEmbedder(embedder)), config.with_(library_roots=(tmp_path,)),
+                   work_dir=tmp_path / "q2")
+    demo2 = build_ui(lib)
+    public2 = {dep.api_name for dep in demo2.fns.values() if dep.api_visibility == "public"}
+    assert public2 == public | {"index_folder", "count", "add", "delete", "rename", "drop"}
+    wired2 = {(demo2.blocks[b].elem_id, ev) for dep in demo2.fns.values() for b, ev in dep.targets}
+    assert {("lib-index", "click"), ("lib-cancel", "click"), ("lib-apply", "click")} <= wired2
 
 
 def test_the_query_image_hands_over_the_file_undecoded(tmp_path):

@@ -74,7 +74,7 @@ def run_bench_ui(args: argparse.Namespace, config, log) -> dict[str, Any]:
 
     col = SearchService(config).collection("caltech101")
     rng = np.random.default_rng(0)
-    jpegs = [i for i, p in enumerate(col.table.paths) if p.lower().endswith((".jpg", ".jpeg"))]
+    jpegs = [i for i, p in enumerate(col.table.paths) if col.live_mask[i] and p.lower().endswith((".jpg", ".jpeg"))]
     picks = rng.choice(jpegs, size=min(len(jpegs), 3 * args.rounds + 2), replace=False).tolist()
     with tempfile.TemporaryDirectory(prefix="bench-ui-") as tmp:
         photos = [shutil.copy(col.item_path(i), Path(tmp) / f"q{n:03d}.jpg") for n, i in enumerate(picks)]

@@ -6,6 +6,9 @@ tuned faiss index in indexes/; and ``list``.
     python scripts/build_index.py --collection folder --data ~/Pictures --name my-photos
 
 Resumable: if it is interrupted, run the same command again and it continues.
+Incremental: run it again later and only new and changed files are embedded, deleted ones removed;
+it prints ``added N, changed N, removed N, unchanged N``. Without --model/--weights a re-run uses the
+collection's own model. ``--rebuild`` builds from scratch (and renumbers the ids).
 """
 
 from __future__ import annotations
@@ -48,37 +51,42 @@ def add_build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nprobe", type=int, default=None, help="nprobe for --factory")
     p.add_argument("--target-recall", type=float, default=0.95, help="tuning: recall@5 to reach (default 0.95)")
     p.add_argument("--max-ms", type=float, default=1.0, help="tuning: max ms per query (default 1.0)")
+    p.add_argument("--rebuild", action="store_true", help="build from scratch even when the collection exists "
+                   "(new ids); by default a re-run is an incremental update")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    from app.cli.manage import collection_config, print_change
     from app.core.weights import UNTRAINED_NOTICE
-    from app.service.build import build_collection
+    from app.service.library import build
 
     if args.chunk_size < 1:
         raise AppError("--chunk-size must be a positive number.")
+    spec = _spec(args)
     config = config_from_args(args).with_(workers=args.workers, batch_size=args.batch_size)
+    config = collection_config(config, args, spec.collection_name)
     if config.backend == "milvus" and not config.milvus_uri:
         raise AppError("--backend milvus needs --milvus-uri (http://host:19530, or a file path for Milvus Lite).")
     if str(config.weights).lower() == "untrained":
         notice([UNTRAINED_NOTICE])
-    result = build_collection(config, _spec(args), progress=not args.no_progress)
-    m, s = result.manifest.to_json(), result.stats
-    if config.backend == "milvus":  # the local build, then its vectors pushed to Milvus
-        from app.index.milvus_store import sync
-
-        s["milvus"] = sync(config.features_dir, m["name"], config.milvus_uri, token=config.milvus_token,
-                           progress=not args.no_progress and not args.json)
+    result = build(config, spec, progress_bar=not args.no_progress)
+    m, s, changes = result.manifest.to_json(), result.stats, result.changes
+    assert changes is not None
     if args.json:
-        print(json.dumps({"manifest": m, "stats": s, "skipped": result.skipped}, indent=2))
+        print(json.dumps({"manifest": m, "stats": s, "skipped": result.skipped, "changes": changes.to_json()},
+                         indent=2))
         return 0
+    if not changes.full_build:
+        return print_change(changes, False)
     for sk in result.skipped:
         print(f"skipped {sk['path']}: {sk['reason']}", file=sys.stderr)
     _print_summary(m, s, args.target_recall)
-    print(f"  files: {config.indexes_dir / (m['name'] + '.faiss')}, {config.features_dir / (m['name'] + '.npy')}")
-    if "milvus" in s:
-        print(f"  milvus: {s['milvus']['count']} vectors pushed to {config.milvus_uri}")
+    print(f"  {changes.line()}")
+    print(f"  files: {config.indexes_dir / m['index_file']}, {config.features_dir / m['features']}")
+    if changes.milvus:
+        print(f"  milvus: {changes.milvus['count']} vectors pushed to {config.milvus_uri}")
     return 0
 
 
@@ -89,7 +97,7 @@ def _spec(args: argparse.Namespace):
         kind=args.collection, data=args.data, name=args.name, limit=args.limit,
         include=tuple(x.strip() for x in args.include.split(",") if x.strip()),
         factory=args.factory, nprobe=args.nprobe, target_recall=args.target_recall, max_ms=args.max_ms,
-        chunk_size=args.chunk_size,
+        chunk_size=args.chunk_size, rebuild=args.rebuild,
     )
 
 

@@ -1,8 +1,10 @@
 """``python -m app.cli COMMAND``: every command line of the project, one parser, one error handler.
 
-Commands: ``search`` (files, folders, URLs), ``list``, ``build`` (also ``scripts/build_index.py``),
-``evaluate`` and ``bench`` (``scripts/evaluate.py``, ``scripts/bench.py``), ``download`` (also
-``data_download.sh``), ``sync`` (to Milvus), ``quantize`` (the INT8 model) and ``prepare`` (``scripts/run.sh``).
+Commands: ``search`` (files, folders, URLs), ``list``, ``build`` (also ``scripts/build_index.py``;
+incremental when the collection exists), ``count``, ``add``, ``delete``, ``rename`` and ``drop``
+(managing a collection), ``evaluate`` and ``bench`` (``scripts/evaluate.py``, ``scripts/bench.py``),
+``download`` (also ``data_download.sh``), ``sync`` (to Milvus), ``quantize`` (the INT8 model) and
+``prepare`` (``scripts/run.sh``).
 Expected failures (a bad image, a missing index, offline weights) exit 2 with a one-line reason.
 """
 
@@ -13,7 +15,7 @@ import logging
 import sys
 from typing import Sequence
 
-from app.cli import bench, bench_ui, build, download, evaluate, load, prepare, quantize, search, sync
+from app.cli import bench, bench_ui, build, download, evaluate, load, manage, prepare, quantize, search, sync
 from app.cli.common import run
 
 # command -> (help, add its arguments, run it, what Ctrl-C leaves behind)
@@ -22,6 +24,14 @@ COMMANDS = {
     "list": ("list collections and whether they are built", build.add_list_args, build.cmd_list, ""),
     "build": ("build a collection's index (the same as scripts/build_index.py)", build.add_build_args,
               build.cmd_build, build.RESUME),
+    "count": ("print the number of valid images of a collection", manage.add_count_args, manage.cmd_count, ""),
+    "add": ("index image files or folders into a collection", manage.add_add_args, manage.cmd_add,
+            "nothing was changed; run it again to continue"),
+    "delete": ("remove items from a collection, by id or path (the files stay)", manage.add_delete_args,
+               manage.cmd_delete, ""),
+    "rename": ("rename a collection", manage.add_rename_args, manage.cmd_rename, ""),
+    "drop": ("remove a collection's files (and its Milvus copy); never images", manage.add_drop_args,
+             manage.cmd_drop, ""),
     "download": ("download the datasets or the ResNet-50 weights", download.add_download_args,
                  download.cmd_download, download.RESUME),
     "sync": ("push a built collection's vectors to Milvus", sync.add_sync_args, sync.cmd_sync, ""),

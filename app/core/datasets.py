@@ -9,9 +9,13 @@ Three layouts are understood:
 * ``voc2012``: ``<root>/VOCdevkit/VOC2012/JPEGImages``; labels are the object classes named in
   ``Annotations/<id>.xml``; every annotated image of the trainval release (17,125 images).
 * ``folder``: any folder of images; label = the first sub-folder, or none for files at the top.
+  It is scanned by :func:`app.core.scan.scan_folder`, which skips and reports what a messy folder
+  holds (link loops, FIFOs, unreadable or empty files, HEIC, hidden folders...): ``Dataset.skipped``.
 
 Files are picked by extension, plus extension-less files (Caltech101 ships the JPEG
 ``BACKGROUND_Google/tmp``); whether a file really is an image is decided later, by decoding it.
+Items of a folder carry the size and ``mtime_ns`` the scan saw (``Item.stamp``), which an
+incremental build compares with what it stored.
 """
 
 from __future__ import annotations
@@ -19,12 +23,12 @@ from __future__ import annotations
 import hashlib
 import os
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.core.scan import IMAGE_SUFFIXES, FileStamp, Skipped, scan_folder
 from app.errors import DatasetError
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".jfif", ".avif"}
 COLLECTION_KINDS = ("caltech101", "voc2012", "folder")
 CALTECH_DIR = "101_ObjectCategories"
 CALTECH_EXCLUDED_BY_DEFAULT = ("BACKGROUND_Google", "Faces_easy")
@@ -37,6 +41,7 @@ class Item:
 
     path: str
     labels: tuple[str, ...]
+    stamp: FileStamp | None = field(default=None, compare=False)  # size and mtime as listed (folders)
 
     @property
     def label(self) -> str:
@@ -49,6 +54,7 @@ class Dataset:
     root: Path  # what the user passed as --data
     image_root: Path  # the folder item paths are relative to
     items: tuple[Item, ...]
+    skipped: tuple[Skipped, ...] = ()  # left out while listing, with the reason (folders)
 
     def fingerprint(self) -> str:
         """A hash of the item list: a resumed build must see exactly the same list."""
@@ -77,22 +83,25 @@ def load_dataset(
     ``include`` (Caltech101 only) adds folders left out by default, e.g. ``("BACKGROUND_Google",)``.
     """
     root = Path(root).expanduser()
+    skipped: tuple[Skipped, ...] = ()
     if kind == "caltech101":
         image_root, items = _caltech101(root, include)
     elif kind == "voc2012":
         image_root, items = _voc2012(root)
     elif kind == "folder":
-        image_root, items = root, _folder(root)
+        image_root, (items, skipped) = root, _folder(root)
     else:
         raise DatasetError(f"Unknown collection type {kind!r}; expected one of {', '.join(COLLECTION_KINDS)}.")
     if not items:
+        why = f" ({len(skipped)} entries skipped, e.g. {skipped[0].path}: {skipped[0].reason})" if skipped else ""
         raise DatasetError(
-            f"No images found under {image_root}.",
+            f"No images found under {image_root}{why}.",
             hint=f"Supported files: {', '.join(sorted(IMAGE_SUFFIXES))}.",
         )
     if limit is not None and limit < len(items):
         items = spread_sample(items, limit)
-    return Dataset(kind=kind, root=root.resolve(), image_root=image_root.resolve(), items=tuple(items))
+    return Dataset(kind=kind, root=root.resolve(), image_root=image_root.resolve(), items=tuple(items),
+                   skipped=skipped)
 
 
 def spread_sample(items: list[Item], n: int) -> list[Item]:
@@ -189,27 +198,18 @@ def _voc_labels(xml_path: Path) -> tuple[str, ...]:
     return tuple(sorted(n for n in names if n))
 
 
-def _folder(root: Path) -> list[Item]:
-    if not root.is_dir():
-        raise DatasetError(
-            f"{root} is not a folder." if root.exists() else f"{root} does not exist.",
-            hint="Pass --data pointing at a folder of images (sub-folders become labels).",
-        )
-    items = []
-    for rel in image_files(root):
-        parts = rel.split("/")
-        items.append(Item(rel, (parts[0],) if len(parts) > 1 else ()))
-    return items
+def folder_label(rel: str) -> tuple[str, ...]:
+    """The label of a folder collection's item: its first sub-folder, or none at the top."""
+    parts = rel.split("/")
+    return (parts[0],) if len(parts) > 1 else ()
+
+
+def _folder(root: Path) -> tuple[list[Item], tuple[Skipped, ...]]:
+    scan = scan_folder(root)
+    return [Item(rel, folder_label(rel), stamp) for rel, stamp in scan.files], scan.skipped
 
 
 def image_files(root: Path) -> list[str]:
-    """Every file with an image suffix below ``root`` (hidden files and folders left out), as sorted
-    posix paths relative to ``root``."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        rel_dir = Path(dirpath).relative_to(root)
-        for name in filenames:
-            if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES and not name.startswith("."):
-                found.append((rel_dir / name).as_posix())
-    return sorted(found)
+    """Every image file below ``root`` that a folder collection would take (see
+    :func:`app.core.scan.scan_folder`), as sorted posix paths relative to ``root``."""
+    return [rel for rel, _ in scan_folder(root).files]

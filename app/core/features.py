@@ -4,17 +4,16 @@ For a collection named ``NAME`` the store holds:
 
 * ``features/NAME.npy``: float32 (N, dim), L2-normalised, row i = item id i (dim is the model's:
   2048 for ResNet-50, 1280 for EfficientNet-Lite);
-* ``features/NAME.json``: the table (id -> relative path, label), the skipped files with reasons,
-  the weights id and the dataset root.
+* ``features/NAME.json``: the table (id -> relative path, label, file stamp), the skipped files
+  with reasons, the weights id and the dataset root (:mod:`app.core.feature_table`, versioned).
+
+After an incremental change the files are ``NAME.gN.npy`` / ``NAME.gN.json`` (a new generation
+``N``): the index manifest names the current pair, so :func:`load_features` takes the names it records.
 
 Extraction is resumable: vectors are written in chunks to ``features/NAME.parts/`` as they are
 computed (each chunk atomically), so a build killed at any moment continues from the last saved
 chunk when re-run, with no duplicated or missing rows. The final files are written atomically,
 the table first, and the parts folder is removed afterwards.
-
-A build stages them instead (``publish=False``, see :mod:`app.core.feature_files` and
-:mod:`app.service.commit`): the previous pair stays until the index manifest commits the new one, and
-:func:`load_verified_features` takes each file from wherever its checksum matches the manifest.
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -33,113 +31,19 @@ import numpy as np
 
 from app.core.datasets import Dataset
 from app.core.embed import Embedder
-from app.core.feature_files import feature_paths, file_sha256, staged_paths
+from app.core.feature_table import FeatureTable, feature_paths, load_features
 from app.core.images import load_image
 from app.core.models import Preprocessing
 from app.core.preprocess import preprocess
 from app.core.workers import worker_init_fn
-from app.errors import DatasetError, IndexMismatchError, InvalidImageError
+from app.errors import DatasetError, InvalidImageError, OperationCancelled
 from app.files.atomic import atomic_writer, write_json, write_npy
 
+__all__ = ["CHUNK_SIZE", "FeatureTable", "default_workers", "embed_dataset", "extract_features", "feature_paths",
+           "load_features"]
+
 CHUNK_SIZE = 512
-FORMAT_VERSION = 1
-
-
-@dataclass
-class FeatureTable:
-    """The id -> (path, labels) table of a built collection, plus how it was made."""
-
-    name: str
-    kind: str
-    dataset_root: str
-    image_root: str
-    weights_id: str
-    paths: list[str]
-    labels: list[tuple[str, ...]]
-    skipped: list[dict[str, str]] = field(default_factory=list)
-    fingerprint: str = ""
-    created: str = ""
-    dim: int = 2048  # tables written before the model registry are all ResNet-50's
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def label(self, i: int) -> str:
-        return ", ".join(self.labels[i])
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "format": FORMAT_VERSION,
-            "name": self.name,
-            "kind": self.kind,
-            "dataset_root": self.dataset_root,
-            "image_root": self.image_root,
-            "weights_id": self.weights_id,
-            "dim": self.dim,
-            "count": len(self.paths),
-            "fingerprint": self.fingerprint,
-            "created": self.created,
-            "items": [
-                {"id": i, "path": p, "label": ", ".join(lab), "labels": list(lab)}
-                for i, (p, lab) in enumerate(zip(self.paths, self.labels, strict=True))
-            ],
-            "skipped": self.skipped,
-        }
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> "FeatureTable":
-        items = obj["items"]
-        return cls(
-            name=obj["name"],
-            kind=obj["kind"],
-            dataset_root=obj["dataset_root"],
-            image_root=obj["image_root"],
-            weights_id=obj["weights_id"],
-            paths=[it["path"] for it in items],
-            labels=[tuple(it.get("labels", [])) for it in items],
-            skipped=list(obj.get("skipped", [])),
-            fingerprint=obj.get("fingerprint", ""),
-            created=obj.get("created", ""),
-            dim=int(obj.get("dim", 2048)),
-        )
-
-
-def load_verified_features(features_dir: Path, name: str, *, features_sha256: str, table_sha256: str,
-                           hint: str) -> tuple[np.ndarray, FeatureTable]:
-    """:func:`load_features`, each file taken from its place or the build's staging folder, whichever
-    has the sha256 the index manifest records; refused (with ``hint``) when neither has."""
-    chosen = []
-    for final, staged, expected in zip(feature_paths(Path(features_dir), name), staged_paths(features_dir, name),
-                                       (features_sha256, table_sha256), strict=True):
-        path = next((p for p in (final, staged) if p.is_file() and file_sha256(p) == expected), None)
-        if path is None:
-            state = "is missing" if not final.is_file() else "is corrupted or was changed"
-            raise IndexMismatchError(
-                f"The features file {final} of {name!r} {state} (its sha256 does not match the index manifest).",
-                hint=hint)
-        chosen.append(path)
-    return _load_pair(chosen[0], chosen[1], name, mmap=True, hint=hint)
-
-
-def load_features(features_dir: Path, name: str, *, mmap: bool = True) -> tuple[np.ndarray, FeatureTable]:
-    """Load the vectors (memory-mapped by default) and the table; check they agree."""
-    npy, table_path = feature_paths(Path(features_dir), name)
-    if not npy.is_file() or not table_path.is_file():
-        raise IndexMismatchError(f"The features of {name!r} are missing ({npy.name} / {table_path.name} in "
-                                 f"{features_dir}).", hint="Rebuild with scripts/build_index.py.")
-    return _load_pair(npy, table_path, name, mmap=mmap, hint="Rebuild with scripts/build_index.py.")
-
-
-def _load_pair(npy: Path, table_path: Path, name: str, *, mmap: bool, hint: str) -> tuple[np.ndarray, FeatureTable]:
-    try:
-        table = FeatureTable.from_json(json.loads(table_path.read_text()))
-        vectors = np.load(npy, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError, json.JSONDecodeError) as exc:
-        raise IndexMismatchError(f"The features of {name!r} are unreadable ({exc}).", hint=hint) from exc
-    if vectors.dtype != np.float32 or vectors.ndim != 2 or vectors.shape != (len(table), table.dim):
-        raise IndexMismatchError(f"The features of {name!r} do not match their table ({vectors.shape} vs "
-                                 f"{len(table)} items of {table.dim} values).", hint=hint)
-    return vectors, table
+PARTS_FORMAT = 1  # of the resumable parts folder (not the table's format: see app.core.feature_table)
 
 
 # -- extraction ----------------------------------------------------------------------------
@@ -160,6 +64,7 @@ class _ImageFiles:
     def __getitem__(self, pos: int) -> tuple[int, np.ndarray | None, str]:
         i = self.indices[pos]
         try:
+            # an absolute item path (a file added from outside the collection's folder) joins as itself
             img = load_image(self.image_root / self.paths[i], draft_size=self.pp.resize)
             return i, preprocess(img, self.pp), ""
         except InvalidImageError as exc:
@@ -194,13 +99,52 @@ def extract_features(
     chunk_size: int = CHUNK_SIZE,
     progress: bool = True,
     on_chunk: Callable[[int], None] | None = None,
-    publish: bool = True,
+    on_batch: Callable[[int, int], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
 ) -> tuple[np.ndarray, FeatureTable, dict[str, Any]]:
-    """Embed every item of ``dataset``; resumable; returns (vectors, table, stats).
+    """Embed every item of ``dataset`` and write ``NAME.npy`` and ``NAME.json``; resumable; returns
+    (vectors, table, stats). See :func:`embed_dataset` for the callbacks."""
+    vectors, table, stats = embed_dataset(dataset, embedder, features_dir, name, batch_size=batch_size,
+                                          workers=workers, chunk_size=chunk_size, progress=progress,
+                                          on_chunk=on_chunk, on_batch=on_batch, cancel=cancel)
+    npy, table_path = feature_paths(Path(features_dir), name)
+    # The table first: if the vectors' write then fails, the new table no longer matches the old
+    # index manifest (count, weights, fingerprint, created), so the pair is refused, never mixed up.
+    # The parts stay until both are written: a rerun finishes without embedding anything again.
+    write_json(table_path, table.to_json())
+    write_npy(npy, vectors)
+    remove_parts(features_dir, name)
+    return vectors, table, stats
 
-    ``on_chunk(chunk_no)`` is called after each chunk is saved (tests use it to simulate a kill).
-    ``publish=False`` leaves the new pair staged in the parts folder, chunks included (see the module
-    docstring): the previous ``NAME.npy``/``NAME.json`` stay until :func:`publish_features`.
+
+def remove_parts(features_dir: str | os.PathLike, name: str) -> None:
+    """Remove the resumable parts of ``name`` (once what they made is written)."""
+    shutil.rmtree(Path(features_dir) / f"{name}.parts", ignore_errors=True)
+
+
+def embed_dataset(
+    dataset: Dataset,
+    embedder: Embedder,
+    features_dir: str | os.PathLike,
+    name: str,
+    *,
+    batch_size: int = 32,
+    workers: int | None = None,
+    chunk_size: int = CHUNK_SIZE,
+    progress: bool = True,
+    on_chunk: Callable[[int], None] | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+    allow_empty: bool = False,
+) -> tuple[np.ndarray, FeatureTable, dict[str, Any]]:
+    """Embed every item of ``dataset`` through ``features_dir/NAME.parts`` (resumable); returns
+    (vectors, table, stats) and writes no final file (the parts stay until :func:`remove_parts`).
+
+    ``on_chunk(chunk_no)`` is called after each chunk is saved (tests use it to simulate a kill);
+    ``on_batch(done, total)`` after each batch (images embedded or skipped so far, of ``total``);
+    ``cancel()`` is asked before each batch and stops with :class:`~app.errors.OperationCancelled`
+    (what was saved is kept: the same call later resumes from it). ``allow_empty``: no readable
+    image is not an error (an incremental change whose new files are all broken).
     """
     features_dir = Path(features_dir)
     embedder.load()  # the engine (fp32 or which INT8 model) is part of what a resumed build must match
@@ -213,31 +157,22 @@ def extract_features(
 
     t0 = time.perf_counter()
     bar = _progress_bar(n, resumed_rows, name) if progress else None
-    embedded = 0
+    ticker = _Ticker(name, n, resumed_rows, bar, on_batch, cancel)
     try:
-        for c, ids, vectors, bad in _embed_chunks(dataset, embedder, todo, chunk_size, batch_size, workers):
+        ticker(0)  # cancelled before it started
+        for c, ids, vectors, bad in _embed_chunks(dataset, embedder, todo, chunk_size, batch_size, workers, ticker):
             _save_chunk(parts / _chunk_name(c), ids, vectors, bad)
-            embedded += len(ids) + len(bad)
-            if bar is not None:
-                bar.update(len(ids) + len(bad))
-                if bad:
-                    bar.set_postfix(skipped=len(bad), refresh=False)
+            if bar is not None and bad:
+                bar.set_postfix(skipped=len(bad), refresh=False)
             if on_chunk is not None:
                 on_chunk(c)
     finally:
         if bar is not None:
             bar.close()
     elapsed = time.perf_counter() - t0
+    embedded = ticker.embedded
 
-    vectors, table = _consolidate(dataset, embedder, parts, n_chunks, name)
-    npy, table_path = feature_paths(features_dir, name) if publish else staged_paths(features_dir, name)
-    # The table first: if the vectors' write then fails, the new table no longer matches the old
-    # index manifest (count, weights, fingerprint, created), so the pair is refused, never mixed up.
-    # The parts stay until both are written: a rerun finishes without embedding anything again.
-    write_json(table_path, table.to_json())
-    write_npy(npy, vectors)
-    if publish:
-        shutil.rmtree(parts, ignore_errors=True)
+    vectors, table = _consolidate(dataset, embedder, parts, n_chunks, name, allow_empty=allow_empty)
     stats = {
         "images": n,
         "embedded": len(table),
@@ -249,12 +184,32 @@ def extract_features(
     return vectors, table, stats
 
 
+class _Ticker:
+    """Called after each batch: the progress bar, ``on_batch(done, total)``, and the cancel check."""
+
+    def __init__(self, name: str, total: int, resumed: int, bar: Any, on_batch: Callable[[int, int], None] | None,
+                 cancel: Callable[[], bool] | None) -> None:
+        self.name, self.total, self.resumed, self.bar = name, total, resumed, bar
+        self.on_batch, self.cancel = on_batch, cancel
+        self.embedded = 0
+
+    def __call__(self, rows: int) -> None:
+        self.embedded += rows
+        if rows and self.bar is not None:
+            self.bar.update(rows)
+        if rows and self.on_batch is not None:
+            self.on_batch(self.resumed + self.embedded, self.total)
+        if self.cancel is not None and self.cancel():
+            raise OperationCancelled(f"Embedding {self.name} was cancelled after {self.resumed + self.embedded} of "
+                                     f"{self.total} images.", hint="Run it again to continue from the last saved chunk.")
+
+
 def _resume(parts: Path, dataset: Dataset, embedder: Embedder, chunk_size: int) -> set[int]:
     """The chunks an earlier run of the same build saved intact; the parts folder of any other
     build (another dataset sample, weights, dimension or chunking) is removed first."""
     n = len(dataset.items)
     state = {
-        "format": FORMAT_VERSION,
+        "format": PARTS_FORMAT,
         "image_root": str(dataset.image_root),  # same names in another folder are other images
         "fingerprint": dataset.fingerprint(),
         "weights_id": embedder.weights_id,
@@ -311,9 +266,11 @@ def _progress_bar(total: int, initial: int, name: str):
 
 
 def _embed_chunks(
-    dataset: Dataset, embedder: Embedder, todo: list[int], chunk_size: int, batch_size: int, workers: int | None
+    dataset: Dataset, embedder: Embedder, todo: list[int], chunk_size: int, batch_size: int, workers: int | None,
+    tick: Callable[[int], None],
 ) -> Iterator[tuple[int, list[int], np.ndarray, list[tuple[int, str]]]]:
-    """Yield (chunk, ok ids, vectors, [(id, reason)]) for each chunk in ``todo``, in order."""
+    """Yield (chunk, ok ids, vectors, [(id, reason)]) for each chunk in ``todo``, in order; ``tick(rows)``
+    after each batch."""
     if not todo:
         return
     from torch.utils.data import DataLoader
@@ -349,6 +306,7 @@ def _embed_chunks(
             vecs.append(embedder.embed_arrays(arrays if isinstance(arrays, np.ndarray) else arrays.numpy()))
             ids.extend(batch_ids)
         bad.extend(batch_bad)
+        tick(len(batch_ids) + len(batch_bad))
     if current is not None:
         yield current, ids, _stack(vecs, embedder.dim), bad
 
@@ -368,7 +326,17 @@ def _save_chunk(path: Path, ids: list[int], vectors: np.ndarray, bad: list[tuple
         )
 
 
-def _consolidate(dataset: Dataset, embedder: Embedder, parts: Path, n_chunks: int, name: str):
+def _failed(item, reason: str) -> dict[str, Any]:
+    """The skip entry of a file that could not be decoded; with its size and mtime, so an incremental
+    build does not read it again while it is unchanged."""
+    out: dict[str, Any] = {"path": item.path, "reason": reason}
+    if item.stamp is not None:
+        out.update(size=item.stamp.size, mtime_ns=item.stamp.mtime_ns)
+    return out
+
+
+def _consolidate(dataset: Dataset, embedder: Embedder, parts: Path, n_chunks: int, name: str, *,
+                 allow_empty: bool = False):
     ids_all, vec_all, skipped = [], [], []
     for c in range(n_chunks):
         with np.load(parts / _chunk_name(c), allow_pickle=False) as z:
@@ -383,7 +351,7 @@ def _consolidate(dataset: Dataset, embedder: Embedder, parts: Path, n_chunks: in
         raise DatasetError(f"Internal error: the chunks of {name} cover {len(seen)} rows for {expected} items.")
     order = np.argsort(ids, kind="stable")
     ids, vectors = ids[order], np.ascontiguousarray(vectors[order])
-    if len(ids) == 0:
+    if len(ids) == 0 and not allow_empty:
         raise DatasetError(f"None of the {expected} images of {name} could be read.")
     items = dataset.items
     table = FeatureTable(
@@ -394,7 +362,9 @@ def _consolidate(dataset: Dataset, embedder: Embedder, parts: Path, n_chunks: in
         weights_id=embedder.weights_id,
         paths=[items[i].path for i in ids.tolist()],
         labels=[items[i].labels for i in ids.tolist()],
-        skipped=[{"path": items[i].path, "reason": r} for i, r in sorted(skipped)],
+        stamps=[items[i].stamp for i in ids.tolist()],
+        # what the listing left out (messy folders), then what could not be decoded
+        skipped=[s.to_json() for s in dataset.skipped] + [_failed(items[i], r) for i, r in sorted(skipped)],
         fingerprint=dataset.fingerprint(),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         dim=embedder.dim,

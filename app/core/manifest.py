@@ -9,6 +9,9 @@ Schema versions:
 
 * **1** (``"manifest_version": 1``): written until the manifest became typed.
 * **2** (``"schema_version": 2``): the same keys, and ``model`` and ``k_factor`` always present.
+  Optional since incremental builds (absent: 0, the count, 0): ``generation`` (which generation of
+  the collection's files is current), ``trained_count`` and ``updates_since_training`` (the drift
+  rule's inputs, :mod:`app.index.faiss_update`).
 
 An older object is brought to the current version by :func:`migrate_v1_to_v2`, the one migration;
 the JSON keys themselves (``model``, ``weights_id``, ``dim``, ``count``, ``factory``, ``nprobe``,
@@ -72,6 +75,10 @@ class Manifest(Mapping):
     include: tuple[str, ...] = ()
     skipped: int = 0
     tuning: dict[str, Any] = field(default_factory=dict)  # TuneReport.to_json(), or {"fixed": True}
+    # incremental changes (optional in schema 2: a manifest without them is generation 0, trained on count)
+    generation: int = 0  # which NAME[.gN].{npy,json,faiss} files are current (0: no suffix)
+    trained_count: int | None = None  # live vectors when the index was last trained (None: count)
+    updates_since_training: int = 0  # vectors added + removed in place since then (app.index.faiss_update)
     # derived from the index file by save_index
     dim: int
     normalized: bool = True
@@ -234,6 +241,9 @@ _CHECKS: dict[str, Callable[[Any], bool]] = {
     "include": _is_str_list,
     "skipped": _is_count,
     "tuning": lambda v: isinstance(v, dict),
+    "generation": _is_count,
+    "trained_count": _optional(_is_count),
+    "updates_since_training": _is_count,
     "dim": _is_count,
     "normalized": lambda v: isinstance(v, bool),
     "metric": _is_str,

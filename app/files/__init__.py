@@ -1,5 +1,5 @@
 """Layer 1, files: writing files atomically (temp file in the same folder, fsync, rename), and the
-one-process-at-a-time lock on a file."""
+exclusive lock that lets one change to a collection run at a time."""
 
 from app.files.atomic import atomic_writer, fsync_dir, write_bytes, write_json, write_npy
 from app.files.lock import exclusive_lock

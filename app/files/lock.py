@@ -5,7 +5,7 @@ holder exits in any way, ``kill -9`` included, so a lock left by a dead process 
 The holder's PID is written inside for the message another process gets. Forked children (DataLoader
 workers) close their inherited copy at once, so a child that outlives its parent never keeps the lock.
 The file itself stays: removing it would let a process that opened it just before lock a file
-nobody else can see.
+nobody else can see. Builds and every change to a collection (add, delete, rename, drop) take it.
 """
 
 from __future__ import annotations
@@ -34,9 +34,10 @@ os.register_at_fork(after_in_child=_close_inherited)
 
 
 @contextlib.contextmanager
-def exclusive_lock(path: str | os.PathLike[str], *, what: str, hint: str | None = None) -> Iterator[Path]:
-    """Hold the lock on ``path`` for the block, or raise :class:`BuildLockedError` at once naming
-    ``what`` is locked, the lock file and the PID of the process that holds it."""
+def exclusive_lock(path: str | os.PathLike[str], *, what: str, hint: str | None = None,
+                   wait_s: float = 0.0) -> Iterator[Path]:
+    """Hold the lock on ``path`` for the block, waiting up to ``wait_s`` seconds for a live holder, or
+    raise :class:`BuildLockedError` naming ``what`` is locked, the lock file and the holder's PID."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -44,7 +45,7 @@ def exclusive_lock(path: str | os.PathLike[str], *, what: str, hint: str | None 
     except OSError as exc:
         raise StorageError(f"Cannot create the lock file {path} ({exc.strerror or exc}).") from exc
     try:
-        if not _try_lock(fd, path):
+        if not _try_lock(fd, path, wait_s):
             pid = holder_pid(path)
             who = f"process {pid}" if pid is not None else "another process"
             if pid is not None and not pid_alive(pid):
@@ -64,19 +65,21 @@ def exclusive_lock(path: str | os.PathLike[str], *, what: str, hint: str | None 
         os.close(fd)  # releases the lock
 
 
-def _try_lock(fd: int, path: Path) -> bool:
-    """Take the lock without waiting for a live holder. When the holder is dead, a child it forked a
-    moment before may not have closed its copy yet: that takes microseconds, so retry for a while."""
-    deadline = time.monotonic() + STALE_RETRY_S
-    for _ in range(200):
+def _try_lock(fd: int, path: Path, wait_s: float = 0.0) -> bool:
+    """Take the lock, waiting up to ``wait_s`` for a live holder. When the holder is dead, a child it
+    forked a moment before may not have closed its copy yet: that takes microseconds, so retry a while."""
+    start = time.monotonic()
+    for _ in range(200 + int(wait_s * 20)):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return True
         except BlockingIOError:
+            waited = time.monotonic() - start
             pid = holder_pid(path)
-            if pid is None or pid_alive(pid) or time.monotonic() > deadline:
+            dead = pid is not None and not pid_alive(pid)
+            if waited > (max(wait_s, STALE_RETRY_S) if dead else wait_s):
                 return False
-            time.sleep(STALE_RETRY_S / 100)
+            time.sleep(0.02 if dead else 0.05)
     return False
 
 

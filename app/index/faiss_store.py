@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -29,22 +28,19 @@ import numpy as np
 
 from app.core.manifest import METRIC, SCHEMA_VERSION, V1_VERSION_KEY, VERSION_KEY, Manifest
 from app.core.models import DEFAULT_MODEL
-from app.errors import IndexMismatchError, IndexMissingError, UnsupportedOperationError
-from app.files.atomic import fsync_dir, write_bytes, write_json
+from app.errors import IndexMismatchError, IndexMissingError
+from app.files.atomic import write_bytes, write_json
 from app.index.faiss_index import IndexConfig, search_one_thread, set_search_params
+from app.index.faiss_update import add_rows, can_update, live_count, remove_rows
 
 
-def index_path(indexes_dir: Path, name: str) -> Path:
-    return Path(indexes_dir) / f"{name}.faiss"
+def index_path(indexes_dir: Path, name: str, generation: int = 0) -> Path:
+    """``NAME.faiss`` (generation 0), or ``NAME.gN.faiss`` after an incremental change."""
+    return Path(indexes_dir) / (f"{name}.g{generation}.faiss" if generation else f"{name}.faiss")
 
 
 def manifest_path(indexes_dir: Path, name: str) -> Path:
     return Path(indexes_dir) / f"{name}.manifest.json"
-
-
-def staged_index_path(indexes_dir: Path, name: str) -> Path:
-    """Where :func:`save_index` writes a new index before the manifest that names it is written."""
-    return Path(indexes_dir) / f"{name}.faiss.next"
 
 
 def list_indexes(indexes_dir: Path) -> list[str]:
@@ -67,18 +63,25 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def save_index(index, indexes_dir: Path, name: str, manifest: Manifest | Mapping[str, Any]) -> Manifest:
-    """Write ``NAME.faiss`` and ``NAME.manifest.json``, each atomically; returns the manifest written.
-
-    The manifest is the commit: the index is first written beside the old one (``NAME.faiss.next``),
-    then the manifest that names its checksum, then it is moved into place. A process stopped at any
-    moment leaves the previous pair, or the new manifest with its index still staged, which
-    :func:`read_verified_index` reads (the next save finishes the move).
+def save_index(index, indexes_dir: Path, name: str, manifest: Manifest | Mapping[str, Any], *,
+               generation: int = 0) -> Manifest:
+    """Write ``NAME.faiss`` (or ``NAME.gN.faiss``) then ``NAME.manifest.json``, both atomically; returns
+    the manifest written.
 
     ``manifest`` gives the build fields (a :class:`Manifest`, whose derived fields are recomputed, or
     a mapping of JSON keys); the dimension, count, size, checksum, date and versions come from
     ``index`` itself. The whole object is validated before anything is written.
     """
+    full, data = index_manifest(index, indexes_dir, name, manifest, generation=generation)
+    write_bytes(index_path(indexes_dir, name, generation), data)
+    write_json(manifest_path(indexes_dir, name), full.to_json())
+    return full
+
+
+def index_manifest(index, indexes_dir: Path, name: str, manifest: Manifest | Mapping[str, Any], *,
+                   generation: int = 0) -> tuple[Manifest, bytes]:
+    """(the validated manifest of ``index`` saved as generation ``generation``, the index file's bytes);
+    nothing is written (:func:`save_index` writes both; an incremental change writes the manifest last)."""
     import faiss
 
     fields = manifest.build_fields() if isinstance(manifest, Manifest) else {
@@ -91,24 +94,14 @@ def save_index(index, indexes_dir: Path, name: str, manifest: Manifest | Mapping
         "dim": int(index.d),
         "normalized": True,
         "metric": METRIC,
-        "count": int(index.ntotal),
-        "index_file": index_path(indexes_dir, name).name,
+        "count": live_count(index),
+        "index_file": index_path(indexes_dir, name, generation).name,
         "index_bytes": len(data),
         "index_sha256": hashlib.sha256(data).hexdigest(),
         "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": library_versions(),
     }, source=f"The manifest of {name}")
-    staged = staged_index_path(indexes_dir, name)
-    try:
-        write_bytes(staged, data)
-        write_json(manifest_path(indexes_dir, name), full.to_json())
-    except BaseException:
-        if not _committed(indexes_dir, name, full.index_sha256):
-            staged.unlink(missing_ok=True)  # the previous pair stands
-        raise
-    os.replace(staged, index_path(indexes_dir, name))
-    fsync_dir(Path(indexes_dir))
-    return full
+    return full, data
 
 
 def read_manifest(indexes_dir: Path, name: str) -> Manifest:
@@ -164,12 +157,11 @@ def read_verified_index(ipath: Path, manifest: Manifest, name: str):
     """The faiss index in ``ipath``, refused unless its checksum, dimension and count match ``manifest``."""
     import faiss
 
-    data = _read_matching(ipath, manifest.index_sha256)
-    if data is None:  # a save stopped after its manifest was written: its index is still staged
-        data = _read_matching(ipath.with_name(ipath.name + ".next"), manifest.index_sha256)
-    if data is None:
-        if not ipath.is_file():
-            raise IndexMissingError(f"{ipath} is missing.", hint=rebuild_hint(name, manifest))
+    try:
+        data = ipath.read_bytes()
+    except FileNotFoundError as exc:
+        raise IndexMissingError(f"{ipath} is missing.", hint=rebuild_hint(name, manifest)) from exc
+    if hashlib.sha256(data).hexdigest() != manifest.index_sha256:
         raise IndexMismatchError(
             f"{ipath} is corrupted or was changed (its sha256 does not match the manifest).",
             hint=rebuild_hint(name, manifest),
@@ -178,47 +170,13 @@ def read_verified_index(ipath: Path, manifest: Manifest, name: str):
         index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
     except RuntimeError as exc:
         raise IndexMismatchError(f"{ipath} cannot be read by faiss ({exc}).", hint=rebuild_hint(name, manifest)) from exc
-    if index.d != manifest.dim or index.ntotal != manifest.count:
+    if index.d != manifest.dim or live_count(index) != manifest.count:
         raise IndexMismatchError(
-            f"{ipath} holds {index.ntotal} vectors of dimension {index.d}, the manifest says "
+            f"{ipath} holds {live_count(index)} vectors of dimension {index.d}, the manifest says "
             f"{manifest.count} of dimension {manifest.dim}.",
             hint=rebuild_hint(name, manifest),
         )
     return index
-
-
-def _committed(indexes_dir: Path, name: str, sha256: str) -> bool:
-    """Whether the manifest on disk already names the index with this checksum."""
-    try:
-        return json.loads(manifest_path(indexes_dir, name).read_text()).get("index_sha256") == sha256
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def _read_matching(path: Path, sha256: str) -> bytes | None:
-    """The bytes of ``path`` when their sha256 is ``sha256``; None when they differ or cannot be read."""
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return None
-    return data if hashlib.sha256(data).hexdigest() == sha256 else None
-
-
-def finish_staged_index(indexes_dir: Path, name: str) -> bool:
-    """Move a committed but still staged index into place (a save stopped after its manifest); True if moved."""
-    staged = staged_index_path(indexes_dir, name)
-    if not staged.is_file():
-        return False
-    try:
-        manifest = read_manifest(indexes_dir, name)
-    except (IndexMissingError, IndexMismatchError):
-        return False
-    if _read_matching(staged, manifest.index_sha256) is None:
-        staged.unlink(missing_ok=True)  # an uncommitted leftover
-        return False
-    os.replace(staged, index_path(indexes_dir, name))
-    fsync_dir(Path(indexes_dir))
-    return True
 
 
 def index_config(manifest: Manifest) -> IndexConfig:
@@ -264,10 +222,10 @@ class FaissStore:
     :meth:`load` reads and verifies ``NAME.faiss`` against ``NAME.manifest.json`` (checksum, count,
     dimension, and the caller's model, weights id and dimension when given) and restores the search
     parameters (nprobe, k_factor) the manifest records; :meth:`save` writes both atomically.
-    Ids are the collection's row ids. :meth:`add` with the next ids in order works on every index;
-    other ids, and :meth:`remove`, need an index that stores ids (IVF, or an ``IDMap``): a flat
-    index would renumber its rows and a refined one cannot, so they raise
-    :class:`~app.errors.UnsupportedOperationError`.
+    Ids are the collection's stable row ids; :meth:`add` and :meth:`remove` change the index in place
+    (:mod:`app.index.faiss_update`: IVF and refined IVF indexes take any new ids and removals). A flat
+    index without an id map can only append the next ids, and raises
+    :class:`~app.errors.UnsupportedOperationError` for anything else (it would renumber its rows).
     """
 
     def __init__(self, indexes_dir: Path, name: str, index: Any = None, *,
@@ -293,7 +251,7 @@ class FaissStore:
         return int(self.index.d)
 
     def count(self) -> int:
-        return int(self.index.ntotal)
+        return live_count(self.index)
 
     def configure(self, config: IndexConfig) -> None:
         """Search with ``config``'s nprobe and k_factor from now on (saved with the next :meth:`save`)."""
@@ -308,7 +266,7 @@ class FaissStore:
         k = int(k)
         if k < 1:
             raise ValueError(f"k must be at least 1, not {k}")
-        kk = min(k, max(1, self.index.ntotal))  # faiss refines and some IVF scans want k <= ntotal
+        kk = min(k, max(1, live_count(self.index)))  # faiss refines and some IVF scans want k <= ntotal
         dist, ids = search_one_thread(self.index, q, kk) if len(q) == 1 else self.index.search(q, kk)
         out_d = np.full((len(q), k), np.inf, dtype=np.float32)
         out_i = np.full((len(q), k), -1, dtype=np.int64)
@@ -320,22 +278,10 @@ class FaissStore:
         x = np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32)
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
         _check_rows(x, ids, self.dim)
-        start = self.count()
-        if np.array_equal(ids, np.arange(start, start + len(ids))):
-            self.index.add(x)  # faiss numbers added rows from ntotal: every index kind can do this
-            return
-        if not keeps_ids(self.index):
-            raise UnsupportedOperationError(
-                f"The {self.name} index ({_kind(self.index)}) numbers its rows itself: it can only add "
-                f"ids {start}..{start + len(ids) - 1}.")
-        self.index.add_with_ids(x, ids)
+        add_rows(self.index, x, ids, name=self.name)
 
     def remove(self, ids: np.ndarray) -> int:
-        if not keeps_ids(self.index):
-            raise UnsupportedOperationError(
-                f"The {self.name} index ({_kind(self.index)}) cannot remove vectors by id.",
-                hint="Rebuild the collection without them, or build it with an IVF factory.")
-        return int(self.index.remove_ids(np.asarray(ids, dtype=np.int64).reshape(-1)))
+        return remove_rows(self.index, ids, name=self.name)
 
     def save(self) -> None:
         fields = self.manifest if self.manifest is not None else self._fields
@@ -346,25 +292,16 @@ class FaissStore:
     def load(self) -> None:
         manifest = read_manifest(self.indexes_dir, self.name)
         check_built_with(self.name, manifest, **self.expected)
-        index = read_verified_index(index_path(self.indexes_dir, self.name), manifest, self.name)
+        ipath = self.indexes_dir / manifest.index_file if manifest.index_file else index_path(self.indexes_dir,
+                                                                                               self.name)
+        index = read_verified_index(ipath, manifest, self.name)
         set_search_params(index, index_config(manifest))
         self.index, self.manifest, self._fields = index, manifest, None
 
 
 def keeps_ids(index) -> bool:
-    """Whether ``index`` stores the ids it is given (IVF lists, an IDMap), so removing keeps the others'."""
-    import faiss
-
-    idx = faiss.downcast_index(index)
-    if isinstance(idx, faiss.IndexPreTransform):
-        idx = faiss.downcast_index(idx.index)
-    return isinstance(idx, (faiss.IndexIVF, faiss.IndexIDMap, faiss.IndexIDMap2))
-
-
-def _kind(index) -> str:
-    import faiss
-
-    return type(faiss.downcast_index(index)).__name__
+    """Whether ``index`` can take any new ids and removals in place (see :mod:`app.index.faiss_update`)."""
+    return can_update(index)
 
 
 def _check_rows(x: np.ndarray, ids: np.ndarray, dim: int) -> None:

@@ -272,7 +272,7 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] = lambda m: None
     service = SearchService(c)
     col = service.collection(main)
     rng = np.random.default_rng(options.seed)
-    jpegs = [i for i, path in enumerate(col.table.paths) if path.lower().endswith((".jpg", ".jpeg"))]
+    jpegs = [i for i, path in enumerate(col.table.paths) if col.live_mask[i] and path.lower().endswith((".jpg", ".jpeg"))]
     picks = sorted(rng.choice(jpegs, size=min(options.queries, len(jpegs)), replace=False).tolist())
     paths = [col.item_path(i) for i in picks]
     embedder = service.embedder.load()
@@ -283,7 +283,7 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] = lambda m: None
         m["image_12mp_bytes"] = big.stat().st_size
         log("floors and query paths, interleaved in rounds (load from other processes hits both alike)")
         m.update(_query_rounds(service, main, model, paths, big))
-        reuse_iter = iter(rng.integers(0, len(col), size=200).tolist() * 2)
+        reuse_iter = iter(rng.choice(col.live_ids, size=200).tolist() * 2)
         m["reuse_ms"] = timed(lambda: service.search_item(main, next(reuse_iter), 5), 200)
         log(f"build path: {options.build_images} images end to end, between two batch-32 floor measurements")
         m.update(_build_rounds(options, service.embedder, model, paths))

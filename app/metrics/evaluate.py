@@ -55,6 +55,17 @@ def index_recall(store: VectorStore, vectors: np.ndarray, query_ids: np.ndarray,
 # -- evaluating a collection ---------------------------------------------------------------------
 
 
+class _Positions:
+    """A store whose search answers positions among the valid items instead of row ids (-1: not valid)."""
+
+    def __init__(self, store: VectorStore, pos_of: dict[int, int]) -> None:
+        self.store, self.pos_of = store, pos_of
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        dist, ids = self.store.search(queries, k)
+        return dist, np.vectorize(lambda i: self.pos_of.get(int(i), -1), otypes=[np.int64])(ids)
+
+
 def evaluate_collection(config: Config, name: str, *, queries: int | None = None, seed: int = 0,
                         sweep: bool = False, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Leave-one-out quality (exact and product path) plus index quality; see the module docstring."""
@@ -62,8 +73,11 @@ def evaluate_collection(config: Config, name: str, *, queries: int | None = None
 
     service = SearchService(config)
     col = service.collection(name)
-    vectors = np.asarray(col.vectors, dtype=np.float32)
-    labels = col.table.labels
+    # Positions 0..n-1 over the valid items (a collection with deletions keeps tombstoned rows).
+    live = np.asarray(col.live_ids, dtype=np.int64)
+    pos_of = {int(i): p for p, i in enumerate(live)}
+    vectors = np.asarray(col.vectors, dtype=np.float32)[live]
+    labels = [col.table.labels[i] for i in live]
     n = len(vectors)
     rng = np.random.default_rng(seed)
     query_ids = np.arange(n) if not queries or queries >= n else np.sort(rng.choice(n, queries, replace=False))
@@ -73,11 +87,11 @@ def evaluate_collection(config: Config, name: str, *, queries: int | None = None
     exact = exact_neighbours(vectors, query_ids, K)
     exact_s = time.perf_counter() - t
     t = time.perf_counter()
-    ann_ranked = [_drop_self([h.id for h in service.search_item(name, int(q), K + 1).hits], int(q), K)
+    ann_ranked = [_drop_self([pos_of[h.id] for h in service.search_item(name, int(live[q]), K + 1).hits], int(q), K)
                   for q in query_ids]
     ann_s = time.perf_counter() - t
     timing_ids = query_ids if len(query_ids) <= 1000 else np.sort(rng.choice(query_ids, 1000, replace=False))
-    recall5, ms = index_recall(col.store, vectors, timing_ids, 5)
+    recall5, ms = index_recall(_Positions(col.store, pos_of), vectors, timing_ids, 5)
     m = col.manifest
     ann = ranking_metrics(ann_ranked, query_ids, labels, n_rel)
     result: dict[str, Any] = {
@@ -197,17 +211,28 @@ def ensure_collection(config: Config, *, name: str, kind: str, data: str | Path 
 
 def retune_collection(config: Config, name: str, **tune_args: Any) -> Manifest:
     """Tune and save the index of ``name`` again from its stored features (no images are read)."""
+    from app.index.faiss_update import fill_index
     from app.index.tune import tune
 
     old = read_manifest(config.indexes_dir, name)
-    vectors, table = load_features(config.features_dir, name, mmap=False)
-    if table.weights_id != old.weights_id or len(table) != old.count:
+    vectors, table = load_features(config.features_dir, name, mmap=False, files=(old.features, old.table))
+    if table.weights_id != old.weights_id or table.live_count != old.count:
         raise IndexMismatchError(f"The features of {name} do not match its manifest; rebuild the collection.")
-    index, report = tune(vectors, **tune_args)
+    live = table.live_ids()
+    index, report = tune(vectors[live], **tune_args)
     assert report.chosen is not None
+    if len(live) != len(table):  # deleted rows keep their ids: the valid ones go back in under theirs
+        index.reset()
+        index = fill_index(index, vectors, live)
+        set_search_params(index, report.chosen.config)
     chosen = report.chosen
-    fields = old.with_(factory=chosen.factory, nprobe=chosen.nprobe, k_factor=chosen.k_factor, tuning=report.to_json())
-    manifest = save_index(index, config.indexes_dir, name, fields)  # the counts, sizes and checksum: of the new index
+    fields = old.with_(factory=chosen.factory, nprobe=chosen.nprobe, k_factor=chosen.k_factor, tuning=report.to_json(),
+                       trained_count=len(live), updates_since_training=0, generation=old.generation + 1)
+    # the counts, sizes and checksum: of the new index; a new generation's file, then the manifest
+    manifest = save_index(index, config.indexes_dir, name, fields, generation=old.generation + 1)
+    old_file = config.indexes_dir / old.index_file if old.index_file else None
+    if old_file is not None and old_file.name != manifest.index_file:
+        old_file.unlink(missing_ok=True)
     load_index(config.indexes_dir, name, weights_id=old.weights_id)  # what was written loads back
     return manifest
 

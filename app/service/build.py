@@ -2,6 +2,12 @@
 
 ``scripts/build_index.py`` and ``python -m app.cli build`` are thin command-line wrappers around
 :func:`build_collection`, which takes what to build as one :class:`BuildSpec`.
+
+**Incremental.** When the collection exists, built from the same folder with the same model, weights,
+sample and index configuration, building it again is an incremental update: only new and changed
+files are embedded, deleted ones are removed (:mod:`app.service.update`); a re-run with no change
+reads no image and writes nothing. Otherwise (or with ``BuildSpec.rebuild``) it is built from scratch,
+and committed as a new generation, so the old collection stays loadable until the new one is complete.
 """
 
 from __future__ import annotations
@@ -15,18 +21,21 @@ from typing import Any, Callable
 import numpy as np
 
 from app.config import Config
+from app.core.changes import plan_changes
 from app.core.datasets import Dataset, Item, load_dataset
 from app.core.embed import Embedder, embedder_for
-from app.core.features import CHUNK_SIZE, FeatureTable, extract_features, load_features
+from app.core.features import CHUNK_SIZE, FeatureTable, embed_dataset, load_features, remove_parts
 from app.core.manifest import Manifest
 from app.core.quantize import CALIBRATION_IMAGES, calibration_files
-from app.files.lock import exclusive_lock
+from app.errors import IndexMismatchError, IndexMissingError
 from app.index.faiss_index import IndexConfig, build_index
+from app.index.faiss_store import read_manifest
 from app.index.tune import DEFAULT_MAX_MS, DEFAULT_TARGET_RECALL, tune
-from app.service.commit import commit_build, roll_forward
+from app.service.commit import State, check_name, collection_lock, commit, read_state, remove_stale_files
+from app.service.progress import CancelFn, ProgressFn, Reporter
+from app.service.update import ChangeSummary, apply_plan
 
 log = logging.getLogger(__name__)
-LOCK_HINT = "Another build of it is running: wait for it to finish (or stop it), then run the command again."
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,7 @@ class BuildSpec:
     target_recall: float = DEFAULT_TARGET_RECALL
     max_ms: float = DEFAULT_MAX_MS
     chunk_size: int = CHUNK_SIZE  # images per saved chunk of features (resumable builds)
+    rebuild: bool = False  # build from scratch even when an incremental update is possible
 
     @property
     def collection_name(self) -> str:
@@ -58,41 +68,110 @@ class BuildResult:
     manifest: Manifest
     stats: dict[str, Any]
     skipped: list[dict[str, str]] = field(default_factory=list)
+    changes: ChangeSummary | None = None  # added, changed, removed, unchanged (every build has one)
 
 
 def build_collection(config: Config, spec: BuildSpec, *, embedder: Embedder | None = None,
-                     progress: bool = True, on_chunk: Callable[[int], None] | None = None) -> BuildResult:
-    """Build (or resume building) the collection ``spec`` describes.
+                     progress: bool = True, on_chunk: Callable[[int], None] | None = None,
+                     on_progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> BuildResult:
+    """Build, resume building, or incrementally update the collection ``spec`` describes (module docstring).
 
     With ``spec.factory`` the index configuration is fixed; otherwise it is tuned to
     ``spec.target_recall`` (recall@5 against exact search) at ``spec.max_ms`` per query.
+    ``progress``: a progress bar on stderr; ``on_progress``/``cancel``: see :mod:`app.service.progress`.
     ``on_chunk(chunk_no)`` is called after each saved chunk of features (tests use it to simulate a kill).
-    One build of a collection at a time: another one refuses at once (:class:`~app.errors.BuildLockedError`).
     """
-    name = spec.collection_name
-    with exclusive_lock(Path(config.indexes_dir) / f"{name}.lock", what=f"The {name} collection", hint=LOCK_HINT):
-        roll_forward(config, name)  # a build stopped after its commit: finish it first
-        return _build_locked(config, spec, embedder=embedder, progress=progress, on_chunk=on_chunk)
-
-
-def _build_locked(config: Config, spec: BuildSpec, *, embedder: Embedder | None,
-                  progress: bool, on_chunk: Callable[[int], None] | None) -> BuildResult:
-    name = spec.collection_name
+    t0 = time.perf_counter()
+    name = check_name(spec.collection_name)
+    reporter = Reporter(on_progress)
+    reporter.phase("scanning")
     dataset = load_dataset(spec.kind, spec.data, limit=spec.limit, include=spec.include)
-    embedder = embedder or embedder_for(config)
+    make_embedder = _lazy(embedder, config)
+    with collection_lock(config, name):
+        existing, generation = _existing(config, name)
+        if existing is not None and _incremental(existing, spec, dataset, make_embedder):
+            plan = plan_changes(existing.table, dataset.items, dataset.image_root, listed_skips=dataset.skipped,
+                                cancel=cancel, on_hashed=lambda n: reporter.step(n, 0))
+            changes = apply_plan(config, existing, plan, kind=spec.kind, image_root=dataset.image_root,
+                                 embedder=make_embedder, reporter=reporter, cancel=cancel, started=t0)
+            manifest = read_manifest(config.indexes_dir, name)
+            remove_stale_files(config, name, manifest)  # what a build killed after its commit left behind:
+            remove_parts(config.features_dir, name)  # old generations, temp files, its resumable parts
+            stats = {"images": len(dataset.items), "embedded": changes.embedded, "skipped": len(changes.skipped),
+                     "resumed_rows": 0, "seconds": changes.seconds, "img_per_s": 0.0, "incremental": True}
+            return BuildResult(name, manifest, stats, list(changes.skipped), changes)
+        return _full_build(config, spec, dataset, make_embedder(), generation, reporter, progress=progress,
+                           on_chunk=on_chunk, cancel=cancel, started=t0)
+
+
+def _lazy(embedder: Embedder | None, config: Config) -> Callable[[], Embedder]:
+    """The embedder, made on first use: a re-run with nothing to embed never loads a model."""
+    made: list[Embedder] = [embedder] if embedder is not None else []
+
+    def get() -> Embedder:
+        if not made:
+            made.append(embedder_for(config))
+        return made[0]
+
+    return get
+
+
+def _existing(config: Config, name: str) -> tuple[State | None, int]:
+    """(the collection's current state, or None when there is none or it is unusable; the generation
+    a full build writes: the next one when a manifest exists, so the old files stay until it is done)."""
+    try:
+        manifest = read_manifest(config.indexes_dir, name)
+    except (IndexMissingError, IndexMismatchError):
+        return None, 0
+    try:
+        return read_state(config, name), manifest.generation + 1
+    except (IndexMissingError, IndexMismatchError):
+        return None, manifest.generation + 1
+
+
+def _incremental(state: State, spec: BuildSpec, dataset: Dataset, embedder: Callable[[], Embedder]) -> bool:
+    """Whether building ``spec`` again is an incremental update of ``state`` (same source, sample, model, index)."""
+    m, table = state.manifest, state.table
+    model = embedder()
+    return (not spec.rebuild and m.collection == spec.kind and table.image_root == str(dataset.image_root)
+            and m.weights_id == model.weights_id and m.dim == model.dim and table.dim == model.dim
+            and m.limit == spec.limit and tuple(m.include) == tuple(spec.include)
+            and (spec.factory is None or (spec.factory == m.factory and (spec.nprobe or 16) == m.nprobe)))
+
+
+def _full_build(config: Config, spec: BuildSpec, dataset: Dataset, embedder: Embedder, generation: int,
+                reporter: Reporter, *, progress: bool, on_chunk: Callable[[int], None] | None,
+                cancel: CancelFn | None, started: float) -> BuildResult:
+    name = spec.collection_name
+    empty = FeatureTable(name, spec.kind, str(dataset.root), str(dataset.image_root), embedder.weights_id, [], [])
+    reporter.phase("reading", total=len(dataset.items))
+    plan = plan_changes(empty, dataset.items, dataset.image_root, listed_skips=dataset.skipped, cancel=cancel,
+                        on_hashed=lambda n: reporter.step(n, len(dataset.items)))
+    dataset = Dataset(dataset.kind, dataset.root, dataset.image_root, plan.added, plan.skipped)
     if getattr(embedder, "wants_int8", False) and not embedder.loaded:
         # The INT8 model is calibrated on a sample of this collection (made once, then cached).
         embedder.calibrate(calibration_files(dataset.image_root, dataset.items),
                            source=f"{name}: {dataset.image_root}")
-    vectors, table, stats = extract_features(
+    reporter.phase("embedding", total=len(dataset.items))
+    vectors, table, stats = embed_dataset(
         dataset, embedder, config.features_dir, name, batch_size=config.batch_size, workers=config.workers,
-        progress=progress, on_chunk=on_chunk, chunk_size=spec.chunk_size, publish=False,
+        progress=progress, on_chunk=on_chunk, chunk_size=spec.chunk_size, cancel=cancel,
+        on_batch=lambda done, total: reporter.step(done, total),
     )
+    reporter.phase("indexing")
     t = time.perf_counter()
     index, chosen, tuning = make_index(vectors, spec)
     stats["index_seconds"] = time.perf_counter() - t
-    manifest = commit_build(config, name, index, manifest_fields(spec, embedder, dataset, table, chosen, tuning))
-    return BuildResult(name=name, manifest=manifest, stats=stats, skipped=table.skipped)
+    reporter.phase("saving")
+    fields = {**manifest_fields(spec, embedder, dataset, table, chosen, tuning), "trained_count": len(table),
+              "updates_since_training": 0}
+    manifest = commit(config, name, fields, table, vectors=vectors, index=index, generation=generation)
+    remove_parts(config.features_dir, name)
+    changes = ChangeSummary(name, added=len(table), count=len(table), skipped=tuple(table.skipped),
+                            seconds=time.perf_counter() - started, model=embedder.model.name,
+                            weights_id=embedder.weights_id, full_build=True, index="built", embedded=len(table),
+                            added_ids=tuple(range(len(table))), generation=manifest.generation)
+    return BuildResult(name=name, manifest=manifest, stats=stats, skipped=table.skipped, changes=changes)
 
 
 def quantize_for_collection(config: Config, name: str, *, images: int = CALIBRATION_IMAGES,
@@ -100,8 +179,11 @@ def quantize_for_collection(config: Config, name: str, *, images: int = CALIBRAT
     """Make (or find in the cache) the INT8 model of ``config``'s model and weights, calibrated on
     ``images`` images of the built collection ``name`` (any model's build: only its images are used).
     Returns what was made: model, weights id, the INT8 file and its calibration record."""
-    _, table = load_features(config.features_dir, name)
-    items = [Item(p, lab) for p, lab in zip(table.paths, table.labels, strict=True)]
+    try:
+        table = read_state(config, name).table
+    except IndexMissingError:  # features without their index (copied alone): their own file names
+        table = load_features(config.features_dir, name)[1]
+    items = [Item(table.paths[i], table.labels[i]) for i in table.live_ids().tolist()]
     embedder = embedder or Embedder(config.weights, model=config.model, engine="onnx-int8", threads=config.threads,
                                     cache_dir=config.cache_dir)
     embedder.calibrate(calibration_files(table.image_root, items, images), source=f"{name}: {table.image_root}")

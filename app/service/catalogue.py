@@ -2,6 +2,10 @@
 
 :func:`open_store` picks the vector store from the configuration's backend (the local faiss index,
 or Milvus); everything else sees only the :class:`~app.index.store.VectorStore` it returns.
+
+A loaded collection is kept until its manifest changes on disk (a build, ``add`` or ``delete`` in
+this process or another): the next :meth:`Catalogue.get` loads the new state. Items deleted from a
+collection keep their ids as tombstones; :class:`Collection` counts, lists and serves valid ones only.
 """
 
 from __future__ import annotations
@@ -15,11 +19,12 @@ import numpy as np
 
 from app.config import KNOWN_COLLECTIONS, Config
 from app.core.embed import Embedder
-from app.core.features import FeatureTable, load_features, load_verified_features
+from app.core.features import FeatureTable, load_features
 from app.core.manifest import Manifest
-from app.errors import IndexMismatchError, IndexMissingError, UnknownItemError
-from app.index.faiss_store import FaissStore, build_command, list_indexes, read_manifest
+from app.errors import BackendUnavailableError, IndexMismatchError, IndexMissingError, UnknownItemError
+from app.index.faiss_store import FaissStore, build_command, list_indexes, manifest_path, read_manifest
 from app.index.store import VectorStore
+from app.service.commit import check_agrees, manifest_files, manifest_sums, rebuild_advice
 
 
 @dataclass(frozen=True)
@@ -44,27 +49,46 @@ class Collection:
     vectors: np.ndarray
     image_root: Path
     lock: threading.Lock = field(default_factory=threading.Lock)
+    stamp: tuple[int, int, int] = (0, 0, 0)  # the manifest file's (inode, size, mtime_ns) when loaded
+
+    def __post_init__(self) -> None:
+        self.live_mask = self.table.live_mask()  # False for deleted rows (tombstones)
+        self.live_ids = np.flatnonzero(self.live_mask)
 
     def __len__(self) -> int:
-        return len(self.table)
+        """The number of valid images (deleted ones not counted)."""
+        return len(self.live_ids)
 
     def item_path(self, item_id: int) -> Path:
-        """The absolute path of an item; always inside the collection's image root."""
+        """The absolute path of a valid item: inside the collection's image root, or the file that
+        ``add`` indexed from outside it (stored as an absolute path)."""
         self.check_id(item_id)
         return self.image_root / self.table.paths[item_id]
 
     def check_id(self, item_id: int) -> None:
         if not (0 <= int(item_id) < len(self.table)):
             raise UnknownItemError(f"{self.name} has no item {item_id}.")
+        if not self.live_mask[int(item_id)]:
+            raise UnknownItemError(f"Item {item_id} was deleted from {self.name}.")
 
 
 # -- the stores ----------------------------------------------------------------------------------
 
 
 def open_store(config: Config, name: str, embedder: Embedder) -> tuple[VectorStore, Manifest]:
-    """The vector store of ``name`` for ``config.backend``, checked against ``embedder``, and its manifest."""
+    """The vector store of ``name`` for ``config.backend``, checked against ``embedder``, and its manifest.
+
+    With ``--backend milvus``, a collection that has a Milvus copy is searched there; one that has
+    none (a local collection, never synced) keeps being searched with its local faiss index. A Milvus
+    server that cannot be reached is a :class:`~app.errors.BackendUnavailableError` (with retry
+    advice); nothing is cached then, so the collection loads as soon as the server answers again."""
     if config.backend == "milvus":
-        return _open_milvus(config, name, embedder)
+        try:
+            return _open_milvus(config, name, embedder)
+        except IndexMissingError:
+            if not manifest_path(config.indexes_dir, name).exists():
+                raise
+            # Not pushed to Milvus (``app.cli sync``): a local collection, searched with its local index.
     store = FaissStore.open(config.indexes_dir, name, weights_id=embedder.weights_id, dim=embedder.dim,
                             model=embedder.model.name)
     assert store.manifest is not None
@@ -76,7 +100,7 @@ def _open_milvus(config: Config, name: str, embedder: Embedder) -> tuple[VectorS
 
     if not config.milvus_uri:
         raise IndexMissingError("The Milvus backend needs --milvus-uri.")
-    store = MilvusIndex(config.milvus_uri, name, token=config.milvus_token)
+    store = MilvusIndex(config.milvus_uri, name, token=config.milvus_token, timeout=config.milvus_timeout_s)
     meta = store.meta
     assert meta is not None
     if meta.weights_id != embedder.weights_id:
@@ -93,11 +117,15 @@ def _open_milvus(config: Config, name: str, embedder: Embedder) -> tuple[VectorS
         )
     try:  # the local build's manifest, when present, knows where the images and which dataset kind
         local = read_manifest(config.indexes_dir, name)
-        manifest = local.with_(weights_id=meta.weights_id, dim=meta.dim, count=meta.count,
-                               collection=local.collection or meta.collection)
     except (IndexMissingError, IndexMismatchError):
-        manifest = Manifest(name=name, collection=meta.collection, weights_id=meta.weights_id, dim=meta.dim,
-                            count=meta.count, nprobe=store.nprobe)
+        return store, Manifest(name=name, collection=meta.collection, weights_id=meta.weights_id, dim=meta.dim,
+                               count=meta.count, nprobe=store.nprobe)
+    if meta.fingerprint and local.features_fingerprint and meta.fingerprint != local.features_fingerprint:
+        raise IndexMismatchError(
+            f"The {name} vectors in Milvus are not those of the local collection (changed since they were pushed).",
+            hint=f"Push them again with: python -m app.cli sync {name} --uri {config.milvus_uri}")
+    manifest = local.with_(weights_id=meta.weights_id, dim=meta.dim, count=meta.count,
+                           collection=local.collection or meta.collection)
     return store, manifest
 
 
@@ -125,7 +153,7 @@ class Catalogue:
                 col = self.get(name)
                 out.append(CollectionInfo(name, True, len(col), col.manifest.collection,
                                           model=col.manifest.model_name))
-            except (IndexMissingError, IndexMismatchError) as exc:
+            except (IndexMissingError, IndexMismatchError, BackendUnavailableError) as exc:
                 manifest = None
                 try:
                     manifest = read_manifest(self.config.indexes_dir, name)
@@ -138,41 +166,49 @@ class Catalogue:
         return out
 
     def get(self, name: str) -> Collection:
+        """The loaded collection ``name``; loaded again when its manifest changed since (another build)."""
         with self._lock:
             col = self._loaded.get(name)
-            if col is None:
+            if col is None or col.stamp != self._manifest_stamp(name):
                 col = self._load(name)
                 self._loaded[name] = col
             return col
 
+    def forget(self, name: str) -> None:
+        """Drop the loaded copy of ``name`` (after a rename or drop; the next :meth:`get` loads it again)."""
+        with self._lock:
+            self._loaded.pop(name, None)
+
+    def _manifest_stamp(self, name: str) -> tuple[int, int, int]:
+        try:
+            st = manifest_path(self.config.indexes_dir, name).stat()
+        except OSError:
+            return (0, 0, 0)
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
     def _load(self, name: str) -> Collection:
+        for attempt in range(3):  # a change committed while we read: its old files are gone, read again
+            stamp = self._manifest_stamp(name)
+            try:
+                col = self._load_once(name)
+            except (IndexMissingError, IndexMismatchError):
+                if attempt == 2 or self._manifest_stamp(name) == stamp:
+                    raise
+                continue
+            col.stamp = stamp
+            return col
+        raise AssertionError("unreachable")
+
+    def _load_once(self, name: str) -> Collection:
         cfg = self.config
         store, manifest = open_store(cfg, name, self._embedder())
-        hint = f"Rebuild it with: {build_command(name, manifest)}"
-        if manifest.features_sha256 and manifest.table_sha256:  # builds that record them: checked byte for byte
-            vectors, table = load_verified_features(cfg.features_dir, name, features_sha256=manifest.features_sha256,
-                                                    table_sha256=manifest.table_sha256, hint=hint)
-        else:
-            try:
-                vectors, table = load_features(cfg.features_dir, name)
-            except IndexMismatchError as exc:
-                raise IndexMismatchError(str(exc), hint=hint) from exc
+        vectors, table = load_features(cfg.features_dir, name, files=manifest_files(manifest),
+                                       sha256=manifest_sums(manifest), hint=rebuild_advice(name, manifest))
         if manifest.image_root is None:
             manifest = manifest.with_(image_root=table.image_root)
         if manifest.dataset_root is None:
             manifest = manifest.with_(dataset_root=table.dataset_root)
-        if (
-            len(table) != manifest.count
-            or table.weights_id != manifest.weights_id
-            # the features of another build (written after this index, or of another sample)
-            or manifest.features_created not in (None, table.created)
-            or manifest.features_fingerprint not in (None, table.fingerprint)
-        ):
-            raise IndexMismatchError(
-                f"The {name} features ({len(table)} vectors, {table.weights_id}) do not match its index "
-                f"({manifest.count} vectors, {manifest.weights_id}).",
-                hint=hint,
-            )
+        check_agrees(name, manifest, table)
         return Collection(name, store, manifest, table, vectors, self._image_root(name, manifest))
 
     def _image_root(self, name: str, manifest: Manifest) -> Path:

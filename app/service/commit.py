@@ -1,58 +1,199 @@
-"""Committing a build: its features and index replace the previous ones at one moment, the manifest write.
+"""A collection's files, and how a change to them is made durable and atomic.
 
-1. ``extract_features(publish=False)`` stages ``NAME.npy``/``NAME.json`` in ``features/NAME.parts/``
-   (the chunks stay, to resume from);
-2. :func:`commit_build`: ``save_index`` stages ``NAME.faiss.next``, writes ``NAME.manifest.json`` with
-   the sha256 of all three files (the commit), and moves the index into place;
-3. then the features are moved into place and the parts removed (``publish_features``).
+A collection ``NAME`` is four files: the vectors and the table in ``features/``, the faiss index
+and its manifest in ``indexes/``. The **manifest is the commit record**: it names the current
+vectors, table and index files (``features``, ``table``, ``index_file``) and their generation.
 
-Stopped before the manifest is written (``kill -9``, a full disk), a build leaves the previous
-collection exactly as it was; stopped after, the new one loads, each file from wherever its checksum
-matches (:func:`app.core.features.load_verified_features`, :func:`app.index.faiss_store.read_verified_index`),
-and the next build first finishes the moves (:func:`roll_forward`). Every step writes atomically.
+A change (an incremental build, ``add``, ``delete``, a rebuild) writes the files it changes under
+the *next* generation's names (``NAME.gN.npy``, ``NAME.gN.json``, ``NAME.gN.faiss``; generation 0 is
+``NAME.npy``...), each atomically, and then replaces the manifest atomically. Until that last
+``os.replace`` every file the old manifest names is untouched, so a crash at any moment leaves
+the previous state loadable; after it, the new one. The previous generation's files are removed
+afterwards (and any a crashed change left behind, on the next change). Readers never lock: they read
+the manifest, then the files it names. Writers take the collection's lock (:func:`collection_lock`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import contextlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
 
 from app.config import Config
-from app.core.feature_files import feature_paths, file_sha256, publish_features, staged_checksums, staged_paths
+from app.core.feature_table import FeatureTable, file_sha256
+from app.core.features import feature_paths, load_features
 from app.core.manifest import Manifest
-from app.errors import IndexMismatchError, IndexMissingError
-from app.files.atomic import remove_stale_temps
-from app.index.faiss_store import (
-    FaissStore,
-    finish_staged_index,
-    index_path,
-    manifest_path,
-    read_manifest,
-    staged_index_path,
-)
+from app.errors import DatasetError, IndexMismatchError
+from app.files.atomic import glob_escape, write_bytes, write_json, write_npy
+from app.files.lock import exclusive_lock
+from app.index.faiss_store import build_command, index_manifest, index_path, manifest_path, read_manifest
+
+LOCK_HINT = ("Another build or change of it is running: wait for it to finish (or stop it), "
+             "then run the command again.")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+UPDATE_PARTS = "{name}.update"  # the resumable parts of an incremental change: features/NAME.update.parts
 
 
-def commit_build(config: Config, name: str, index: Any, fields: Mapping[str, Any]) -> Manifest:
-    """Save ``index`` with the manifest ``fields`` plus the staged features' checksums, then publish them."""
-    store = FaissStore(config.indexes_dir, name, index,
-                       manifest={**fields, **staged_checksums(config.features_dir, name)})
-    store.save()
-    publish_features(config.features_dir, name)
-    assert store.manifest is not None
-    return store.manifest
+def check_name(name: str) -> str:
+    """A new collection's name: letters, digits, ``-`` and ``_`` (it names files and a Milvus collection)."""
+    if not NAME_RE.match(name or ""):
+        raise DatasetError(f"{name!r} is not a valid collection name.",
+                           hint="Use letters, digits, '-' and '_' (at most 64, starting with a letter or digit).")
+    return name
 
 
-def roll_forward(config: Config, name: str) -> None:
-    """Finish a build of ``name`` that was stopped after its commit (its staged files go into place),
-    and remove the temp files of writes that a killed build left. Call it holding the build lock."""
-    for path in (index_path(config.indexes_dir, name), staged_index_path(config.indexes_dir, name),
-                 manifest_path(config.indexes_dir, name), *feature_paths(config.features_dir, name)):
-        remove_stale_temps(path)
-    finish_staged_index(config.indexes_dir, name)
-    try:
-        manifest = read_manifest(config.indexes_dir, name)
-    except (IndexMissingError, IndexMismatchError):
-        return
-    npy, table = staged_paths(config.features_dir, name)
-    if (manifest.features_sha256 and npy.is_file() and table.is_file()
-            and file_sha256(npy) == manifest.features_sha256 and file_sha256(table) == manifest.table_sha256):
-        publish_features(config.features_dir, name, drop_parts=False)  # the build resumes from its chunks
+def check_safe_name(name: str) -> str:
+    """Any collection's name as a change uses it: one file-name component, so it cannot reach outside
+    ``indexes/`` and ``features/`` (older collections may have names :func:`check_name` refuses)."""
+    if not name or name in (".", "..") or name.startswith(".") or any(c in name for c in "/\\\0"):
+        raise DatasetError(f"{name!r} is not a collection name.", hint="python -m app.cli list shows the collections.")
+    return name
+
+
+@contextlib.contextmanager
+def collection_lock(config: Config, name: str, *, wait_s: float = 0.0) -> Iterator[None]:
+    """One change to ``name`` at a time (the CLI, the app and other processes alike): ``indexes/NAME.lock``,
+    released by the kernel when its holder dies (:mod:`app.files.lock`)."""
+    check_safe_name(name)
+    with exclusive_lock(lock_path(config, name), what=f"The {name} collection", hint=LOCK_HINT, wait_s=wait_s):
+        yield
+
+
+def lock_path(config: Config, name: str) -> Path:
+    return Path(config.indexes_dir) / f"{name}.lock"
+
+
+@dataclass
+class State:
+    """A built collection as its manifest names it: the manifest, the table and the vectors (memory-mapped)."""
+
+    name: str
+    manifest: Manifest
+    table: FeatureTable
+    vectors: np.ndarray
+
+
+def read_state(config: Config, name: str, *, mmap: bool = True) -> State:
+    """The current state of ``name``, checked: the table and vectors its manifest names (byte for byte
+    when it records their checksums), agreeing with it."""
+    manifest = read_manifest(config.indexes_dir, name)
+    vectors, table = load_features(config.features_dir, name, mmap=mmap, files=manifest_files(manifest),
+                                   sha256=manifest_sums(manifest), hint=rebuild_advice(name, manifest))
+    check_agrees(name, manifest, table)
+    return State(name, manifest, table, vectors)
+
+
+def manifest_sums(manifest: Manifest) -> tuple[str | None, str | None]:
+    """The (vectors, table) checksums the manifest records (None for older builds)."""
+    return manifest.features_sha256, manifest.table_sha256
+
+
+def rebuild_advice(name: str, manifest: Manifest) -> str:
+    return f"Rebuild it with: {build_command(name, manifest)}"
+
+
+def manifest_files(manifest: Manifest) -> tuple[str, str]:
+    """The (vectors, table) file names in ``features/`` the manifest records."""
+    return manifest.features, manifest.table
+
+
+def check_agrees(name: str, manifest: Manifest, table: FeatureTable) -> None:
+    if (
+        table.live_count != manifest.count
+        or table.weights_id != manifest.weights_id
+        # the features of another build (written after this index, or of another sample)
+        or manifest.features_created not in (None, table.created)
+        or manifest.features_fingerprint not in (None, table.fingerprint)
+    ):
+        raise IndexMismatchError(
+            f"The {name} features ({table.live_count} vectors, {table.weights_id}) do not match its index "
+            f"({manifest.count} vectors, {manifest.weights_id}).",
+            hint=f"Rebuild it with: {build_command(name, manifest)}",
+        )
+
+
+def commit(config: Config, name: str, manifest: Manifest | dict[str, Any], table: FeatureTable, *,
+           vectors: np.ndarray | None = None, index: Any = None, generation: int | None = None) -> Manifest:
+    """Make ``table`` (with ``vectors`` and ``index`` when they changed) the current state of ``name``.
+
+    ``manifest``: the current manifest (or, for a first build, the build fields) whose other fields
+    are kept. Writes the new files under generation ``generation`` (default: the current one + 1),
+    then the manifest, then removes the files no manifest names any more. Returns the new manifest.
+    """
+    current = manifest if isinstance(manifest, Manifest) else None
+    g = generation if generation is not None else (current.generation + 1 if current else 0)
+    npy, table_path = feature_paths(config.features_dir, name, g)
+    fields: dict[str, Any] = current.build_fields() if current else dict(manifest)
+    fields.update(name=name, generation=g, table=table_path.name, features_fingerprint=table.fingerprint,
+                  features_created=table.created, skipped=len(table.skipped))
+    if vectors is not None:
+        fields["features"] = npy.name
+    if current is None and (vectors is None or index is None):
+        raise ValueError("a first commit needs the vectors and the index")
+    if index is not None:
+        new, data = index_manifest(index, config.indexes_dir, name, fields, generation=g)
+    else:
+        assert current is not None
+        new = current.with_(**{k: v for k, v in fields.items() if k in ("generation", "table", "features",
+                                                                         "features_fingerprint", "features_created",
+                                                                         "skipped")})
+        data = None
+    if new.count != table.live_count:
+        raise IndexMismatchError(f"Internal error: the {name} index holds {new.count} vectors for "
+                                 f"{table.live_count} valid items; nothing was changed.")
+    write_json(table_path, table.to_json())
+    sums = {"table_sha256": file_sha256(table_path)}
+    if vectors is not None:
+        write_npy(npy, np.ascontiguousarray(vectors, dtype=np.float32))
+        sums["features_sha256"] = file_sha256(npy)
+    elif current is not None and current.features_sha256 is None:  # recorded from now on
+        sums["features_sha256"] = file_sha256(Path(config.features_dir) / current.features)
+    new = new.with_(**sums)  # what a loader checks byte for byte (app.core.feature_table.load_features)
+    if data is not None:
+        write_bytes(index_path(config.indexes_dir, name, g), data)
+    write_json(manifest_path(config.indexes_dir, name), new.to_json())  # the commit point
+    remove_stale_files(config, name, new)
+    return new
+
+
+def _generation_re(name: str) -> re.Pattern[str]:
+    return re.compile(rf"^{re.escape(name)}(\.g\d+)?\.(npy|json|faiss)$")
+
+
+def own_files(config: Config, name: str) -> list[Path]:
+    """Every data file of ``name`` (any generation) in ``features/`` and ``indexes/``, manifest excluded."""
+    pattern = _generation_re(name)
+    out = []
+    for folder in (Path(config.features_dir), Path(config.indexes_dir)):
+        if folder.is_dir():
+            out += sorted(p for p in folder.iterdir() if pattern.match(p.name) and p.is_file())
+    return out
+
+
+def remove_stale_files(config: Config, name: str, manifest: Manifest) -> list[Path]:
+    """Remove the generations of ``name`` that ``manifest`` does not name; returns what was removed."""
+    keep = {Path(config.features_dir) / manifest.features, Path(config.features_dir) / manifest.table,
+            Path(config.indexes_dir) / manifest.index_file}
+    removed = []
+    for path in own_files(config, name) + stale_temps(config, name):
+        if path not in keep:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
+def stale_temps(config: Config, name: str) -> list[Path]:
+    """The temp files that writes of ``name``'s files left behind (a process killed mid-write). Only the
+    holder of the collection's lock may remove them: no other write of them can be running."""
+    out: list[Path] = []
+    for folder in (Path(config.features_dir), Path(config.indexes_dir)):
+        if folder.is_dir():
+            out += [p for p in folder.glob(f".{glob_escape(name)}.*.tmp")
+                    if _generation_re(name).match(p.name[1:].rsplit(".", 2)[0]) or
+                    p.name.startswith(f".{name}.manifest.json.")]
+    return sorted(out)

@@ -157,10 +157,12 @@ class Searcher:
         n = len(col)
         with col.lock:
             _, found = col.store.search(vec[None], max(1, candidates(k, n)))
-        ids = [int(i) for i in found[0] if i >= 0]
+        live = col.live_mask
+        ids = [int(i) for i in found[0] if 0 <= i < len(live) and live[i]]  # a deleted id is never a hit
         if len(ids) < min(k, n):
             # The probed IVF lists held fewer vectors than asked for: an exact scan, never fewer hits.
             exact = np.asarray(col.vectors, dtype=np.float32) @ vec
+            exact[~live] = -np.inf
             ids = [int(i) for i in np.argsort(-exact, kind="stable")[: candidates(k, n)]]
         # Exact cosines from the stored vectors: the index picks the candidates, the scores are true,
         # and re-ranking more candidates than k keeps a best match the lossy codes placed just below k.
@@ -183,7 +185,7 @@ class Searcher:
             return []
         step = max(1, total // n)
         start = (page * 7919) % step if step > 1 else 0  # a different offset per page
-        ids = [(start + i * step) % total for i in range(min(n, total))]
+        ids = [int(col.live_ids[(start + i * step) % total]) for i in range(min(n, total))]
         return [
             Hit(rank=0, id=i, path=col.table.paths[i], label=col.table.label(i), score=float("nan"),
                 abs_path=col.image_root / col.table.paths[i])

@@ -28,10 +28,13 @@ from app.net.fetch import fetch_url
 from app.service.search import SearchResult
 from app.web.common import Context
 from app.web.components import QueryImageInput
+from app.web.library import LibraryHandlers
 
 log = logging.getLogger(__name__)
 
 API_ENDPOINTS = ("search_file", "search_url", "search_item", "collections")
+# Only with --library-root, and for folders under it (the Collections tab's rules: app.web.library).
+MANAGE_ENDPOINTS = ("index_folder", "count", "add", "delete", "rename", "drop")
 
 
 def api_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -119,7 +122,7 @@ def _missing(what: str) -> AppError:
 API_CONCURRENCY = 2
 
 
-def wire_api(api: ApiHandlers) -> None:
+def wire_api(api: ApiHandlers, lib: LibraryHandlers | None = None) -> None:
     """Register the endpoints. ``/search_file`` takes a file, so it is an event of hidden components (Gradio checks that the file was
     uploaded, and :class:`~app.web.components.QueryImageInput` hands it over undecoded); the others are typed functions (``gr.api``)."""
     with gr.Group(visible=False):
@@ -146,3 +149,42 @@ def wire_api(api: ApiHandlers) -> None:
 
     for fn, method in ((search_url, api.search_url), (search_item, api.search_item), (collections, api.collections)):
         gr.api(fn, api_name=fn.__name__, api_description=method.__doc__, **common)
+    if lib is not None and lib.enabled:
+        _wire_manage(lib)
+
+
+def _wire_manage(lib: LibraryHandlers) -> None:
+    """The management endpoints: one change at a time, each answering what it did (JSON)."""
+
+    @api_errors
+    def index_folder(folder: str, name: str = "", model: str = "") -> dict:
+        """Index a folder under a library root as a collection (new, or updated incrementally); waits for it."""
+        return lib.index_now(folder, name, model or None).to_json()
+
+    @api_errors
+    def count(collection: str) -> int:
+        """The number of valid images in a collection."""
+        return lib.count(collection)
+
+    @api_errors
+    def add(collection: str, path: str) -> dict:
+        """Index a file or folder (under a library root) into a collection."""
+        return lib.add(collection, path).to_json()
+
+    @api_errors
+    def delete(collection: str, ids: list[int], paths: list[str]) -> dict:
+        """Remove items from a collection by id or by path (the files stay on disk)."""
+        return lib.delete(collection, ids, paths).to_json()
+
+    @api_errors
+    def rename(collection: str, new_name: str) -> dict:
+        """Rename a collection."""
+        return lib.rename(collection, new_name).to_json()
+
+    @api_errors
+    def drop(collection: str, confirm: str) -> dict:
+        """Remove a collection's index and features (never its images); ``confirm`` repeats its name."""
+        return lib.drop(collection, confirm).to_json()
+
+    for fn in (index_folder, count, add, delete, rename, drop):
+        gr.api(fn, api_name=fn.__name__, concurrency_id="manage", concurrency_limit=1, api_visibility="public")

@@ -59,6 +59,9 @@ class Context:
     def known(self, collection: str | None) -> str:
         """The name of an existing collection (built or not); a typed error otherwise."""
         info = self.info(collection)
+        if info is None:  # made since the list was read?
+            self.refresh()
+            info = self.info(collection)
         if info is None:
             raise IndexMissingError(f"There is no collection named {collection}." if collection
                                     else "Choose a collection first.")

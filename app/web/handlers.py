@@ -8,6 +8,7 @@
 * ``session`` (:mod:`app.web.session`): what the session holds (a new k, history, compare,
   "Back to the query");
 * ``collections`` (:mod:`app.web.collections`): the collection menu, start-up texts, examples;
+* ``library`` (:mod:`app.web.library`): the Collections tab (index a folder, manage collections);
 * ``api`` (:mod:`app.web.api`): the programmatic API's named endpoints.
 
 Errors become messages in :func:`~app.web.common.guarded`; searches are run and rendered by
@@ -24,6 +25,7 @@ from app.service.search import SearchService
 from app.web.api import ApiHandlers
 from app.web.collections import CollectionHandlers
 from app.web.common import Context, Searcher, guarded
+from app.web.library import LibraryHandlers
 from app.web.queries import QueryHandlers
 from app.web.session import Session, SessionHandlers
 from app.web.view_model import SKIP, Query, View, idle_status
@@ -41,6 +43,7 @@ class Handlers:
         self.queries = QueryHandlers(self.ctx, searcher)
         self.session = SessionHandlers(self.ctx, searcher)
         self.collections = CollectionHandlers(self.ctx, searcher)
+        self.library = LibraryHandlers(self.ctx)
         self.api = ApiHandlers(self.ctx)
 
     @property

@@ -36,6 +36,7 @@ from app.web.collections import CollectionHandlers
 from app.web.common import example_items
 from app.web.components import QueryImageInput
 from app.web.handlers import Handlers
+from app.web.library_tab import collections_tab, wire_collections_tab
 from app.web.queries import QueryHandlers
 from app.web.session import SessionHandlers
 from app.web.view_model import SKIP, View
@@ -175,8 +176,10 @@ def build_ui(h: Handlers) -> gr.Blocks:
         with gr.Tabs():
             _examples_tab(ui, example_items(h.ctx.thumbs, session0.examples))
             _history_tab(ui)
+            collections_tab(ui, h.library)
         _wire(ui, h)
-        wire_api(h.api)
+        wire_collections_tab(ui, h.library, h.collections.collection_choices)
+        wire_api(h.api, h.library)
     return demo
 
 

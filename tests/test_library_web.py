@@ -166,3 +166,16 @@ def test_management_endpoints_only_with_a_library_root(setup, tmp_path):
     with running_app(off, SearchService(off, embedder=FakeEmbedder())) as url:
         names = set(Client(url, verbose=False).view_api(print_info=False, return_format="dict")["named_endpoints"])
         assert names == {"/search_file", "/search_url", "/search_item", "/collections"}
+
+
+def test_the_library_root_flag(tmp_path):
+    """``python -m app --library-root DIR`` (repeatable): resolved folders; a missing one stops start-up."""
+    from app.__main__ import library_roots, make_parser
+    from app.web.server import StartupError
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    args = make_parser().parse_args(["--library-root", str(tmp_path / "a"), "--library-root", str(tmp_path / "b")])
+    assert library_roots(args.library_root) == ((tmp_path / "a").resolve(), (tmp_path / "b").resolve())
+    with pytest.raises(StartupError, match="not a folder"):
+        library_roots([str(tmp_path / "missing")])

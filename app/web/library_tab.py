@@ -8,6 +8,7 @@ page's collection menu are read again.
 
 from __future__ import annotations
 
+import logging
 from types import SimpleNamespace
 from typing import Any, Callable
 
@@ -22,11 +23,16 @@ HEADERS = ["collection", "images", "model", "status"]
 
 
 def _safe(fn: Callable[..., str]) -> Callable[..., str]:
+    """Typed errors become their one-line message; anything else a generic one (the traceback is logged)."""
+
     def wrapper(*args: Any) -> str:
         try:
             return fn(*args)
         except AppError as exc:
             return error_md(exc.user_message())
+        except Exception:  # noqa: BLE001 - the page gets a message, the log the traceback
+            logging.getLogger(__name__).exception("Collections tab: %s failed", fn.__name__)
+            return error_md("Something went wrong. The details are in the server log.")
 
     wrapper.__name__ = fn.__name__
     return wrapper

@@ -160,6 +160,8 @@ def test_management_endpoints_only_with_a_library_root(setup, tmp_path):
         assert summary["summary"] == "added 12, changed 0, removed 0, unchanged 0" and summary["count"] == 12
         assert client.predict("trip", api_name="/count") == 12
         assert client.predict("trip", [0, 1], [], api_name="/delete")["count"] == 10
+        found = client.predict("trip", 3, 2, api_name="/search_item")  # the new collection is searchable at once
+        assert found["collection"] == "trip" and found["hits"][0]["id"] == 3
         with pytest.raises(ClientError, match="not under a library root"):
             client.predict("/etc", "etc", "", api_name="/index_folder")
     off = config.with_(port=free_port(), library_roots=())

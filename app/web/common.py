@@ -86,6 +86,9 @@ class Context:
     def require(self, collection: str | None) -> str:
         """The name of ``collection`` if it can be searched; otherwise an error saying how to build it."""
         info = self.info(collection)
+        if (info is None or not info.ready) and collection:  # built (or renamed) since the list was read?
+            self.refresh()
+            info = self.info(collection)
         if info is None or not info.ready:
             if info is None and not collection:
                 raise IndexMissingError("No collection is built yet.", hint="Build one; the page shows how.")

@@ -123,8 +123,9 @@ API_CONCURRENCY = 2
 
 
 def wire_api(api: ApiHandlers, lib: LibraryHandlers | None = None) -> None:
-    """Register the endpoints. ``/search_file`` takes a file, so it is an event of hidden components (Gradio checks that the file was
-    uploaded, and :class:`~app.web.components.QueryImageInput` hands it over undecoded); the others are typed functions (``gr.api``)."""
+    """Register the endpoints. ``/search_file`` takes a file, so it is an event of hidden components (Gradio
+    checks that the file was uploaded, and :class:`~app.web.components.QueryImageInput` hands it over
+    undecoded); the others are typed functions (``gr.api``)."""
     with gr.Group(visible=False):
         image = QueryImageInput(type="filepath", image_mode=None, label="image", sources=["upload"])
         collection = gr.Textbox(label="collection")

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -38,6 +37,7 @@ import numpy as np
 
 from app.core.scan import FileStamp
 from app.errors import IndexMismatchError
+from app.files.digest import file_sha256
 
 TABLE_FORMAT = 2
 
@@ -195,15 +195,6 @@ def feature_paths(features_dir: Path, name: str, generation: int = 0) -> tuple[P
     """The vectors and table files of ``name`` (generation 0: ``NAME.npy``; N: ``NAME.gN.npy``)."""
     stem = f"{name}.g{generation}" if generation else name
     return Path(features_dir) / f"{stem}.npy", Path(features_dir) / f"{stem}.json"
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """The sha256 of a file's bytes (read in 1 MiB blocks)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_features(features_dir: Path, name: str, *, mmap: bool = True, files: tuple[str, str] | None = None,

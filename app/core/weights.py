@@ -14,7 +14,6 @@ Every index records the weights id (``<model>/<weights>/<hash>``) and refuses to
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Any
 
 from app.core.models import OFFLINE_MODEL, ModelSpec, get_model
 from app.errors import WeightsError
+from app.files.digest import file_sha256
 
 UNTRAINED_SEED = 0
 UNTRAINED_NOTICE = (
@@ -91,11 +91,7 @@ def _file_sha256(path: Path) -> str:
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key not in _SHA_CACHE:
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        _SHA_CACHE[key] = h.hexdigest()
+        _SHA_CACHE[key] = file_sha256(path)
     return _SHA_CACHE[key]
 
 

@@ -24,11 +24,12 @@ from typing import Any, Iterator
 import numpy as np
 
 from app.config import Config
-from app.core.feature_table import FeatureTable, file_sha256
+from app.core.feature_table import FeatureTable
 from app.core.features import feature_paths, load_features
 from app.core.manifest import Manifest
 from app.errors import DatasetError, IndexMismatchError
 from app.files.atomic import glob_escape, write_bytes, write_json, write_npy
+from app.files.digest import file_sha256
 from app.files.lock import exclusive_lock
 from app.index.faiss_store import build_command, index_manifest, index_path, manifest_path, read_manifest
 

@@ -29,10 +29,11 @@ from app.config import Config
 from app.core.changes import ChangePlan, plan_changes
 from app.core.datasets import Item, folder_label
 from app.core.embed import Embedder, embedder_for
-from app.core.feature_table import FeatureTable, file_sha256
+from app.core.feature_table import FeatureTable
 from app.core.scan import scan_paths
 from app.errors import CollectionExistsError, IndexMissingError, UnknownItemError
 from app.files.atomic import write_json
+from app.files.digest import file_sha256
 from app.index.faiss_store import manifest_path
 from app.service.build import BuildResult, BuildSpec, build_collection
 from app.service.commit import State, check_name, collection_lock, lock_path, own_files, read_state

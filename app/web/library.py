@@ -103,12 +103,7 @@ class LibraryHandlers:
     # -- an index job ---------------------------------------------------------------------------------
     def start(self, folder: str, name: str, model: str | None) -> str:
         """Start indexing ``folder`` as ``name`` (a new collection, or an incremental update); a message."""
-        self._allowed()
-        path = library_path(self.roots, folder, must_be_dir=True)
-        name = (name or "").strip() or path.name
-        model = model or self.ctx.running_model
-        if model not in model_names():
-            raise AppError(f"Unknown model {model!r}.")
+        path, name, model = self._target(folder, name, model)
         with self._lock:
             if self.job is not None and not self.job.done.is_set():
                 raise AppError(f"{self.job.name} is being indexed; wait for it or cancel it first.")
@@ -116,13 +111,24 @@ class LibraryHandlers:
         threading.Thread(target=self._run, args=(job,), name=f"index-{name}", daemon=True).start()
         return f"Indexing {path} as {name} with {model}…"
 
+    def _target(self, folder: str, name: str, model: str | None) -> tuple[Path, str, str]:
+        """(folder, collection name, model) of an index job, checked: the folder under a root, a known model."""
+        self._allowed()
+        path = library_path(self.roots, folder, must_be_dir=True)
+        model = model or self.ctx.running_model
+        if model not in model_names():
+            raise AppError(f"Unknown model {model!r}.")
+        return path, (name or "").strip() or path.name, model
+
+    def _index(self, path: Path, name: str, model: str, **kwargs: Any):
+        """Index ``path`` as ``name`` with ``model`` (the loaded embedder when it is the running model)."""
+        embedder = self.ctx.service.embedder if model == self.ctx.running_model else None
+        return library.index_folder(self.ctx.config.with_(model=model), name, path, embedder=embedder, **kwargs)
+
     def _run(self, job: Job) -> None:
-        config = self.ctx.config.with_(model=job.model)
-        embedder = self.ctx.service.embedder if job.model == self.ctx.running_model else None
         try:
-            job.result = library.index_folder(config, job.name, job.folder, embedder=embedder,
-                                              progress=lambda p: setattr(job, "progress", p),
-                                              cancel=job.cancelled.is_set)
+            job.result = self._index(job.folder, job.name, job.model, progress=lambda p: setattr(job, "progress", p),
+                                     cancel=job.cancelled.is_set)
         except OperationCancelled:
             job.error = "Cancelled: the collection is as it was before."
         except AppError as exc:
@@ -185,14 +191,7 @@ class LibraryHandlers:
 
     def index_now(self, folder: str, name: str, model: str | None = None):
         """Index ``folder`` as ``name`` in this thread (the API's ``/index_folder``); the change summary."""
-        self._allowed()
-        path = library_path(self.roots, folder, must_be_dir=True)
-        model = model or self.ctx.running_model
-        if model not in model_names():
-            raise AppError(f"Unknown model {model!r}.")
-        embedder = self.ctx.service.embedder if model == self.ctx.running_model else None
-        return library.index_folder(self.ctx.config.with_(model=model), (name or "").strip() or path.name, path,
-                                    embedder=embedder)
+        return self._index(*self._target(folder, name, model))
 
     def add(self, collection: str, path: str):
         self._allowed()

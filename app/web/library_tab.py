@@ -40,8 +40,9 @@ def _safe(fn: Callable[..., str]) -> Callable[..., str]:
 
 def collections_tab(ui: SimpleNamespace, lib: LibraryHandlers) -> None:
     """The tab's components, added to ``ui``."""
+    rows = lib.rows()
     with gr.Tab("Collections", elem_id="tab-collections"):
-        ui.lib_table = gr.Dataframe(value=lib.rows(), headers=HEADERS, interactive=False, elem_id="lib-table",
+        ui.lib_table = gr.Dataframe(value=rows, headers=HEADERS, interactive=False, elem_id="lib-table",
                                     wrap=True)
         gr.Markdown(lib.roots_md(), elem_id="lib-roots")
         with gr.Group(visible=lib.enabled):
@@ -59,7 +60,7 @@ def collections_tab(ui: SimpleNamespace, lib: LibraryHandlers) -> None:
             ui.lib_summary = gr.Markdown("", elem_id="lib-summary")
             ui.lib_timer = gr.Timer(0.5, active=False)
             with gr.Row(equal_height=True):
-                ui.lib_collection = gr.Dropdown(choices=[r[0] for r in lib.rows()], label="Collection", scale=2,
+                ui.lib_collection = gr.Dropdown(choices=[r[0] for r in rows], label="Collection", scale=2,
                                                 elem_id="lib-collection", filterable=False)
                 ui.lib_action = gr.Radio(list(ACTIONS), value=ACTIONS[0], label="Change", scale=3,
                                          elem_id="lib-action")

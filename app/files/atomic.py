@@ -94,18 +94,6 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
-    """Remove the temp files that writes of ``path`` left behind (a process killed mid-write); returns them.
-
-    Only for a caller that knows no other process is writing ``path`` now (it holds a lock)."""
-    path = Path(path)
-    found = sorted(path.parent.glob(f".{glob_escape(path.name)}.*.tmp")) if path.parent.is_dir() else []
-    for tmp in found:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    return found
-
-
 def glob_escape(name: str) -> str:
     return "".join(f"[{ch}]" if ch in "*?[" else ch for ch in name)
 

@@ -32,9 +32,6 @@ from app.web.library import LibraryHandlers
 
 log = logging.getLogger(__name__)
 
-API_ENDPOINTS = ("search_file", "search_url", "search_item", "collections")
-# Only with --library-root, and for folders under it (the Collections tab's rules: app.web.library).
-MANAGE_ENDPOINTS = ("index_folder", "count", "add", "delete", "rename", "drop")
 
 
 def api_errors(fn: Callable[..., Any]) -> Callable[..., Any]:

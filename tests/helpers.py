@@ -115,3 +115,23 @@ def png_claiming(width: int, height: int) -> bytes:
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def spy_load_image(monkeypatch) -> list:
+    """Count every call of :func:`app.core.images.load_image`, under whatever name a module of the app
+    imported it (returns the list the calls are appended to)."""
+    import sys
+
+    import app.core.images as images
+
+    real = images.load_image
+    calls: list = []
+
+    def spy(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    for name, module in list(sys.modules.items()):
+        if (name == "app" or name.startswith("app.")) and getattr(module, "load_image", None) is real:
+            monkeypatch.setattr(module, "load_image", spy)
+    return calls

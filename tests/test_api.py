@@ -12,10 +12,11 @@ import pytest
 
 from app.service.search import SearchService
 from tests.fakes import SpyEmbedder, free_port, running_app, serve_directory
+from tests.helpers import spy_load_image
 
 pytestmark = pytest.mark.slow
 
-HIT_KEYS = {"rank", "id", "label", "score", "path", "thumbnail_url"}
+HIT_KEYS = {"rank", "id", "label", "score", "file", "thumbnail_url"}
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +45,10 @@ def test_search_by_file_gives_structured_hits(api):
     calls = spy.calls
     r = client.predict(handle_file(str(query)), "shapes", 4, api_name="/search_file")
     assert r["collection"] == "shapes" and r["model"] == "resnet50" and r["k"] == 4 and spy.calls == calls + 1
-    assert r["weights_id"] == spy.weights_id and set(r["timings_ms"]) == {"decode", "embed", "search", "total"}
+    assert r["weights_id"] == spy.weights_id and set(r["timings_ms"]) == {"hash", "decode", "copy", "preprocess", "embed", "search", "total"}
     hits = r["hits"]
     assert [h["rank"] for h in hits] == [1, 2, 3, 4] and all(set(h) == HIT_KEYS for h in hits)
-    assert hits[0]["path"] == "circles/img_01.jpg" and hits[0]["label"] == "circles"  # itself, relative path
+    assert hits[0]["file"] == "circles/img_01.jpg" and hits[0]["label"] == "circles"  # itself, relative path
     assert hits[0]["score"] == pytest.approx(1.0, abs=1e-3)
     assert all(a["score"] >= b["score"] for a, b in zip(hits, hits[1:], strict=False))
     with urllib.request.urlopen(url.rstrip("/") + hits[0]["thumbnail_url"], timeout=10) as resp:  # noqa: S310
@@ -66,6 +67,33 @@ def test_search_by_item_and_by_url_agree(api):
     with serve_directory(data) as site:
         by_url = client.predict(f"{site}/stripes/img_02.png", "shapes", 5, api_name="/search_url")
     assert [h["id"] for h in by_url["hits"]] == [h["id"] for h in by_file["hits"]]
+
+
+def test_a_default_client_searches_by_file_url_and_item(api):
+    """``Client(url)`` as gradio_client's documentation shows it (``download_files`` on): no answer holds a
+    ``{"path": ...}`` that the client would take for a server file and fail to download (403)."""
+    from gradio_client import Client, handle_file
+
+    _, url, _, data = api
+    client = Client(url, verbose=False)  # the defaults
+    by_file = client.predict(handle_file(str(data / "circles" / "img_01.jpg")), "shapes", 3, api_name="/search_file")
+    assert by_file["hits"][0]["file"] == "circles/img_01.jpg" and len(by_file["hits"]) == 3
+    with serve_directory(data) as site:
+        by_url = client.predict(f"{site}/circles/img_01.jpg", "shapes", 3, api_name="/search_url")
+    by_item = client.predict("shapes", by_file["hits"][0]["id"], 3, api_name="/search_item")
+    assert [h["id"] for h in by_url["hits"]] == [h["id"] for h in by_item["hits"]] == [h["id"] for h in by_file["hits"]]
+    assert "path" not in str(by_file) and "path" not in str(by_item)
+
+
+def test_one_decode_per_new_query_through_the_api(api, monkeypatch):
+    from gradio_client import handle_file
+
+    client, _, _, data = api
+    calls = spy_load_image(monkeypatch)
+
+    client.predict(handle_file(str(data / "stripes" / "img_02.png")), "shapes", 3, api_name="/search_file")
+    # the query's one decode; the hits' thumbnails, made the first time a file is shown, read collection files
+    assert len([c for c in calls if not str(c[0]).startswith(str(data))]) == 1, calls
 
 
 def test_collections_lists_count_model_and_status(api):

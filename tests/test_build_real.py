@@ -65,13 +65,13 @@ def test_real_caltech_search(caltech_build, embedder):
     assert col.image_root == (CALTECH / CALTECH_DIR).resolve()
 
     for item_id in range(0, len(col), 7):  # collection images, by file: themselves at rank 1
-        result = service.search(col.item_path(item_id), "caltech101", k=5)
+        result = service.search_new_image(col.item_path(item_id), "caltech101", k=5)
         assert result.hits[0].id == item_id and result.hits[0].score == pytest.approx(1.0, abs=1e-4)
     for item_id in range(len(col)):
         assert service.search_item("caltech101", item_id, k=5).hits[0].id == item_id
 
     for photo in ("photo_chelsea.jpg", "photo_camera.png"):  # real photos from outside the collection
-        result = service.search(DATA / photo, "caltech101", k=5)
+        result = service.search_new_image(DATA / photo, "caltech101", k=5)
         assert len(result.hits) == 5 and len({h.id for h in result.hits}) == 5
         assert all(h.abs_path.is_file() and h.label in col.table.label(h.id) for h in result.hits)
         assert result.hits[0].score < 0.9999

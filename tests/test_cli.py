@@ -72,7 +72,7 @@ def test_search_json_is_parseable_with_hits(small_collection, cli_env):
     assert len({h["id"] for h in hits}) == 7 and all(0 <= h["id"] < 24 for h in hits)
     assert all((data / h["path"]).is_file() and h["label"] == h["path"].split("/")[0] for h in hits)
     assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
-    assert set(out["timings_ms"]) == {"decode", "embed", "search", "total"}
+    assert set(out["timings_ms"]) == {"hash", "decode", "copy", "preprocess", "embed", "search", "total"}
 
 
 @pytest.mark.parametrize("case", ["not-an-image", "empty", "missing-file"])
@@ -143,7 +143,7 @@ def test_search_many_files_and_a_folder_print_one_json_line_each_in_order(small_
         assert "error" not in o
         assert o["model"] == "resnet50" and o["collection"] == "shapes"
         assert "untrained" in o["weights_id"] and o["engine"] in ("onnx", "torch-cpu", "torch-cuda")
-        assert set(o["timings_ms"]) == {"decode", "embed", "search", "total"}
+        assert set(o["timings_ms"]) == {"hash", "decode", "copy", "preprocess", "embed", "search", "total"}
         hits = o["hits"]
         assert [h["rank"] for h in hits] == [1, 2, 3]
         assert hits[0]["path"] == collection_path(data, o["query"]), o

@@ -106,7 +106,7 @@ def test_every_image_finds_itself_first(built, name):
     col = service.collection(name)
     assert len(col) == N and col.vectors.shape == (N, dim) and col.store.dim == dim
     for item_id, rel in enumerate(col.table.paths):
-        result = service.search(pics / rel, name, k=5)
+        result = service.search_new_image(pics / rel, name, k=5)
         assert len(result.hits) == 5 and not result.reused
         top = result.hits[0]
         assert (top.rank, top.id, top.path) == (1, item_id, rel)
@@ -158,9 +158,9 @@ def test_milvus_backend_matches_faiss_at_each_dimension(built, milvus):
         assert got.hits[0].id == item_id and got.hits[0].score == pytest.approx(1.0, abs=1e-5)
         assert [h.id for h in got.hits][:3] == [h.id for h in want.hits][:3]
     rel = local.collection("tuned").table.paths[7]
-    by_file = remote.search(pics / rel, "tuned", k=3)
+    by_file = remote.search_new_image(pics / rel, "tuned", k=3)
     assert by_file.hits[0].path == rel
-    assert [h.id for h in by_file.hits] == [h.id for h in local.search(pics / rel, "tuned", k=3).hits]
+    assert [h.id for h in by_file.hits] == [h.id for h in local.search_new_image(pics / rel, "tuned", k=3).hits]
 
 
 # -- an index of another model -------------------------------------------------------------------
@@ -193,7 +193,7 @@ def test_index_of_another_model_is_refused_naming_both(tmp_path, built_dim):
         assert models == [run_model], command
     assert "--weights fake" not in command  # the other model's weights do not carry over
     with pytest.raises(IndexMismatchError):  # refused on every use, not only the first
-        service.search(tmp_path / "pics" / "circles" / "img_00.jpg", "mine")
+        service.search_new_image(tmp_path / "pics" / "circles" / "img_00.jpg", "mine")
 
     # the same model with other weights is refused too, naming both weights ids
     same_model = FakeEmbedder(f"{built_model}/other", dim=built_dim)

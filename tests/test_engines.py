@@ -58,8 +58,8 @@ def test_index_built_with_one_engine_serves_the_other(small_collection, embedder
     torch_service = SearchService(config, embedder=torch_embedder)
     queries = sorted(data.rglob("img_00.*")) + PHOTOS
     for q in queries:
-        a = onnx_service.search(q, "shapes", 5).hits
-        b = torch_service.search(q, "shapes", 5).hits
+        a = onnx_service.search_new_image(q, "shapes", 5).hits
+        b = torch_service.search_new_image(q, "shapes", 5).hits
         assert a[0].id == b[0].id, q
         assert abs(a[0].score - b[0].score) < 1e-3
 

@@ -206,7 +206,7 @@ def test_fp32_index_serves_int8_queries(small_collection, int8_embedders):
     service = SearchService(config, embedder=int8_embedders["embedder"])
     table_paths = service.catalogue.get("shapes").table.paths
     for rel in table_paths[::3]:
-        hits = service.search(data / rel, "shapes", 3).hits
+        hits = service.search_new_image(data / rel, "shapes", 3).hits
         assert table_paths[hits[0].id] == rel and hits[0].score > 0.999
 
 
@@ -236,7 +236,7 @@ def test_real_model_index_serves_the_other_engine(tmp_path, lite0_embedder, int8
     service = SearchService(config, embedder=querier)
     table_paths = service.catalogue.get("cups").table.paths
     for rel in table_paths:
-        hits = service.search(CUPS / rel, "cups", 3).hits
+        hits = service.search_new_image(CUPS / rel, "cups", 3).hits
         assert table_paths[hits[0].id] == rel and hits[0].score >= 0.95, (rel, hits[0])
 
 

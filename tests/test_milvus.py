@@ -47,7 +47,7 @@ def test_milvus_backend_matches_faiss_backend(milvus_collection, small_collectio
         assert [h.id for h in got.hits][:3] == [h.id for h in want.hits][:3]
         assert got.hits[0].score == pytest.approx(1.0, abs=1e-5)
     query = small_collection[2] / "squares" / "img_01.jpg"
-    assert milvus.search(query, "shapes", 3).hits[0].path == "squares/img_01.jpg"
+    assert milvus.search_new_image(query, "shapes", 3).hits[0].path == "squares/img_01.jpg"
 
 
 @pytest.mark.slow

@@ -58,16 +58,16 @@ def test_collection_is_built_with_the_real_model(collection):
 @pytest.mark.parametrize("photo", PHOTOS)
 def test_edited_photo_finds_its_original_first(collection, photo):
     for how, edited in edits(Image.open(DATA / photo)).items():
-        hits = collection.search(edited, "mixed", k=5).hits
+        hits = collection.search_new_image(edited, "mixed", k=5).hits
         assert hits[0].path == f"photos/{photo}", (how, [(h.path, round(h.score, 3)) for h in hits])
 
 
 def test_a_cat_finds_cats_and_an_espresso_finds_cups(collection):
-    cat = collection.search(DATA / "photo_chelsea.jpg", "mixed", k=3).hits
+    cat = collection.search_new_image(DATA / "photo_chelsea.jpg", "mixed", k=3).hits
     # the query itself is in the collection: the next results are the wild cats, not the cups
     assert cat[0].path == "photos/photo_chelsea.jpg"
     assert [h.label for h in cat[1:3]] == ["wild_cat", "wild_cat"], [(h.path, h.score) for h in cat]
-    hits = collection.search(DATA / "photo_coffee.png", "mixed", k=6).hits
+    hits = collection.search_new_image(DATA / "photo_coffee.png", "mixed", k=6).hits
     caltech = [h for h in hits if h.label != "photos"]  # past the CC0 photos (the query among them)
     assert caltech[0].label == "cup", [(h.path, round(h.score, 3)) for h in hits]
 
@@ -80,5 +80,5 @@ def test_untrained_network_fails_the_same_test(tmp_path, model_cache):
     config = Config(indexes_dir=tmp_path / "i", features_dir=tmp_path / "f", workers=0)
     build_collection(config, BuildSpec(kind="folder", data=DATA / "cats_and_cups", name="cc", factory="Flat"), embedder=untrained, progress=False)
     service = SearchService(config, embedder=untrained)
-    labels = [h.label for h in service.search(DATA / "photo_chelsea.jpg", "cc", k=4).hits]
+    labels = [h.label for h in service.search_new_image(DATA / "photo_chelsea.jpg", "cc", k=4).hits]
     assert labels.count("wild_cat") < 4, labels

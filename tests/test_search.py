@@ -54,7 +54,7 @@ def test_every_image_of_the_collection_finds_itself_first_by_file(shapes):
     col = service.collection("shapes")
     assert len(col) == 24
     for item_id, rel in enumerate(col.table.paths):
-        result = service.search(data / rel, "shapes", k=5)
+        result = service.search_new_image(data / rel, "shapes", k=5)
         assert len(result.hits) == 5 and not result.reused
         top = result.hits[0]
         assert (top.rank, top.id, top.path) == (1, item_id, rel), rel
@@ -78,15 +78,15 @@ def test_search_accepts_bytes_and_pil_and_a_real_photo(shapes):
 
     service, _, _, data = shapes
     rel = service.collection("shapes").table.paths[5]
-    by_path = service.search(data / rel, "shapes", k=4)
+    by_path = service.search_new_image(data / rel, "shapes", k=4)
     for source in ((data / rel).read_bytes(), Image.open(data / rel), str(data / rel)):
-        again = service.search(source, "shapes", k=4)
+        again = service.search_new_image(source, "shapes", k=4)
         assert [h.id for h in again.hits] == [h.id for h in by_path.hits]
-    photo = service.search(DATA / "photo_chelsea.jpg", "shapes", k=5)
+    photo = service.search_new_image(DATA / "photo_chelsea.jpg", "shapes", k=5)
     assert len(photo.hits) == 5 and len({h.id for h in photo.hits}) == 5
     assert photo.hits[0].score < 0.9999  # not in the collection
     with pytest.raises(InvalidImageError):
-        service.search(b"definitely not an image", "shapes", k=5)
+        service.search_new_image(b"definitely not an image", "shapes", k=5)
 
 
 # -- k, ordering, exact scores -----------------------------------------------------------------
@@ -141,7 +141,7 @@ def test_query_images_find_themselves_in_the_approximate_index(approx):
     service, _, base = approx
     col = service.collection("approx")
     for item_id in range(0, len(col), 3):
-        result = service.search(base / "pics" / col.table.paths[item_id], "approx", k=5)
+        result = service.search_new_image(base / "pics" / col.table.paths[item_id], "approx", k=5)
         assert result.hits[0].id == item_id
 
 
@@ -151,7 +151,7 @@ def test_query_images_find_themselves_in_the_approximate_index(approx):
 def test_unknown_collection_and_item(shapes, tmp_path):
     service, *_ = shapes
     with pytest.raises(IndexMissingError) as info:
-        service.search(DATA / "photo_chelsea.jpg", "no-such-collection", k=5)
+        service.search_new_image(DATA / "photo_chelsea.jpg", "no-such-collection", k=5)
     assert "build_index.py" in info.value.user_message()
     with pytest.raises(IndexMissingError):
         service.search_item("no-such-collection", 0)
@@ -195,5 +195,5 @@ def test_search_item_does_not_run_the_model(shapes, embedder):
     for item_id in (0, 7, 23):
         assert service.search_item("shapes", item_id, k=5).hits[0].id == item_id
     assert spy.calls == spy.loads == 0  # not even loaded
-    service.search(data / service.collection("shapes").table.paths[0], "shapes", k=5)
+    service.search_new_image(data / service.collection("shapes").table.paths[0], "shapes", k=5)
     assert spy.calls >= 1  # the spy does see the model when it is used

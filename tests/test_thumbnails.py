@@ -17,6 +17,7 @@ from PIL import Image
 from app.core.thumbnails import PREVIEW_SIZE, THUMB_SIZE, Thumbnails
 from app.errors import InvalidImageError
 from app.service.query_image import COPY_SIZE, image_key, prepare_query
+from app.service.timings import Timings
 from tests.helpers import png_claiming
 
 
@@ -111,11 +112,12 @@ def test_alpha_and_cmyk_sources_render(thumbs, tmp_path):
 def test_prepare_query_hashes_the_bytes_and_copies_once(tmp_path):
     src = tmp_path / "photo.jpg"
     noise((2400, 1600)).save(src, quality=90)
-    q = prepare_query(src, tmp_path / "copies")
+    t = Timings()
+    q = prepare_query(src, tmp_path / "copies", timings=t)
     assert q.key == hashlib.sha256(src.read_bytes()).hexdigest()
     assert min(q.image.size) >= 256 and q.image.size[0] < 2400  # decoded at a reduced JPEG scale
     assert max(q.shown.size) <= COPY_SIZE and Image.open(q.copy).size == q.shown.size
-    assert set(q.timings_ms) == {"hash", "decode", "copy"}
+    assert set(t.ms) == {"hash", "decode", "copy"}
     made = q.copy.stat().st_mtime_ns
     again = prepare_query(src.read_bytes(), tmp_path / "copies")
     assert again.key == q.key and again.copy == q.copy and q.copy.stat().st_mtime_ns == made

@@ -19,7 +19,7 @@ from app.config import Config
 from app.service.search import SearchService
 from app.web.handlers import SKIP, Handlers, Session, View
 from tests.fakes import SpyEmbedder, serve_directory
-from tests.helpers import make_image_folder, png_claiming
+from tests.helpers import make_image_folder, png_claiming, spy_load_image
 
 
 # -- fixtures ------------------------------------------------------------------------------------
@@ -124,6 +124,16 @@ def test_search_by_image_gives_k_results_with_captions(h, spy, query_img):
 def test_k_is_clamped(h, query_img, k, expected):
     view = h.queries.on_search(upload(query_img), "shapes", k, Session())
     assert len(view.results) == expected
+
+
+def test_one_decode_per_new_query(h, query_img, monkeypatch):
+    """An upload, a URL-less paste and a crop each decode their image once (the loader runs once)."""
+    calls = spy_load_image(monkeypatch)
+    s = Session()
+    h.queries.on_upload(upload(query_img), "shapes", 5, s)
+    assert len(calls) == 1
+    h.queries.on_upload(upload(query_img.rotate(90)), "shapes", 5, s)
+    assert len(calls) == 2
 
 
 def test_one_model_run_however_many_editor_events(h, spy, query_img):
@@ -357,7 +367,7 @@ def test_unexpected_errors_are_logged_not_shown(h, monkeypatch, caplog, query_im
     def boom(*a, **k):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(h.service, "search_image", boom)
+    monkeypatch.setattr(h.service, "search_new_image", boom)
     toasts = []
     h.toast = toasts.append
     with caplog.at_level(logging.ERROR, logger="app.web.common"):

@@ -56,12 +56,11 @@ def cmd_search(args: argparse.Namespace) -> int:
     service = SearchService(config)
     notice(service.notices())
     col = service.collection(args.collection)  # a missing or mismatched index fails once, for every query
-    k = service.clamp_k(args.k)
     queries = expand_queries(args.images)
     failed = 0
     for n, query in enumerate(queries):
         try:
-            result = service.search(_query_source(query, config), args.collection, k)
+            result = service.search_new_image(_query_source(query, config), args.collection, args.k)
         except AppError as exc:
             failed += 1
             message = " ".join(exc.user_message().split())
@@ -81,8 +80,9 @@ def cmd_search(args: argparse.Namespace) -> int:
               + table(("rank", "score", "label", "file"), rows))
         print(
             f"\n{len(result.hits)} hits in {args.collection} ({len(col)} images) | "
-            f"decode {result.decode_ms:.1f} ms, embed {result.embed_ms:.1f} ms ({service.embedder.engine}), "
-            f"search {result.search_ms:.2f} ms, total {result.total_ms:.1f} ms"
+            f"decode {result.ms('decode'):.1f} ms, preprocess {result.ms('preprocess'):.1f} ms, "
+            f"embed {result.ms('embed'):.1f} ms ({service.embedder.engine}), "
+            f"search {result.ms('search'):.2f} ms, total {result.ms('total'):.1f} ms"
         )
     return EXIT_ERROR if failed else 0
 

@@ -55,15 +55,16 @@ class Thumbnails:
         self.thumb_size = thumb_size
         self.preview_size = preview_size
 
-    def thumb(self, source: str | os.PathLike[str]) -> Rendition:
-        """A thumbnail of ``source`` (made the first time, then read from the cache)."""
-        return self.render(source, self.thumb_size)
+    def thumb(self, source: str | os.PathLike[str], pixels: Image.Image | None = None) -> Rendition:
+        """A thumbnail of ``source`` (made the first time, then read from the cache). ``pixels``: the
+        file's decoded pixels when the caller has them (the file is then not decoded again)."""
+        return self.render(source, self.thumb_size, pixels)
 
     def preview(self, source: str | os.PathLike[str]) -> Rendition:
         """A preview of ``source``: large enough to look at and to crop."""
         return self.render(source, self.preview_size)
 
-    def render(self, source: str | os.PathLike[str], size: int) -> Rendition:
+    def render(self, source: str | os.PathLike[str], size: int, pixels: Image.Image | None = None) -> Rendition:
         try:
             real = os.path.realpath(source)
             st = os.stat(real)
@@ -75,7 +76,7 @@ class Thumbnails:
         if out.is_file():
             return Rendition(out)
         try:
-            data = render_jpeg(real, size)
+            data = render_jpeg(real if pixels is None else pixels, size)
         except InvalidImageError as exc:
             log.warning("no thumbnail for %s: %s", source, exc.user_message())
             return Rendition(self.placeholder(size), ok=False)

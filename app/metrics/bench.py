@@ -31,6 +31,7 @@ from app.core.images import load_image
 from app.core.models import ModelSpec
 from app.core.weights import WeightsSpec, build_torch_model
 from app.errors import IndexMismatchError, IndexMissingError
+from app.service.search import QUERY_STAGES
 
 # (name, metric, comparison, limit as a function of the results, description of the limit)
 TARGETS: list[tuple[str, str, str, Callable[[dict[str, Any]], float], str]] = [
@@ -119,25 +120,15 @@ def bare_batched_img_per_s(model, arrays: np.ndarray, runs: int = 3) -> float:
 # -- the app's paths -------------------------------------------------------------------------------
 
 
-QUERY_STAGES = ("hash", "decode", "copy", "preprocess", "embed", "search", "total")
-
-
 def app_query(service, path: Path, collection: str, copy_dir: Path) -> dict[str, float]:
-    """One new image the way the web app searches an upload: hash the file, decode it once, write the
-    app's copy (:func:`~app.service.query_image.prepare_query`), preprocess, embed and search
-    (``search_image`` with the key; remembered vectors are forgotten first, so the model runs).
-    Per-stage milliseconds."""
-    from app.service.query_image import prepare_query
-
+    """One new image the way the web app searches an upload: :meth:`SearchService.search_new_image`
+    (hash the file, decode it once, write the app's copy, preprocess, embed, search; remembered
+    vectors are forgotten first, so the model runs). Per-stage milliseconds, from its own record."""
     service.forget_query_vectors()
     for old in copy_dir.glob("*.jpg"):  # a new image has no copy yet
         old.unlink()
-    t = time.perf_counter()
-    q = prepare_query(path, copy_dir, max_bytes=service.config.max_upload_bytes,
-                      draft_size=service.embedder.preprocessing.resize)
-    r = service.search_image(q.image, collection, 5, key=q.key)
-    total = (time.perf_counter() - t) * 1000.0
-    return {**q.timings_ms, "preprocess": r.decode_ms, "embed": r.embed_ms, "search": r.search_ms, "total": total}
+    r = service.search_new_image(path, collection, 5, copy_dir=copy_dir)
+    return {stage: r.ms(stage) for stage in QUERY_STAGES}
 
 
 def query_new(service, collection: str, paths: list[Path], passes: int = 1,
@@ -226,7 +217,7 @@ def ready_probe(config: Config, collections: list[str], image: Path) -> dict[str
     t2 = time.perf_counter()
     service.embedder.load()
     t3 = time.perf_counter()
-    service.search(image, collections[0], 5)
+    service.search_new_image(image, collections[0], 5)
     t4 = time.perf_counter()
     return {"collections": sizes, "import_s": round(t1 - t0, 3), "collections_s": round(t2 - t1, 3),
             "model_s": round(t3 - t2, 3), "first_query_s": round(t4 - t3, 3), "rss_mb": rss_mb(),

@@ -20,7 +20,8 @@ from app.service.library import (
 from app.service.prepare import prepare
 from app.service.progress import Progress
 from app.service.query_image import QueryImage, prepare_query
-from app.service.search import Hit, Searcher, SearchResult, SearchService
+from app.service.search import Hit, QueryResult, SearchService
+from app.service.timings import Timings
 from app.service.update import ChangeSummary
 
 __all__ = [
@@ -35,9 +36,9 @@ __all__ = [
     "Progress",
     "QueryImage",
     "RenameSummary",
-    "SearchResult",
+    "QueryResult",
     "SearchService",
-    "Searcher",
+    "Timings",
     "add_paths",
     "build_collection",
     "count_items",

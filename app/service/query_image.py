@@ -17,8 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
@@ -27,6 +26,7 @@ from app.core.images import DEFAULT_MAX_PIXELS, load_image
 from app.core.thumbnails import fit, jpeg_bytes
 from app.errors import InvalidImageError
 from app.files.atomic import write_bytes
+from app.service.timings import Timings
 
 COPY_SIZE = 1024  # the copy's longer side at most
 COPY_DRAFT = 256  # a JPEG is decoded at the smallest scale that still has this many px on each side (at least)
@@ -38,9 +38,8 @@ class QueryImage:
 
     key: str
     image: Image.Image
-    copy: Path
+    copy: Path | None  # None when no copy folder was given
     shown: Image.Image
-    timings_ms: dict[str, float] = field(default_factory=dict)  # hash, decode, copy
 
 
 def image_key(img: Image.Image) -> str:
@@ -69,35 +68,38 @@ def read_source(source: str | os.PathLike[str] | bytes, max_bytes: int) -> bytes
     return data
 
 
-def prepare_query(source: str | os.PathLike[str] | bytes | Image.Image, copy_dir: str | os.PathLike[str], *,
+def prepare_query(source: str | os.PathLike[str] | bytes | Image.Image, copy_dir: str | os.PathLike[str] | None, *,
                   max_bytes: int = 20 * 1024 * 1024, max_pixels: int = DEFAULT_MAX_PIXELS,
-                  key: str | None = None, draft_size: int = COPY_DRAFT) -> QueryImage:
+                  key: str | None = None, draft_size: int = COPY_DRAFT, timings: Timings | None = None) -> QueryImage:
     """Hash, decode (once) and copy a new query image; :class:`InvalidImageError` if it is not one.
 
-    ``key``: the pixels' :func:`image_key` when the caller has it already (in-memory images only);
+    ``copy_dir``: where the app's copy goes (None: no copy, e.g. for the command line);
+    ``key``: the image's identity when the caller knows it (the pixels' :func:`image_key` of a crop, or the
+    key a copy was made under); default: a sha256 of the file's bytes (of the pixels for an image);
     ``draft_size``: the model's resize (a JPEG is decoded at a scale that still has it; at least
-    :data:`COPY_DRAFT`).
+    :data:`COPY_DRAFT`); ``timings``: the stages ``hash`` (reading and hashing), ``decode`` and ``copy``
+    are recorded there.
     """
-    t0 = time.perf_counter()
+    t = timings if timings is not None else Timings()
     if isinstance(source, Image.Image):
-        img = load_image(source, max_pixels=max_pixels)
-        t1 = time.perf_counter()
-        key = key or image_key(img)
-        t2 = time.perf_counter()
-        hash_ms, decode_ms = (t2 - t1) * 1000.0, (t1 - t0) * 1000.0
+        with t.stage("decode"):
+            img = load_image(source, max_pixels=max_pixels)
+        with t.stage("hash"):
+            key = key or image_key(img)
     else:
-        data = read_source(source, max_bytes)
-        key = hashlib.sha256(data).hexdigest()
-        t1 = time.perf_counter()
-        named = io.BytesIO(data)
-        if not isinstance(source, (bytes, bytearray, memoryview)):
-            named.name = Path(source).name  # messages name the file (Gradio keeps the upload's own name)
-        img = load_image(named, max_pixels=max_pixels, draft_size=max(COPY_DRAFT, draft_size))
-        t2 = time.perf_counter()
-        hash_ms, decode_ms = (t1 - t0) * 1000.0, (t2 - t1) * 1000.0
-    copy = Path(copy_dir) / f"{key[:40]}.jpg"
-    shown = fit(img, COPY_SIZE)
-    if not copy.is_file():
-        write_bytes(copy, jpeg_bytes(shown), durable=False)
-    copy_ms = (time.perf_counter() - t2) * 1000.0
-    return QueryImage(key, img, copy, shown, {"hash": hash_ms, "decode": decode_ms, "copy": copy_ms})
+        with t.stage("hash"):
+            data = read_source(source, max_bytes)
+            key = key or hashlib.sha256(data).hexdigest()
+        with t.stage("decode"):
+            named = io.BytesIO(data)
+            if not isinstance(source, (bytes, bytearray, memoryview)):
+                named.name = Path(source).name  # messages name the file (Gradio keeps the upload's own name)
+            img = load_image(named, max_pixels=max_pixels, draft_size=max(COPY_DRAFT, draft_size))
+    with t.stage("copy"):
+        shown, copy = img, None
+        if copy_dir is not None:
+            shown = fit(img, COPY_SIZE)
+            copy = Path(copy_dir) / f"{key[:40]}.jpg"
+            if not copy.is_file():
+                write_bytes(copy, jpeg_bytes(shown), durable=False)
+    return QueryImage(key, img, copy, shown)

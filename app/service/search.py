@@ -1,38 +1,44 @@
-"""The search service: image (or collection item) + collection + k -> ranked hits.
+"""The search service: one object that runs a query end to end (as rclip's ``RClip.search`` does).
 
-The UI and the CLI both call :class:`SearchService`, a facade over two parts:
+:class:`SearchService` answers every kind of query with a :class:`QueryResult`:
 
-* :class:`~app.service.catalogue.Catalogue` lists the collections and loads each one (its vector
-  store, manifest, id table and stored vectors);
-* :class:`Searcher` embeds query images, asks a collection's vector store for candidates (through
-  the :class:`~app.index.store.VectorStore` methods only), re-ranks them by exact cosine, pages
-  through examples and remembers query vectors.
+* :meth:`SearchService.search_new_image`: a new image (file path, bytes, or the pixels of a crop) is read
+  and hashed, decoded once by :func:`app.core.images.load_image` (a JPEG at the DCT scale that both the
+  app's copy and the model need), copied for the page when asked, preprocessed, embedded (or its
+  remembered vector reused), searched and re-scored;
+* :meth:`SearchService.search_item`: a collection item searched with its stored vector, no model run;
+* :meth:`SearchService.search_vector`: a vector the caller made.
 
-The embedder and the loaded collections are passed in or made lazily, so tests can use fakes and
-nothing heavy happens at import time.
+k is clamped here, once, and every stage's time goes into one :class:`~app.service.timings.Timings`
+record. The collections come from a :class:`~app.service.catalogue.Catalogue` (each with its
+:class:`~app.index.store.VectorStore`); the embedder is made on first use, so nothing heavy
+happens at import time and tests can pass fakes.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from app.config import Config
 from app.core.embed import Embedder, embedder_for
-from app.core.images import ImageSource, load_image
-from app.service.catalogue import Catalogue, Collection, CollectionInfo, open_store
+from app.service.catalogue import Catalogue, Collection, CollectionInfo
+from app.service.query_image import QueryImage, prepare_query
+from app.service.timings import Timings
 
-__all__ = ["Catalogue", "Collection", "CollectionInfo", "Hit", "SearchResult", "SearchService", "Searcher",
-           "candidates", "open_store"]
+__all__ = ["Hit", "QueryResult", "SearchService", "candidates"]
 
 log = logging.getLogger(__name__)
+
+QUERY_STAGES = ("hash", "decode", "copy", "preprocess", "embed", "search", "total")
 
 
 @dataclass(frozen=True)
@@ -49,25 +55,32 @@ class Hit:
 
 
 @dataclass(frozen=True)
-class SearchResult:
+class QueryResult:
+    """The answer to one query: the hits and the time of each stage it went through.
+
+    ``timings_ms`` has ``total`` and ``search``, and for a new image ``hash`` (reading and hashing),
+    ``decode``, ``copy``, ``preprocess`` and ``embed`` (the last two 0 when its vector was remembered).
+    ``image``: the prepared new image (its key, the page's copy), None for a collection item.
+    """
+
     collection: str
+    size: int  # the collection's valid images when it was searched
+    k: int
     hits: list[Hit]
-    decode_ms: float = 0.0
-    embed_ms: float = 0.0
-    search_ms: float = 0.0
-    total_ms: float = 0.0
+    timings_ms: dict[str, float]
     reused: bool = False  # the query was a collection item: its stored vector was used, no model run
+    image: QueryImage | None = None
+
+    def ms(self, stage: str) -> float:
+        return self.timings_ms.get(stage, 0.0)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "collection": self.collection,
+            "size": self.size,
+            "k": self.k,
             "reused": self.reused,
-            "timings_ms": {
-                "decode": round(self.decode_ms, 2),
-                "embed": round(self.embed_ms, 2),
-                "search": round(self.search_ms, 2),
-                "total": round(self.total_ms, 2),
-            },
+            "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
             "hits": [h.to_json() for h in self.hits],
         }
 
@@ -77,104 +90,120 @@ def candidates(k: int, n: int) -> int:
     return min(n, max(4 * k, k + 16))
 
 
-class Searcher:
-    """Answers queries over the collections of a :class:`Catalogue`.
+
+class SearchService:
+    """Answers queries over the collections of a :class:`Catalogue` (see the module docstring).
 
     Query vectors are L2-normalised embeddings; the store picks ``candidates(k, n)`` of them and
     their exact cosines (from the stored vectors) order the hits.
     """
 
-    QUERY_CACHE_SIZE = 256  # query vectors remembered by key (8 KiB each)
+    QUERY_CACHE_SIZE = 256  # query vectors remembered by image key (8 KiB each)
 
-    def __init__(self, config: Config, catalogue: Catalogue, embedder: Callable[[], Embedder]) -> None:
+    def __init__(self, config: Config, *, embedder: Embedder | None = None) -> None:
         self.config = config
-        self.catalogue = catalogue
         self._embedder = embedder
-        # Query vectors remembered by image key (see search_image), least recently used first.
+        self.catalogue = Catalogue(config, lambda: self.embedder)
+        # Query vectors remembered by image key, least recently used first.
         self._qcache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._qcache_lock = threading.Lock()
         self._embed_lock = threading.Lock()
+
+    # -- model and collections -------------------------------------------------------------------
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = embedder_for(self.config)
+        return self._embedder
+
+    def notices(self) -> list[str]:
+        return list(self.embedder.notices)
+
+    def collections(self) -> list[CollectionInfo]:
+        """Every known or built collection, with whether it can be searched now (loads it if needed)."""
+        return self.catalogue.infos()
+
+    def collection(self, name: str) -> Collection:
+        return self.catalogue.get(name)
 
     def clamp_k(self, k: int | float | None) -> int:
         k = self.config.default_k if k is None else int(k)
         return max(1, min(self.config.max_k, k))
 
-    def embed(self, image: ImageSource) -> tuple[np.ndarray, float, float]:
-        """(vector, decode+preprocess ms, embed ms) for a new image."""
-        embedder = self._embedder()
-        t0 = time.perf_counter()
-        img = load_image(image, draft_size=embedder.preprocessing.resize)
-        arr = embedder.preprocess(img)[None]
-        t1 = time.perf_counter()
-        vec = embedder.embed_arrays(arr)[0]
-        t2 = time.perf_counter()
-        return vec, (t1 - t0) * 1000.0, (t2 - t1) * 1000.0
+    # -- queries ---------------------------------------------------------------------------------
+    def search_new_image(self, source: str | os.PathLike[str] | bytes | Image.Image, collection: str,
+                         k: int | float | None = None, *, key: str | None = None,
+                         copy_dir: str | os.PathLike[str] | None = None) -> QueryResult:
+        """Search ``collection`` with a new image: a file path, its bytes, or pixels (a crop).
 
-    # -- queries -------------------------------------------------------------------------------
-    def search(self, image: ImageSource, collection: str, k: int | None = 5) -> SearchResult:
-        """Search ``collection`` for the images most similar to ``image`` (path, bytes or PIL)."""
-        t0 = time.perf_counter()
-        col = self.catalogue.get(collection)
-        vec, decode_ms, embed_ms = self.embed(image)
-        return self.ranked(col, vec, self.clamp_k(k), t0, decode_ms=decode_ms, embed_ms=embed_ms)
-
-    def search_item(self, collection: str, item_id: int, k: int | None = 5) -> SearchResult:
-        """Use a collection item as the query: its stored vector, no model run."""
-        return self.search_item_in(collection, item_id, collection, k)
-
-    def search_item_in(self, source: str, item_id: int, collection: str, k: int | None = 5) -> SearchResult:
-        """Item ``item_id`` of collection ``source`` as the query in ``collection`` (stored vector, no model run)."""
-        t0 = time.perf_counter()
-        src = self.catalogue.get(source)
-        src.check_id(item_id)
-        col = src if source == collection else self.catalogue.get(collection)
-        vec = np.asarray(src.vectors[int(item_id)], dtype=np.float32)
-        return self.ranked(col, vec, self.clamp_k(k), t0, reused=True)
-
-    def search_vector(self, collection: str, vector: np.ndarray, k: int | None = 5) -> SearchResult:
-        t0 = time.perf_counter()
-        return self.ranked(self.catalogue.get(collection), vector, self.clamp_k(k), t0)
-
-    def search_image(self, image: ImageSource, collection: str, k: int | None = 5, *,
-                     key: str | None = None) -> SearchResult:
-        """:meth:`search`, remembering the query vector under ``key`` (a hash of the image).
-
-        The same image searched again (another k, another collection, a repeated UI event) uses the
-        remembered vector: no decode, no model run (``decode_ms`` and ``embed_ms`` are then 0).
-        Concurrent calls for an image not seen yet run the model once.
+        Decoded once (:func:`~app.service.query_image.prepare_query`); ``copy_dir``: where the app's
+        copy of it goes (None: no copy); ``key``: the image's identity when the caller knows it (default:
+        a hash of its bytes or pixels). An image searched before (same key) reuses its remembered
+        vector: no model run.
         """
-        if key is None:
-            return self.search(image, collection, k)
-        t0 = time.perf_counter()
-        col = self.catalogue.get(collection)
-        vec, decode_ms, embed_ms = self._remembered_vector(image, key)
-        return self.ranked(col, vec, self.clamp_k(k), t0, decode_ms=decode_ms, embed_ms=embed_ms)
+        t = Timings()
+        with t.stage("total"):
+            k = self.clamp_k(k)
+            col = self.catalogue.get(collection)
+            prepared = prepare_query(source, copy_dir, max_bytes=self.config.max_upload_bytes, key=key,
+                                     draft_size=self.embedder.preprocessing.resize, timings=t)
+            vec = self._vector(prepared, t)
+            hits = self._ranked(col, vec, k, t)
+        return QueryResult(col.name, len(col), k, hits, t.ms, image=prepared)
 
-    def ranked(self, col: Collection, vec: np.ndarray, k: int, t0: float, *, decode_ms: float = 0.0,
-               embed_ms: float = 0.0, reused: bool = False) -> SearchResult:
+    def search_item(self, collection: str, item_id: int, k: int | float | None = None, *,
+                    source: str | None = None) -> QueryResult:
+        """Item ``item_id`` of ``source`` (default: ``collection``) as the query in ``collection``: its
+        stored vector, no model run."""
+        t = Timings()
+        with t.stage("total"):
+            k = self.clamp_k(k)
+            src = self.catalogue.get(source or collection)
+            src.check_id(item_id)
+            col = src if (source or collection) == collection else self.catalogue.get(collection)
+            vec = np.asarray(src.vectors[int(item_id)], dtype=np.float32)
+            hits = self._ranked(col, vec, k, t)
+        return QueryResult(col.name, len(col), k, hits, t.ms, reused=True)
+
+    def search_vector(self, collection: str, vector: np.ndarray, k: int | float | None = None) -> QueryResult:
+        t = Timings()
+        with t.stage("total"):
+            k = self.clamp_k(k)
+            col = self.catalogue.get(collection)
+            hits = self._ranked(col, np.asarray(vector, dtype=np.float32), k, t)
+        return QueryResult(col.name, len(col), k, hits, t.ms)
+
+    def embed_image(self, image: Image.Image, timings: Timings | None = None) -> np.ndarray:
+        """The L2-normalised vector of a decoded RGB image (``preprocess`` and ``embed`` stages timed)."""
+        t = timings if timings is not None else Timings()
+        embedder = self.embedder
+        with t.stage("preprocess"):
+            arr = embedder.preprocess(image)[None]
+        with t.stage("embed"):
+            return embedder.embed_arrays(arr)[0]
+
+    def _ranked(self, col: Collection, vec: np.ndarray, k: int, t: Timings) -> list[Hit]:
         """The top ``k`` of ``col`` for the query vector ``vec``, by exact cosine among the store's candidates."""
-        t1 = time.perf_counter()
-        n = len(col)
-        with col.lock:
-            _, found = col.store.search(vec[None], max(1, candidates(k, n)))
-        live = col.live_mask
-        ids = [int(i) for i in found[0] if 0 <= i < len(live) and live[i]]  # a deleted id is never a hit
-        if len(ids) < min(k, n):
-            # The probed IVF lists held fewer vectors than asked for: an exact scan, never fewer hits.
-            exact = np.asarray(col.vectors, dtype=np.float32) @ vec
-            exact[~live] = -np.inf
-            ids = [int(i) for i in np.argsort(-exact, kind="stable")[: candidates(k, n)]]
-        # Exact cosines from the stored vectors: the index picks the candidates, the scores are true,
-        # and re-ranking more candidates than k keeps a best match the lossy codes placed just below k.
-        scores = np.asarray(col.vectors[ids], dtype=np.float32) @ vec if ids else np.zeros(0, np.float32)
-        order = np.argsort(-scores, kind="stable")[:k]
-        hits = [
-            Hit(rank=r + 1, id=ids[j], path=col.table.paths[ids[j]], label=col.table.label(ids[j]),
-                score=float(scores[j]), abs_path=col.image_root / col.table.paths[ids[j]])
-            for r, j in enumerate(order)
-        ]
-        t2 = time.perf_counter()
-        return SearchResult(col.name, hits, decode_ms, embed_ms, (t2 - t1) * 1000.0, (t2 - t0) * 1000.0, reused)
+        with t.stage("search"):
+            n = len(col)
+            with col.lock:
+                _, found = col.store.search(vec[None], max(1, candidates(k, n)))
+            live = col.live_mask
+            ids = [int(i) for i in found[0] if 0 <= i < len(live) and live[i]]  # a deleted id is never a hit
+            if len(ids) < min(k, n):
+                # The probed IVF lists held fewer vectors than asked for: an exact scan, never fewer hits.
+                exact = np.asarray(col.vectors, dtype=np.float32) @ vec
+                exact[~live] = -np.inf
+                ids = [int(i) for i in np.argsort(-exact, kind="stable")[: candidates(k, n)]]
+            # Exact cosines from the stored vectors: the index picks the candidates, the scores are true,
+            # and re-ranking more candidates than k keeps a best match the lossy codes placed just below k.
+            scores = np.asarray(col.vectors[ids], dtype=np.float32) @ vec if ids else np.zeros(0, np.float32)
+            order = np.argsort(-scores, kind="stable")[:k]
+            return [
+                Hit(rank=r + 1, id=ids[j], path=col.table.paths[ids[j]], label=col.table.label(ids[j]),
+                    score=float(scores[j]), abs_path=col.image_root / col.table.paths[ids[j]])
+                for r, j in enumerate(order)
+            ]
 
     # -- browsing ------------------------------------------------------------------------------
     def examples(self, collection: str, n: int = 12, page: int = 0) -> list[Hit]:
@@ -193,91 +222,28 @@ class Searcher:
         ]
 
     # -- remembered query vectors (the UI searches one image again with another k or collection) -
-    def _remembered_vector(self, image: ImageSource, key: str) -> tuple[np.ndarray, float, float]:
-        """(vector, decode ms, embed ms) of the image remembered under ``key``, embedding it the first time."""
-        cache, cache_lock = self._qcache, self._qcache_lock
-        with cache_lock:
-            vec = cache.get(key)
+    def _vector(self, prepared: QueryImage, t: Timings) -> np.ndarray:
+        """The vector of a prepared image: remembered under its key, or embedded (once, even when two
+        events race) and remembered."""
+        key = prepared.key
+        with self._qcache_lock:
+            vec = self._qcache.get(key)
             if vec is not None:
-                cache.move_to_end(key)
-                return vec, 0.0, 0.0
-        with self._embed_lock:  # one model run per new image, even when two events race
-            with cache_lock:
-                vec = cache.get(key)
+                self._qcache.move_to_end(key)
+                return vec
+        with self._embed_lock:
+            with self._qcache_lock:
+                vec = self._qcache.get(key)
             if vec is not None:
-                return vec, 0.0, 0.0
-            vec, decode_ms, embed_ms = self.embed(image)
-            with cache_lock:
-                cache[key] = vec
-                while len(cache) > self.QUERY_CACHE_SIZE:
-                    cache.popitem(last=False)
-            return vec, decode_ms, embed_ms
+                return vec
+            vec = self.embed_image(prepared.image, t)
+            with self._qcache_lock:
+                self._qcache[key] = vec
+                while len(self._qcache) > self.QUERY_CACHE_SIZE:
+                    self._qcache.popitem(last=False)
+            return vec
 
     def forget_query_vectors(self) -> None:
-        """Forget the vectors :meth:`search_image` remembers (the next search of any image runs the model)."""
+        """Forget the remembered query vectors (the next search of any image runs the model)."""
         with self._qcache_lock:
             self._qcache.clear()
-
-
-class SearchService:
-    """Loads collections on demand and answers queries: a :class:`Catalogue` plus a :class:`Searcher`."""
-
-    def __init__(self, config: Config, *, embedder: Embedder | None = None) -> None:
-        self.config = config
-        self._embedder = embedder
-        self.catalogue = Catalogue(config, lambda: self.embedder)
-        self.searcher = Searcher(config, self.catalogue, lambda: self.embedder)
-
-    # -- model -------------------------------------------------------------------------------
-    @property
-    def embedder(self) -> Embedder:
-        if self._embedder is None:
-            self._embedder = embedder_for(self.config)
-        return self._embedder
-
-    def notices(self) -> list[str]:
-        return list(self.embedder.notices)
-
-    def embed(self, image: ImageSource) -> tuple[np.ndarray, float, float]:
-        """(vector, decode+preprocess ms, embed ms) for a new image."""
-        return self.searcher.embed(image)
-
-    # -- collections ---------------------------------------------------------------------------
-    def collections(self) -> list[CollectionInfo]:
-        """Every known or built collection, with whether it can be searched now (loads it if needed)."""
-        return self.catalogue.infos()
-
-    def collection(self, name: str) -> Collection:
-        return self.catalogue.get(name)
-
-    # -- searching and browsing (see Searcher) ---------------------------------------------------
-    def clamp_k(self, k: int | float | None) -> int:
-        return self.searcher.clamp_k(k)
-
-    def search(self, image: ImageSource, collection: str, k: int | None = 5) -> SearchResult:
-        """Search ``collection`` for the images most similar to ``image`` (path, bytes or PIL)."""
-        return self.searcher.search(image, collection, k)
-
-    def search_item(self, collection: str, item_id: int, k: int | None = 5) -> SearchResult:
-        """Use a collection item as the query: its stored vector, no model run."""
-        return self.searcher.search_item(collection, item_id, k)
-
-    def search_item_in(self, source: str, item_id: int, collection: str, k: int | None = 5) -> SearchResult:
-        """Item ``item_id`` of collection ``source`` as the query in ``collection`` (stored vector, no model run)."""
-        return self.searcher.search_item_in(source, item_id, collection, k)
-
-    def search_vector(self, collection: str, vector: np.ndarray, k: int | None = 5) -> SearchResult:
-        return self.searcher.search_vector(collection, vector, k)
-
-    def search_image(self, image: ImageSource, collection: str, k: int | None = 5, *,
-                     key: str | None = None) -> SearchResult:
-        """:meth:`Searcher.search_image`: :meth:`search`, remembering the query vector under ``key``."""
-        return self.searcher.search_image(image, collection, k, key=key)
-
-    def forget_query_vectors(self) -> None:
-        """Forget the vectors :meth:`search_image` remembers (the next search of any image runs the model)."""
-        self.searcher.forget_query_vectors()
-
-    def examples(self, collection: str, n: int = 12, page: int = 0) -> list[Hit]:
-        """A browsable sample spread over the labels: page 0, 1, 2... show different images."""
-        return self.searcher.examples(collection, n, page)

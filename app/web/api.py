@@ -3,12 +3,15 @@
 Every endpoint answers JSON-able values. A search answers::
 
     {"collection": "caltech101", "model": "efficientnet-lite0", "weights_id": "...", "engine": "...",
-     "k": 5, "query": "...", "timings_ms": {"decode": ..., "embed": ..., "search": ..., "total": ...},
-     "hits": [{"rank": 1, "id": 42, "label": "cup", "score": 0.91, "path": "cup/image_0001.jpg",
+     "k": 5, "query": "...", "timings_ms": {"hash": ..., "decode": ..., "copy": ..., "preprocess": ...,
+                                          "embed": ..., "search": ..., "total": ...},
+     "hits": [{"rank": 1, "id": 42, "label": "cup", "score": 0.91, "file": "cup/image_0001.jpg",
                "thumbnail_url": "/gradio_api/file=..."}, ...]}
 
-``path`` is relative to the collection's folder; ``thumbnail_url`` is relative to the app's address
-(a 256 px JPEG the app renders: the collection's own files are never served). Errors (not an image,
+``file`` is the image's path relative to the collection's folder; ``thumbnail_url`` is relative to
+the app's address (a 256 px JPEG the app renders: the collection's own files are never served). No
+answer holds a ``path`` key: ``gradio_client`` takes any ``{"path": str}`` for a file of the server's to
+download, which a default ``Client(url)`` (``download_files`` on) would then fail to fetch. Errors (not an image,
 no such collection or id, a refused URL) reach the client as a Gradio error carrying the app's
 one-line message (``gradio_client`` raises ``AppError`` with it). The endpoints and their names are
 registered by :func:`wire_api`, which :func:`app.web.layout.build_ui` calls; every other event of the
@@ -25,7 +28,7 @@ import gradio as gr
 
 from app.errors import AppError
 from app.net.fetch import fetch_url
-from app.service.search import SearchResult
+from app.service.search import QueryResult
 from app.web.common import Context
 from app.web.components import QueryImageInput
 from app.web.library import LibraryHandlers
@@ -34,12 +37,24 @@ log = logging.getLogger(__name__)
 
 
 
+def client_safe(value: Any) -> Any:
+    """``value`` with every ``path`` key of its dicts renamed ``file``, at any depth: ``gradio_client``
+    (``download_files`` on, its default) takes a dict with a ``path`` string for a server file and tries
+    to download it, which the server rightly refuses for a collection's image."""
+    if isinstance(value, dict):
+        return {("file" if key == "path" else key): client_safe(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [client_safe(v) for v in value]
+    return value
+
+
 def api_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Typed errors become a Gradio error with the app's message; anything else a generic one (logged)."""
+    """An endpoint's answer made :func:`client_safe`; typed errors become a Gradio error with the app's
+    message, anything else a generic one (logged)."""
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            return client_safe(fn(*args, **kwargs))
         except AppError as exc:
             raise gr.Error(exc.user_message(), print_exception=False) from None
         except Exception:  # noqa: BLE001 - the client gets a message, the log gets the traceback
@@ -60,9 +75,7 @@ class ApiHandlers:
         if image is None:
             raise _missing("an image file")
         name = self.ctx.require(collection)
-        q = self.ctx.prepare(image)
-        result = self.ctx.service.search_image(q.image, name, k, key=q.key)
-        return self.answer(result, "uploaded image")
+        return self.answer(self.ctx.service.search_new_image(image, name, k), "uploaded image")
 
     def search_url(self, url: str, collection: str, k: int) -> dict[str, Any]:
         """Fetch an image URL (http/https; private and local addresses are refused) and search with it."""
@@ -72,8 +85,7 @@ class ApiHandlers:
         name = self.ctx.require(collection)
         config = self.ctx.config
         data = fetch_url(url, allow_loopback=config.allow_loopback_urls, max_bytes=config.max_upload_bytes)
-        q = self.ctx.prepare(data)
-        return self.answer(self.ctx.service.search_image(q.image, name, k, key=q.key), url)
+        return self.answer(self.ctx.service.search_new_image(data, name, k), url)
 
     def search_item(self, collection: str, item_id: int, k: int) -> dict[str, Any]:
         """Search with an item of ``collection`` (its stored vector: no model run)."""
@@ -96,15 +108,14 @@ class ApiHandlers:
                         "status": status, "build_command": None if info.ready else info.build_command})
         return out
 
-    def answer(self, result: SearchResult, query: str) -> dict[str, Any]:
+    def answer(self, result: QueryResult, query: str) -> dict[str, Any]:
         embedder = self.ctx.service.embedder
         hits = [{"rank": h.rank, "id": h.id, "label": h.label, "score": round(h.score, 6), "path": h.path,
                  "thumbnail_url": f"/gradio_api/file={self.ctx.thumbs.thumb(h.abs_path).path}"}
                 for h in result.hits]
         return {"collection": result.collection, "model": embedder.model.name, "weights_id": embedder.weights_id,
                 "engine": embedder.engine, "k": len(hits), "query": query,
-                "timings_ms": {"decode": round(result.decode_ms, 3), "embed": round(result.embed_ms, 3),
-                               "search": round(result.search_ms, 3), "total": round(result.total_ms, 3)},
+                "timings_ms": {stage: round(ms, 3) for stage, ms in result.timings_ms.items()},
                 "hits": hits}
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from app.service.search import CollectionInfo
-from app.web.common import Context, Searcher, example_items, guarded
+from app.web.common import Context, QueryRunner, example_items, guarded
 from app.web.session import Session
 from app.web.view_model import View, error_md, idle_status, md_escape
 
@@ -17,9 +17,9 @@ EXAMPLES_PER_PAGE = 12
 class CollectionHandlers:
     """The collection menu and the examples: start-up values, switching collection, more examples."""
 
-    def __init__(self, ctx: Context, searcher: Searcher) -> None:
+    def __init__(self, ctx: Context, runner: QueryRunner) -> None:
         self.ctx = ctx
-        self.searcher = searcher
+        self.runner = runner
 
     # -- start-up ----------------------------------------------------------------------------
     def default_collection(self) -> str | None:
@@ -101,7 +101,7 @@ class CollectionHandlers:
         if session.searched is None:
             return View(examples=examples, results=[], message="", session=session,
                         status=self.idle_status(info.name))
-        view = self.searcher.run(session.searched, info.name, k, session)
+        view = self.runner.again(session.searched, info.name, k, session)
         view.examples = examples
         return view
 

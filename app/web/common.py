@@ -7,8 +7,8 @@
   readable message and anything else is logged server-side and shown as a generic one. With
   ``app.cli``, this is the only place that turns the core's typed errors into messages for people;
   no traceback ever reaches the browser.
-* :class:`Searcher`: searches a :class:`~app.web.view_model.Query` and renders everything that
-  depends on the results (gallery, status line, history, compare picker), recording it in the session.
+* :class:`QueryRunner`: runs a query with one service call and renders everything that depends on
+  the results (gallery, status line, history, compare picker), recording it in the session.
 """
 
 from __future__ import annotations
@@ -24,9 +24,18 @@ from PIL import Image
 from app.config import Config
 from app.core.thumbnails import Thumbnails
 from app.errors import AppError, IndexMissingError
-from app.service.query_image import QueryImage, prepare_query
-from app.service.search import CollectionInfo, Hit, SearchResult, SearchService
-from app.web.view_model import SKIP, Query, View, caption, error_md, example_caption, md_escape, status_html
+from app.service.search import CollectionInfo, Hit, QueryResult, SearchService
+from app.web.view_model import (
+    SKIP,
+    Query,
+    View,
+    caption,
+    error_md,
+    example_caption,
+    md_escape,
+    signature,
+    status_html,
+)
 
 if TYPE_CHECKING:
     from app.web.session import Session
@@ -46,11 +55,6 @@ class Context:
         self.thumbs = Thumbnails(Path(config.cache_dir) / "thumbnails")
         self.toast: Callable[[str], None] = toast or (lambda text: None)
         self.infos: list[CollectionInfo] = service.collections()
-
-    def prepare(self, source: str | bytes | Image.Image, key: str | None = None) -> QueryImage:
-        """A new query image, decoded once at the scale the running model needs (see :func:`prepare_query`)."""
-        return prepare_query(source, self.work_dir, max_bytes=self.config.max_upload_bytes, key=key,
-                             draft_size=self.service.embedder.preprocessing.resize)
 
     def refresh(self) -> None:
         """Read the collections again (one was built, changed, renamed or dropped since)."""
@@ -154,32 +158,55 @@ def missing_md(missing: list[Hit], collection: str) -> str:
             "to bring the collection up to date.")
 
 
-class Searcher:
-    """Searches a query and renders what depends on its results; every group's searches go through it."""
+class QueryRunner:
+    """Runs a query with one service call and renders what depends on its results; every handler
+    group's searches go through it. Nothing here calls back into the service once the result is in."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
-    def run(self, query: Query, collection: str | None, k: Any, session: Session, *, set_editor: bool = False,
-            image: Image.Image | None = None) -> View:
-        """Search ``query`` in ``collection`` and render everything that depends on the results.
+    def new_image(self, source: str | bytes | Image.Image, label: str, collection: str | None, k: Any,
+                  session: Session, *, origin: str, key: str | None = None, set_editor: bool = False,
+                  skip_if_shown: bool = False) -> View:
+        """Search a new image (a file, bytes, or a crop's pixels): one call to
+        :meth:`~app.service.search.SearchService.search_new_image`, which decodes it once and copies it
+        for the page. ``skip_if_shown``: nothing to do when the page shows this image's results already."""
+        name = self.ctx.require(collection)
+        result = self.ctx.service.search_new_image(source, name, k, key=key, copy_dir=self.ctx.work_dir)
+        prepared = result.image
+        assert prepared is not None and prepared.copy is not None
+        query = Query("image", str(prepared.copy), prepared.key, label, size=prepared.shown.size, origin=origin,
+                      sig=signature(prepared.shown))
+        self.ctx.thumbs.thumb(prepared.copy, prepared.shown)  # the history's thumbnail, from the pixels at hand
+        if skip_if_shown and session.query is not None and session.query.key == query.key and session.shows(
+                query.key, name, result.k):
+            return View()
+        return self.render(query, result, session, set_editor=set_editor)
 
-        ``set_editor``: also show the query in the query image (and expect the crop editor's echo of it);
-        ``image``: the query's pixels when they are at hand (a new image), so its saved copy is not read back.
-        """
+    def again(self, query: Query, collection: str | None, k: Any, session: Session, *,
+              set_editor: bool = False) -> View:
+        """Search a query the session knows (an item, or an image searched before) with one service call."""
         name = self.ctx.require(collection)
         service = self.ctx.service
-        k = service.clamp_k(k)
-        result = self._search(query, name, k, image)
+        if query.kind == "item":
+            result = service.search_item(name, query.item_id, k, source=query.collection)
+        else:  # its remembered vector (or, once forgotten, the page's copy of it) under the same key
+            result = service.search_new_image(query.path, name, k, key=query.key)
+        return self.render(query, result, session, set_editor=set_editor)
+
+    def render(self, query: Query, result: QueryResult, session: Session, *, set_editor: bool = False) -> View:
+        """Everything that depends on ``result``, recorded in ``session``. ``set_editor``: also show the
+        query in the query image (and expect the crop editor's echo of it)."""
+        name = result.collection
         new_query = session.query is None or session.query.key != query.key
-        session.record(query, name, k, result.hits, in_editor=set_editor)
+        session.record(query, name, result.k, result.hits, in_editor=set_editor)
         thumbs = self.ctx.thumbs
         items, missing = result_items(thumbs, result.hits)
         first = thumbs.preview(result.hits[0].abs_path).path if result.hits else None
         return View(
             editor=query.path if set_editor else SKIP,
             results=items,
-            status=status_html(result, len(service.collection(name)), self.ctx.engine(), session.seq),
+            status=status_html(result, self.ctx.engine(), session.seq),
             message=missing_md(missing, name),
             last=query.path,
             last_caption=f"**Last searched:** {md_escape(query.label)}",
@@ -189,9 +216,3 @@ class Searcher:
             session=session,
             crop=None if new_query else SKIP,  # another query closes the crop editor (it showed the old one)
         )
-
-    def _search(self, query: Query, collection: str, k: int, image: Image.Image | None) -> SearchResult:
-        service = self.ctx.service
-        if query.kind == "item":
-            return service.search_item_in(query.collection, query.item_id, collection, k)
-        return service.search_image(image if image is not None else query.path, collection, k, key=query.key)

@@ -12,7 +12,7 @@
 * ``api`` (:mod:`app.web.api`): the programmatic API's named endpoints.
 
 Errors become messages in :func:`~app.web.common.guarded`; searches are run and rendered by
-:class:`~app.web.common.Searcher`.
+:class:`~app.web.common.QueryRunner`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from app.config import Config
 from app.service.search import SearchService
 from app.web.api import ApiHandlers
 from app.web.collections import CollectionHandlers
-from app.web.common import Context, Searcher, guarded
+from app.web.common import Context, QueryRunner, guarded
 from app.web.library import LibraryHandlers
 from app.web.queries import QueryHandlers
 from app.web.session import Session, SessionHandlers
@@ -39,10 +39,10 @@ class Handlers:
     def __init__(self, service: SearchService, config: Config, *, work_dir: str | Path | None = None,
                  toast: Callable[[str], None] | None = None) -> None:
         self.ctx = Context(service, config, work_dir=work_dir, toast=toast)
-        searcher = Searcher(self.ctx)
-        self.queries = QueryHandlers(self.ctx, searcher)
-        self.session = SessionHandlers(self.ctx, searcher)
-        self.collections = CollectionHandlers(self.ctx, searcher)
+        runner = QueryRunner(self.ctx)
+        self.queries = QueryHandlers(self.ctx, runner)
+        self.session = SessionHandlers(self.ctx, runner)
+        self.collections = CollectionHandlers(self.ctx, runner)
         self.library = LibraryHandlers(self.ctx)
         self.api = ApiHandlers(self.ctx)
 

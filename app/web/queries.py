@@ -3,7 +3,7 @@
 The query image (upload, webcam, clipboard paste), the crop editor, the Search button, an image URL, and reused
 collection images (an example or a result clicked). Each turns its input into a
 :class:`~app.web.view_model.Query` and searches it through the shared
-:class:`~app.web.common.Searcher`.
+:class:`~app.web.common.QueryRunner`.
 
 Speed rules: a collection image (example, result, history item) is searched with its stored
 vector, never through the model, and shown as its preview; a new image runs the model once
@@ -28,7 +28,7 @@ from PIL import Image
 from app.net.fetch import fetch_url
 from app.service.query_image import image_key
 from app.service.search import Hit
-from app.web.common import Context, Searcher, guarded
+from app.web.common import Context, QueryRunner, guarded
 from app.web.session import Session
 from app.web.view_model import (
     Query,
@@ -66,17 +66,9 @@ def matches(query: Query | None, img: Image.Image, key: str) -> bool:
 class QueryHandlers:
     """Events that bring a query: the editor's image, the Search button, a URL, an example or a result."""
 
-    def __init__(self, ctx: Context, searcher: Searcher) -> None:
+    def __init__(self, ctx: Context, runner: QueryRunner) -> None:
         self.ctx = ctx
-        self.searcher = searcher
-
-    def _image_query(self, source: str | bytes | Image.Image, label: str, *, origin: str,
-                     key: str | None = None) -> tuple[Query, Image.Image]:
-        """A new image as the query (decoded once by the app's loader; its copy is what the page shows),
-        and its pixels for the model."""
-        q = self.ctx.prepare(source, key=key)
-        query = Query("image", str(q.copy), q.key, label, size=q.shown.size, origin=origin, sig=signature(q.shown))
-        return query, q.image
+        self.runner = runner
 
     def _crop_image(self, value: Any, collection: str | None, k: Any, session: Session) -> View:
         """Search the crop editor's image if it is a crop (not its echo of the image it was opened on)."""
@@ -89,8 +81,8 @@ class QueryHandlers:
         if matches(cur, img, key) or any(matches(q, img, key) for q in session.recently_shown()):
             # A repeated event, or a (late) echo of what the app showed: nothing to search.
             return View()
-        query, pixels = self._image_query(img, "Cropped image", origin="user", key=key)
-        view = self.searcher.run(query, collection, k, session, image=pixels, set_editor=True)
+        view = self.runner.new_image(img, "Cropped image", collection, k, session, origin="user", key=key,
+                                     set_editor=True)
         view.crop = None  # the query image shows the crop (what was searched); the crop editor closes
         return view
 
@@ -102,12 +94,8 @@ class QueryHandlers:
         echoes to recognise; a repeat of the image on screen does nothing."""
         if value is None:
             return View()
-        self.ctx.require(collection)
-        query, pixels = self._image_query(value, "Uploaded image", origin="user")
-        if session.query is not None and session.query.key == query.key and session.shows(
-                query.key, collection, self.ctx.service.clamp_k(k)):
-            return View()
-        return self.searcher.run(query, collection, k, session, image=pixels)
+        return self.runner.new_image(value, "Uploaded image", collection, k, session, origin="user",
+                                     skip_if_shown=True)
 
     @guarded("opening the crop editor")
     def on_crop_open(self, session: Session) -> View:
@@ -134,10 +122,8 @@ class QueryHandlers:
             return View(message=error_md("Choose an image first: click an example, upload, paste or take a photo, "
                                          "or paste an image URL."))
         if session.query is not None:  # the app knows what the query image shows: no upload, no decode
-            return self.searcher.run(session.query, collection, k, session)
-        self.ctx.require(collection)
-        query, pixels = self._image_query(value, "Image", origin="user")
-        return self.searcher.run(query, collection, k, session, image=pixels)
+            return self.runner.again(session.query, collection, k, session)
+        return self.runner.new_image(value, "Image", collection, k, session, origin="user")
 
     @guarded("fetching the image URL")
     def on_url(self, url: str | None, collection: str | None, k: Any, session: Session) -> View:
@@ -148,14 +134,13 @@ class QueryHandlers:
         config = self.ctx.config
         data = fetch_url(url, allow_loopback=config.allow_loopback_urls, max_bytes=config.max_upload_bytes)
         label = url if len(url) <= _URL_LABEL_CHARS else url[:_URL_LABEL_CHARS - 3] + "…"
-        query, pixels = self._image_query(data, label, origin="app")
-        return self.searcher.run(query, collection, k, session, set_editor=True, image=pixels)
+        return self.runner.new_image(data, label, collection, k, session, origin="app", set_editor=True)
 
     @guarded("searching the example")
     def on_example(self, index: int, collection: str | None, k: Any, session: Session) -> View:
         name = self.ctx.require(collection)
         hit = session.examples[int(index)]
-        return self.searcher.run(item_query(self.ctx, name, hit), name, k, session, set_editor=True)
+        return self.runner.again(item_query(self.ctx, name, hit), name, k, session, set_editor=True)
 
     @guarded("searching the result")
     def on_result(self, index: int, collection: str | None, k: Any, session: Session) -> View:
@@ -163,4 +148,5 @@ class QueryHandlers:
         if session.shown is None or not (0 <= int(index) < len(session.results)):
             return View()
         hit = session.results[int(index)]
-        return self.searcher.run(item_query(self.ctx, session.shown[1], hit), collection, k, session, set_editor=True)
+        return self.runner.again(item_query(self.ctx, session.shown[1], hit), collection, k, session,
+                                 set_editor=True)

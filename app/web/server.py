@@ -117,7 +117,7 @@ def warm_up(service) -> None:
 
     service.collections()
     service.embedder.load()
-    service.embed(Image.new("RGB", (256, 256), (127, 127, 127)))
+    service.embed_image(Image.new("RGB", (256, 256), (127, 127, 127)))
 
 
 def make_server(app, config: Config):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from app.service.search import Hit
-from app.web.common import Context, Searcher, guarded
+from app.web.common import Context, QueryRunner, guarded
 from app.web.view_model import Query, View, error_md
 
 HISTORY_SIZE = 12
@@ -73,23 +73,23 @@ class Session:
 class SessionHandlers:
     """Events that search again or show again what the session holds."""
 
-    def __init__(self, ctx: Context, searcher: Searcher) -> None:
+    def __init__(self, ctx: Context, runner: QueryRunner) -> None:
         self.ctx = ctx
-        self.searcher = searcher
+        self.runner = runner
 
     @guarded("changing the number of results")
     def on_k(self, k: Any, collection: str | None, session: Session) -> View:
         cur = session.searched
         if cur is None or session.shows(cur.key, collection, self.ctx.service.clamp_k(k)):
             return View()
-        return self.searcher.run(cur, collection, k, session)
+        return self.runner.again(cur, collection, k, session)
 
     @guarded("searching the history entry")
     def on_history(self, index: int, collection: str | None, k: Any, session: Session) -> View:
         if not (0 <= int(index) < len(session.history)):
             return View()
         query = replace(session.history[int(index)], origin="app")
-        return self.searcher.run(query, collection, k, session, set_editor=True)
+        return self.runner.again(query, collection, k, session, set_editor=True)
 
     @guarded("comparing")
     def on_compare(self, pick: Any, session: Session) -> View:

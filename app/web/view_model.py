@@ -14,7 +14,7 @@ from typing import Any
 
 from PIL import Image, ImageOps
 
-from app.service.search import Hit, SearchResult
+from app.service.search import Hit, QueryResult
 
 
 class _Skip:
@@ -79,17 +79,19 @@ def example_caption(hit: Hit) -> str:
     return f"{hit.label} · {Path(hit.path).name}"
 
 
-def status_html(result: SearchResult, size: int, engine: str, seq: int) -> str:
-    parts = [f"<b>{len(result.hits)}</b> of {size:,} images in <b>{html.escape(result.collection)}</b>"]
+def status_html(result: QueryResult, engine: str, seq: int) -> str:
+    parts = [f"<b>{len(result.hits)}</b> of {result.size:,} images in <b>{html.escape(result.collection)}</b>"]
     if result.reused:
         parts.append("stored vector, model not run")
-    elif result.embed_ms == 0:
+    elif result.ms("embed") == 0:
+        parts.append(f"decode {result.ms('decode'):.1f} ms")
         parts.append("remembered query vector, model not run")
     else:
-        parts.append(f"decode {result.decode_ms:.1f} ms")
-        parts.append(f"embed {result.embed_ms:.1f} ms")
-    parts.append(f"search {result.search_ms:.2f} ms")
-    parts.append(f"total {result.total_ms:.1f} ms")
+        parts.append(f"decode {result.ms('decode'):.1f} ms")
+        parts.append(f"preprocess {result.ms('preprocess'):.1f} ms")
+        parts.append(f"embed {result.ms('embed'):.1f} ms")
+    parts.append(f"search {result.ms('search'):.2f} ms")
+    parts.append(f"total {result.ms('total'):.1f} ms")
     parts.append(html.escape(engine))
     spans = " · ".join(f"<span>{p}</span>" for p in parts)
     top = html.escape(caption(result.hits[0]), quote=True) if result.hits else ""

@@ -35,7 +35,7 @@ def make_parser() -> argparse.ArgumentParser:
                    help="a folder whose sub-folders the Collections tab (and the API) may index and change, "
                         "repeatable; without one, collections are managed from the command line only")
     p.add_argument("--allow-loopback-urls", action="store_true", help=argparse.SUPPRESS)  # tests only
-    p.add_argument("--collections", default=None, help=argparse.SUPPRESS)  # for app.prepare (scripts/run.sh)
+    p.add_argument("--collections", default=None, help=argparse.SUPPRESS)  # for app.service.prepare (scripts/run.sh)
     p.add_argument("--verbose", "-v", action="store_true", help="log more")
     return p
 

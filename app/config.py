@@ -28,7 +28,7 @@ class Config:
     cache_dir: Path = field(default_factory=_default_cache_dir)
 
     # Model.
-    model: str = "resnet50"  # a name from the registry in app/models.py
+    model: str = "resnet50"  # a name from the registry in app/core/models.py
     weights: str = "imagenet"  # "imagenet" | "untrained" | path to a state-dict file
     engine: str = "auto"  # "auto" | "onnx" | "onnx-int8" | "torch" (app.core.models.ENGINES)
     device: str = "auto"  # "auto" | "cpu" | "cuda"
@@ -37,7 +37,7 @@ class Config:
     workers: int | None = None  # DataLoader workers; None = chosen from the core count
 
     # Search.
-    backend: str = "faiss"  # "faiss" (local index files) | "milvus" (see app/milvus_store.py)
+    backend: str = "faiss"  # "faiss" (local index files) | "milvus" (see app/index/milvus_store.py)
     milvus_uri: str | None = None  # http://host:19530, or a file path for embedded Milvus Lite
     milvus_token: str = ""
     milvus_timeout_s: float = 10.0  # connecting and each Milvus call (app.index.milvus_store)

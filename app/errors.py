@@ -52,7 +52,7 @@ class UnknownItemError(AppError):
 
 
 class UnknownModelError(AppError):
-    """A model name that is not in the registry (``app.models``)."""
+    """A model name that is not in the registry (``app.core.models``)."""
 
 
 class ManifestError(IndexMismatchError):

@@ -54,7 +54,7 @@ def small_collection(tmp_path_factory, embedder, model_cache):
         weights="untrained",
         workers=0,
     )
-    result = build_collection(config, BuildSpec(kind="folder", data=data, name="shapes"), embedder=embedder, progress=False)
+    result = build_collection(config, BuildSpec(kind="folder", data=data, name="shapes"), embedder=embedder, progress_bar=False)
     return config, result, data
 
 

@@ -19,7 +19,7 @@ WAIT_S = 30  # the longest a server may take to start
 
 
 class FakeEmbedder:
-    """A model-free stand-in for ``app.embed.Embedder``: deterministic, content-dependent vectors.
+    """A model-free stand-in for ``app.core.embed.Embedder``: deterministic, content-dependent vectors.
 
     Each vector is the image's 8x8-pooled preprocessed pixels (first ``dim`` values) plus ``salt``,
     L2-normalised, so identical images give identical vectors and different "weights" (salt)

@@ -102,7 +102,7 @@ def make_voc_layout(root: Path, *, images: dict[str, tuple[str, ...]] | None = N
 
 
 def temp_files(folder: Path) -> list[Path]:
-    """Leftovers of ``app.atomic`` writes (``.NAME.XXXX.tmp``) anywhere under ``folder``."""
+    """Leftovers of ``app.files.atomic`` writes (``.NAME.XXXX.tmp``) anywhere under ``folder``."""
     return sorted(p for p in Path(folder).rglob("*.tmp"))
 
 

@@ -1,6 +1,6 @@
 """End-to-end tests: the real app in Debian's Chromium, driven by Playwright (sync API).
 
-A module fixture serves the app from a thread (``app.server``: FastAPI + Gradio + uvicorn) on a
+A module fixture serves the app from a thread (``app.web.server``: FastAPI + Gradio + uvicorn) on a
 free 127.0.0.1 port, over two small generated collections built with untrained weights; a spy
 embedder counts model runs. Every wait is bounded. Writes ``test-artifacts/results.png`` and
 ``test-artifacts/search_timing.json``.
@@ -45,7 +45,7 @@ def app_server(tmp_path_factory, embedder, model_cache):
     make_image_folder(base / "shapes")
     make_image_folder(base / "tiles", classes=("dots", "bars"), per_class=4, seed=5, size=(80, 80))
     for name in ("shapes", "tiles"):
-        build_collection(config, BuildSpec(kind="folder", data=base / name, name=name), embedder=embedder, progress=False)
+        build_collection(config, BuildSpec(kind="folder", data=base / name, name=name), embedder=embedder, progress_bar=False)
     spy = SpyEmbedder(embedder)
     service = SearchService(config, embedder=spy)
     warm_up(service)

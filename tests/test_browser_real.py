@@ -27,7 +27,7 @@ def real_app(tmp_path_factory, lite0_embedder):
     base = tmp_path_factory.mktemp("browser-real")
     config = Config(indexes_dir=base / "indexes", features_dir=base / "features", model="efficientnet-lite0",
                     cache_dir=lite0_embedder.cache_dir, workers=0, port=free_port())
-    build_collection(config, BuildSpec(kind="folder", data=DATA / "cats_and_cups", name="cats-and-cups", factory="Flat"), embedder=lite0_embedder, progress=False)
+    build_collection(config, BuildSpec(kind="folder", data=DATA / "cats_and_cups", name="cats-and-cups", factory="Flat"), embedder=lite0_embedder, progress_bar=False)
     service = SearchService(config, embedder=lite0_embedder)
     warm_up(service)
     with running_app(config, service) as url:

@@ -71,7 +71,7 @@ def setup(tmp_path):
 
 
 def build(config: Config, spec: BuildSpec):
-    return build_collection(config, spec, embedder=FakeEmbedder(), progress=False)
+    return build_collection(config, spec, embedder=FakeEmbedder(), progress_bar=False)
 
 
 def test_a_second_builder_is_refused_naming_the_lock_and_the_holder(setup, env):
@@ -138,7 +138,7 @@ def test_the_cli_prints_one_line_and_exits_2_when_locked(setup, env, capsys):
     config, spec, lock = setup  # refused before the model is loaded: no ONNX export needed
     holder, _ = start_holder(lock, env)
     try:
-        code = main(["build", "--collection", "folder", "--data", str(spec.data), "--name", "mine", "--weights",
+        code = main(["build", "--kind", "folder", "--data", str(spec.data), "--name", "mine", "--weights",
                      "untrained", "--indexes", str(config.indexes_dir), "--features", str(config.features_dir),
                      "--workers", "0", "--factory", "Flat", "--no-progress"])
     finally:

@@ -32,7 +32,7 @@ pytestmark = [
 def caltech_build(tmp_path_factory, cli_env):
     out = tmp_path_factory.mktemp("caltech-real")
     proc = subprocess.run(
-        [sys.executable, "scripts/build_index.py", "--collection", "caltech101", "--data", str(CALTECH),
+        [sys.executable, "scripts/build_index.py", "--kind", "caltech101", "--data", str(CALTECH),
          "--weights", "untrained", "--limit", str(LIMIT), "--indexes", str(out / "indexes"),
          "--features", str(out / "features"), "--no-progress"],
         cwd=ROOT, env=cli_env, capture_output=True, text=True, timeout=900,
@@ -46,7 +46,7 @@ def test_real_caltech_sample_builds_with_tuning(caltech_build):
     assert f"built caltech101: {LIMIT} images indexed, 0 skipped" in proc.stdout
     assert "recall@5" in proc.stdout  # the tuned (default) path
     manifest = json.loads((out / "indexes" / "caltech101.manifest.json").read_text())
-    assert manifest["count"] == LIMIT and manifest["limit"] == LIMIT and manifest["collection"] == "caltech101"
+    assert manifest["count"] == LIMIT and manifest["limit"] == LIMIT and manifest["kind"] == "caltech101"
     assert manifest["dataset_root"] == str(CALTECH.resolve())
     assert manifest["tuning"]["chosen"]["recall_at_5"] > 0
     table = json.loads((out / "features" / "caltech101.json").read_text())
@@ -91,7 +91,7 @@ def lite0_build(tmp_path_factory, cli_env):
     out = tmp_path_factory.mktemp("caltech-lite0")
     dirs = ["--indexes", str(out / "indexes"), "--features", str(out / "features")]
     build = subprocess.run(
-        [sys.executable, "scripts/build_index.py", "--collection", "caltech101", "--data", str(CALTECH),
+        [sys.executable, "scripts/build_index.py", "--kind", "caltech101", "--data", str(CALTECH),
          "--model", "efficientnet-lite0", "--limit", str(REAL_LIMIT), "--no-progress", *dirs],
         cwd=ROOT, env=cli_env, capture_output=True, text=True, timeout=900,
     )

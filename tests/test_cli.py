@@ -92,7 +92,7 @@ def test_missing_index_exits_non_zero_with_the_build_command(small_collection, c
     config, _, data = small_collection
     image = next(data.glob("*/*.jpg"))
     proc = run(search_args(config, image, "--collection", "caltech101"), cli_env)
-    assert_one_line_error(proc, "has not been built", "python scripts/build_index.py --collection caltech101")
+    assert_one_line_error(proc, "has not been built", "python scripts/build_index.py --kind caltech101")
     empty = Config(indexes_dir=tmp_path / "none", features_dir=tmp_path / "none")
     proc = run(search_args(empty, image, "--collection", "shapes"), cli_env)
     assert_one_line_error(proc, "shapes")
@@ -237,7 +237,7 @@ def tiny_folder(tmp_path_factory):
 
 
 def build_args(data: Path, out: Path, *extra: str) -> list[str]:
-    return ["scripts/build_index.py", "--collection", "folder", "--data", str(data), "--name", "tiny",
+    return ["scripts/build_index.py", "--kind", "folder", "--data", str(data), "--name", "tiny",
             "--weights", "untrained", "--limit", "8", "--indexes", str(out / "indexes"),
             "--features", str(out / "features"), "--workers", "0", "--batch-size", "2", "--chunk-size", "2",
             "--factory", "IVF2,Flat", "--nprobe", "1", "--no-progress", *extra]  # tuning: see test_build_real
@@ -258,7 +258,7 @@ def test_build_script_builds_a_sample_and_prints_the_summary(reference_build, em
     assert "UNTRAINED" in proc.stderr
     assert "index: IVF2,Flat nprobe=1" in proc.stdout
     manifest = json.loads((out / "indexes" / "tiny.manifest.json").read_text())
-    assert manifest["count"] == 8 and manifest["limit"] == 8 and manifest["collection"] == "folder"
+    assert manifest["count"] == 8 and manifest["limit"] == 8 and manifest["kind"] == "folder"
     assert manifest["factory"] == "IVF2,Flat" and manifest["tuning"] == {"fixed": True}
     assert not (out / "features" / "tiny.parts").exists() and temp_files(out) == []
     # labels spread over the three classes, and the result is searchable in-process
@@ -267,6 +267,19 @@ def test_build_script_builds_a_sample_and_prints_the_summary(reference_build, em
     config = Config(indexes_dir=out / "indexes", features_dir=out / "features", weights="untrained")
     hits = SearchService(config, embedder=embedder).search_item("tiny", 3, k=8).hits
     assert hits[0].id == 3 and sorted(h.id for h in hits) == list(range(8))  # all, though nprobe=1 of 2
+
+
+def test_the_old_spelling_of_kind_still_builds_with_a_notice(reference_build, tiny_folder, cli_env, tmp_path):
+    """``--collection KIND`` was build's dataset layout; it is ``--kind`` now, and the old spelling still works."""
+    _, ref = reference_build
+    assert "--kind" not in ref.stderr  # the new spelling: no notice
+    old = ["--collection" if a == "--kind" else a for a in build_args(tiny_folder, tmp_path)]
+    proc = run(old, cli_env)
+    assert proc.returncode == 0, proc.stderr
+    assert "note: --collection folder is now spelled --kind folder" in proc.stderr
+    assert json.loads((tmp_path / "indexes" / "tiny.manifest.json").read_text())["kind"] == "folder"
+    clash = run([*old[:1], "--kind", "voc2012", *old[1:]], cli_env)
+    assert_one_line_error(clash, "--kind voc2012 and --collection folder disagree")
 
 
 def test_build_script_refuses_a_missing_data_folder(cli_env, tmp_path):
@@ -281,7 +294,7 @@ def test_build_json_prints_the_manifest_as_written(tiny_folder, cli_env, tmp_pat
     assert set(out) == {"manifest", "stats", "skipped", "changes"} and out["skipped"] == []
     assert out["changes"]["summary"] == "added 8, changed 0, removed 0, unchanged 0" and out["changes"]["full_build"]
     written = json.loads((tmp_path / "indexes" / "tiny.manifest.json").read_text())
-    assert out["manifest"] == written and written["schema_version"] == 2
+    assert out["manifest"] == written and written["schema_version"] == 3
     for key in ("model", "weights_id", "dim", "count", "factory", "nprobe", "k_factor", "tuning", "index_bytes"):
         assert key in written, key
     assert (written["count"], written["factory"], written["nprobe"]) == (8, "IVF2,Flat", 1)

@@ -29,7 +29,7 @@ def two_collections(tmp_path):
         data = tmp_path / name
         make_image_folder(data, classes=("circles", "squares"), per_class=4, seed=seed)
         build_collection(config, BuildSpec(kind="folder", data=data, name=name, factory="IVF2,Flat", nprobe=2),
-                         embedder=FakeEmbedder(), progress=False)
+                         embedder=FakeEmbedder(), progress_bar=False)
     return config, tmp_path
 
 
@@ -61,7 +61,7 @@ def test_a_corrupted_file_is_refused_with_the_rebuild_command_and_others_still_l
     broken, fine = infos["holiday"], infos["garden"]
     assert not broken.ready and broken.reason
     assert "corrupted" in broken.reason or "unreadable" in broken.reason or "does not match" in broken.reason
-    command = f"python scripts/build_index.py --collection folder --data {root / 'holiday'} --name holiday"
+    command = f"python scripts/build_index.py --kind folder --data {root / 'holiday'} --name holiday"
     assert broken.build_command.startswith(command)
 
     with pytest.raises(IndexMismatchError) as info:

@@ -47,7 +47,7 @@ def built(request, tmp_path_factory):
     fake = FakeEmbedder(dim=dim)
     results = {
         name: build_collection(config, BuildSpec(kind="folder", data=base / "pics", name=name, factory=factory),
-                               embedder=fake, progress=False)
+                               embedder=fake, progress_bar=False)
         for name, factory in BUILDS.items()
     }
     return dim, config, fake, results, base / "pics"
@@ -136,7 +136,7 @@ def milvus(built, tmp_path_factory):
 
     dim, config, fake, _, _ = built
     uri = str(tmp_path_factory.mktemp(f"milvus-{dim}") / "milvus.db")
-    meta = sync(config.features_dir, "tuned", uri, progress=False)
+    meta = sync(config.features_dir, "tuned", uri, progress_bar=False)
     return config.with_(backend="milvus", milvus_uri=uri), meta
 
 
@@ -174,7 +174,7 @@ def test_index_of_another_model_is_refused_naming_both(tmp_path, built_dim):
     config = make_config(tmp_path)
     builder = FakeEmbedder(f"{built_model}/fake", dim=built_dim)
     build_collection(config, BuildSpec(kind="folder", data=tmp_path / "pics", name="mine", factory="Flat"),
-                     embedder=builder, progress=False)
+                     embedder=builder, progress_bar=False)
     assert SearchService(config, embedder=builder).search_item("mine", 0).hits[0].id == 0
 
     runner = FakeEmbedder(f"{run_model}/fake", dim=run_dim)

@@ -1,4 +1,4 @@
-"""Tests of app.download against a local HTTP server on 127.0.0.1 (no other network)."""
+"""Tests of app.net.download against a local HTTP server on 127.0.0.1 (no other network)."""
 
 from __future__ import annotations
 
@@ -191,7 +191,7 @@ def _leftovers(data: Path) -> list[str]:
 @pytest.mark.parametrize("outer", ["zip", "tar.gz"])
 def test_caltech_download_verify_extract_then_skip(server, tmp_path, outer):
     sources = fake_sources(server, outer)
-    target = download_dataset("caltech101", tmp_path, sources=sources, progress=False)
+    target = download_dataset("caltech101", tmp_path, sources=sources, progress_bar=False)
 
     assert target == tmp_path / "caltech101"
     for rel, data in CALTECH_FILES.items():
@@ -208,7 +208,7 @@ def test_caltech_download_verify_extract_then_skip(server, tmp_path, outer):
 
     seen = len(server.requests)
     assert seen == 1
-    assert download_dataset("caltech101", tmp_path, sources=sources, progress=False) == target
+    assert download_dataset("caltech101", tmp_path, sources=sources, progress_bar=False) == target
     assert len(server.requests) == seen  # no network the second time
 
 
@@ -216,7 +216,7 @@ def test_voc_download_with_sha256_and_base_url_override(server, tmp_path):
     sources = fake_sources(server)
     voc = sources["voc2012"]
     server.add(voc.filename, server.files["/voc.tar"])  # served under its official file name
-    target = download_dataset("voc2012", tmp_path, sources=sources, progress=False,
+    target = download_dataset("voc2012", tmp_path, sources=sources, progress_bar=False,
                               base_url_override=server.url + "/", keep_archive=False)
     assert list((tmp_path / ".downloads").iterdir()) == []
     base = target / "VOCdevkit" / "VOC2012"
@@ -224,7 +224,7 @@ def test_voc_download_with_sha256_and_base_url_override(server, tmp_path):
     assert (base / "ImageSets/Main/trainval.txt").read_text().split() == ["2008_000001", "2008_000002"]
     assert json.loads((target / ".complete").read_text())["checksum"].startswith("sha256:")
     assert server.requests == [(f"/{voc.filename}", None)]
-    download_dataset("voc2012", tmp_path, sources=sources, progress=False)
+    download_dataset("voc2012", tmp_path, sources=sources, progress_bar=False)
     assert len(server.requests) == 1
 
 
@@ -234,7 +234,7 @@ def test_user_copy_without_marker_counts_as_present(tmp_path):
     (cats / "a.jpg").write_bytes(_jpeg((0, 0, 0)))
     sources = {"caltech101": replace(dl.SOURCES["caltech101"], url=closed_port_url("x.zip"))}
     assert dataset_present("caltech101", tmp_path, sources=sources)
-    assert download_dataset("caltech101", tmp_path, sources=sources, progress=False).is_dir()
+    assert download_dataset("caltech101", tmp_path, sources=sources, progress_bar=False).is_dir()
     assert not (tmp_path / "caltech101" / ".complete").exists()
     assert not (tmp_path / "voc2012").exists() and not dataset_present("voc2012", tmp_path)
 
@@ -242,7 +242,7 @@ def test_user_copy_without_marker_counts_as_present(tmp_path):
 def test_incomplete_existing_folder_is_moved_aside(server, tmp_path):
     (tmp_path / "caltech101").mkdir()
     (tmp_path / "caltech101" / "notes.txt").write_text("mine")
-    download_dataset("caltech101", tmp_path, sources=fake_sources(server), progress=False)
+    download_dataset("caltech101", tmp_path, sources=fake_sources(server), progress_bar=False)
     assert (tmp_path / "caltech101" / ".complete").is_file()
     (aside,) = tmp_path.glob(".old-caltech101-*")
     assert (aside / "notes.txt").read_text() == "mine"
@@ -252,7 +252,7 @@ def test_bad_checksum_leaves_nothing(server, tmp_path):
     sources = fake_sources(server)
     sources["caltech101"] = replace(sources["caltech101"], checksum="0" * 32)
     with pytest.raises(DownloadError, match="checksum mismatch") as err:
-        download_dataset("caltech101", tmp_path, sources=sources, progress=False)
+        download_dataset("caltech101", tmp_path, sources=sources, progress_bar=False)
     assert "deleted" in str(err.value)
     assert not (tmp_path / "caltech101").exists()
     assert list((tmp_path / ".downloads").iterdir()) == []  # neither the file nor its .part
@@ -271,14 +271,14 @@ def test_interrupted_extraction_leaves_no_collection(server, tmp_path, monkeypat
 
     monkeypatch.setattr(tarfile.TarFile, "extractall", half_then_fail)
     with pytest.raises(DownloadError if isinstance(exc, OSError) else KeyboardInterrupt):
-        download_dataset("caltech101", tmp_path, sources=sources, progress=False)
+        download_dataset("caltech101", tmp_path, sources=sources, progress_bar=False)
     assert not (tmp_path / "caltech101").exists()
     assert _leftovers(tmp_path) == []
     assert not dataset_present("caltech101", tmp_path, sources=sources)
 
     monkeypatch.setattr(tarfile.TarFile, "extractall", real_extractall)
     seen = len(server.requests)
-    download_dataset("caltech101", tmp_path, sources=sources, progress=False)
+    download_dataset("caltech101", tmp_path, sources=sources, progress_bar=False)
     assert (tmp_path / "caltech101" / ".complete").is_file()
     assert len(server.requests) == seen  # the verified archive was reused
 
@@ -286,7 +286,7 @@ def test_interrupted_extraction_leaves_no_collection(server, tmp_path, monkeypat
 def test_connection_refused_has_local_copy_hint(tmp_path):
     sources = {"caltech101": replace(dl.SOURCES["caltech101"], url=closed_port_url("c.zip"))}
     with pytest.raises(DownloadError, match="cannot connect") as err:
-        download_dataset("caltech101", tmp_path, sources=sources, progress=False)
+        download_dataset("caltech101", tmp_path, sources=sources, progress_bar=False)
     hint = err.value.hint or ""
     assert f"101_ObjectCategories folder to {tmp_path / 'caltech101'}/" in hint
     assert "--data DIR" in hint
@@ -312,7 +312,7 @@ def test_resume_requests_only_the_rest(server, tmp_path):
     url = server.add("blob.bin", PAYLOAD)
     half = len(PAYLOAD) // 2
     (tmp_path / "blob.bin.part").write_bytes(PAYLOAD[:half])
-    out = download_file(url, tmp_path / "blob.bin", checksum=_md5(PAYLOAD), progress=False)
+    out = download_file(url, tmp_path / "blob.bin", checksum=_md5(PAYLOAD), progress_bar=False)
     assert out.read_bytes() == PAYLOAD
     assert server.requests == [("/blob.bin", f"bytes={half}-")]
     assert not (tmp_path / "blob.bin.part").exists()
@@ -323,7 +323,7 @@ def test_server_ignoring_range_restarts_from_zero(server, tmp_path):
     server.ignore_range = True
     (tmp_path / "blob.bin.part").write_bytes(PAYLOAD[:1000])
     out = download_file(url, tmp_path / "blob.bin", checksum=hashlib.sha256(PAYLOAD).hexdigest(),
-                        algo="sha256", progress=False)
+                        algo="sha256", progress_bar=False)
     assert out.read_bytes() == PAYLOAD
     assert server.requests == [("/blob.bin", "bytes=1000-")]
 
@@ -331,14 +331,14 @@ def test_server_ignoring_range_restarts_from_zero(server, tmp_path):
 def test_part_already_complete_gets_416(server, tmp_path):
     url = server.add("blob.bin", PAYLOAD)
     (tmp_path / "blob.bin.part").write_bytes(PAYLOAD)
-    assert download_file(url, tmp_path / "blob.bin", checksum=_md5(PAYLOAD), progress=False).is_file()
+    assert download_file(url, tmp_path / "blob.bin", checksum=_md5(PAYLOAD), progress_bar=False).is_file()
     assert server.requests == [("/blob.bin", f"bytes={len(PAYLOAD)}-")]
 
 
 def test_dropped_connection_resumes_automatically(server, tmp_path):
     url = server.add("blob.bin", PAYLOAD)
     server.truncate_next = 1
-    out = download_file(url, tmp_path / "blob.bin", checksum=_md5(PAYLOAD), progress=False)
+    out = download_file(url, tmp_path / "blob.bin", checksum=_md5(PAYLOAD), progress_bar=False)
     assert out.read_bytes() == PAYLOAD
     (_, first_range), (_, rng) = server.requests
     assert first_range is None  # then resumed from what had been written to disk
@@ -348,7 +348,7 @@ def test_dropped_connection_resumes_automatically(server, tmp_path):
 
 def test_http_error_is_a_download_error(server, tmp_path):
     with pytest.raises(DownloadError, match="HTTP 404"):
-        download_file(server.url + "/missing.bin", tmp_path / "m.bin", progress=False)
+        download_file(server.url + "/missing.bin", tmp_path / "m.bin", progress_bar=False)
 
 
 def test_gdrive_confirmation_page_is_parsed():
@@ -421,7 +421,7 @@ def test_unsafe_archive_in_download_leaves_no_collection(server, tmp_path):
     sources = {"caltech101": replace(dl.SOURCES["caltech101"], url=server.add("c.zip", bad),
                                      checksum=_md5(bad))}
     with pytest.raises(DownloadError, match="unsafe member"):
-        download_dataset("caltech101", tmp_path, sources=sources, progress=False)
+        download_dataset("caltech101", tmp_path, sources=sources, progress_bar=False)
     assert not (tmp_path / "caltech101").exists() and _leftovers(tmp_path) == []
     assert not list(tmp_path.rglob("evil*"))
 

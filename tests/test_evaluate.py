@@ -121,7 +121,7 @@ def test_retune_keeps_the_manifest_and_loads(small_collection, tmp_path):
 def test_cli_json(small_collection):
     config, _, data = small_collection
     out = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "evaluate.py"), "--collection", "folder", "--name", "shapes",
+        [sys.executable, str(ROOT / "scripts" / "evaluate.py"), "--kind", "folder", "--name", "shapes",
          "--data", str(data), "--weights", "untrained", "--indexes", str(config.indexes_dir),
          "--features", str(config.features_dir), "--json"],
         capture_output=True, text=True, timeout=300, cwd=ROOT,

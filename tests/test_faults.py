@@ -72,7 +72,7 @@ sys.exit(main(["build", *args]))
 
 
 def build_args(data: Path, out: Path, *extra: str) -> list[str]:
-    return ["--collection", "folder", "--data", str(data), "--name", NAME, "--weights", "untrained",
+    return ["--kind", "folder", "--data", str(data), "--name", NAME, "--weights", "untrained",
             "--indexes", str(out / "indexes"), "--features", str(out / "features"), "--workers", "0",
             "--batch-size", "4", "--chunk-size", "8", "--factory", "IVF2,Flat", "--nprobe", "2", "--no-progress",
             *extra]
@@ -114,7 +114,7 @@ def previous(tmp_path_factory, photos, embedder, model_cache) -> Path:
     config = Config(indexes_dir=out / "indexes", features_dir=out / "features", cache_dir=model_cache,
                     weights="untrained", workers=0)
     build_collection(config, BuildSpec(kind="folder", data=photos[0], name=NAME, limit=12, factory="IVF2,Flat",
-                                       nprobe=2, chunk_size=8), embedder=embedder, progress=False)
+                                       nprobe=2, chunk_size=8), embedder=embedder, progress_bar=False)
     return out
 
 
@@ -130,12 +130,12 @@ def all_chunks(tmp_path_factory, photos, previous, cli_env) -> Path:
 
 def only_current_files(out: Path) -> bool:
     """The collection's data files are exactly those its manifest names (no stale generation is left)."""
-    from app.service.commit import own_files
+    from app.service.commit import files_of
 
     m = json.loads(manifest_path(out / "indexes", NAME).read_text())
     config = Config(indexes_dir=out / "indexes", features_dir=out / "features")
     named = {out / "features" / m["features"], out / "features" / m["table"], out / "indexes" / m["index_file"]}
-    return set(own_files(config, NAME)) == named and all(p.is_file() for p in named)
+    return set(files_of(config, NAME).data_files()) == named and all(p.is_file() for p in named)
 
 
 def collection(out: Path, embedder):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from app.core.datasets import load_dataset
-from app.core.features import extract_features, feature_paths, load_features
+from app.core.features import EmbedOptions, extract_features, feature_paths, load_features
 from app.core.images import load_image
 from app.core.models import get_model
 from app.core.preprocess import preprocess
@@ -20,6 +20,11 @@ from tests.helpers import make_image_folder, temp_files
 
 class Killed(KeyboardInterrupt):
     """What a Ctrl-C (or the end of the process) looks like to the build loop."""
+
+
+def extract(dataset, embedder, features_dir, name, **options):
+    """:func:`extract_features` with its :class:`EmbedOptions` given as keywords."""
+    return extract_features(dataset, embedder, features_dir, name, EmbedOptions(**options))
 
 
 def kill_after(chunk_no: int):
@@ -65,22 +70,22 @@ def folder10(tmp_path_factory):
 def test_resume_after_kill_gives_identical_output(tmp_path, folder6, embedder):
     ds = load_dataset("folder", folder6)
     assert len(ds.items) == 6
-    kw = dict(batch_size=2, workers=0, chunk_size=2, progress=False)
+    kw = dict(batch_size=2, workers=0, chunk_size=2, progress_bar=False)
 
     on_chunk, ref_chunks = recorder()
-    ref_vectors, ref_table, ref_stats = extract_features(ds, embedder, tmp_path / "ref", "c", on_chunk=on_chunk, **kw)
+    ref_vectors, ref_table, ref_stats = extract(ds, embedder, tmp_path / "ref", "c", on_chunk=on_chunk, **kw)
     assert ref_chunks == [0, 1, 2] and ref_stats["resumed_rows"] == 0 and len(ref_table) == 6
 
     out = tmp_path / "out"
     kill, seen = kill_after(0)
     with pytest.raises(Killed):
-        extract_features(ds, embedder, out, "c", on_chunk=kill, **kw)
+        extract(ds, embedder, out, "c", on_chunk=kill, **kw)
     assert seen == [0]
     assert sorted(p.name for p in (out / "c.parts").iterdir()) == ["chunk-000000.npz", "state.json"]
     assert not feature_paths(out, "c")[0].exists() and not feature_paths(out, "c")[1].exists()
 
     on_chunk, resumed_chunks = recorder()
-    vectors, table, stats = extract_features(ds, embedder, out, "c", on_chunk=on_chunk, **kw)
+    vectors, table, stats = extract(ds, embedder, out, "c", on_chunk=on_chunk, **kw)
     assert resumed_chunks == [1, 2]  # chunk 0 was not embedded again
     assert stats["resumed_rows"] == 2 and stats["embedded"] == 6
     assert outputs(out, "c") == outputs(tmp_path / "ref", "c")  # bit for bit
@@ -91,18 +96,18 @@ def test_resume_after_kill_gives_identical_output(tmp_path, folder6, embedder):
 
 def test_resume_with_worker_processes_and_a_kill_in_the_middle(tmp_path, folder10):
     ds = load_dataset("folder", folder10)
-    kw = dict(batch_size=2, chunk_size=4, progress=False)
-    ref_vectors, ref_table, _ = extract_features(ds, FakeEmbedder(), tmp_path / "ref", "c", workers=0, **kw)
+    kw = dict(batch_size=2, chunk_size=4, progress_bar=False)
+    ref_vectors, ref_table, _ = extract(ds, FakeEmbedder(), tmp_path / "ref", "c", workers=0, **kw)
 
     fake = FakeEmbedder()
     kill, _ = kill_after(1)
     with pytest.raises(Killed):
-        extract_features(ds, fake, tmp_path / "out", "c", workers=2, on_chunk=kill, **kw)
+        extract(ds, fake, tmp_path / "out", "c", workers=2, on_chunk=kill, **kw)
     assert fake.rows == 8
     # a temp file left by a write that was cut short is ignored, and cleaned up with the parts
     (tmp_path / "out" / "c.parts" / ".chunk-000002.npz.abc123.tmp").write_bytes(b"half a chunk")
     fake = FakeEmbedder()
-    vectors, table, stats = extract_features(ds, fake, tmp_path / "out", "c", workers=2, **kw)
+    vectors, table, stats = extract(ds, fake, tmp_path / "out", "c", workers=2, **kw)
     assert fake.rows == 4 and stats["resumed_rows"] == 8
     assert np.array_equal(vectors, ref_vectors) and table.paths == ref_table.paths
     assert outputs(tmp_path / "out", "c") == outputs(tmp_path / "ref", "c")
@@ -111,15 +116,15 @@ def test_resume_with_worker_processes_and_a_kill_in_the_middle(tmp_path, folder1
 
 def test_damaged_chunk_is_recomputed_not_trusted(tmp_path, folder10):
     ds = load_dataset("folder", folder10)
-    kw = dict(batch_size=2, workers=0, chunk_size=4, progress=False)
-    ref_vectors, _, _ = extract_features(ds, FakeEmbedder(), tmp_path / "ref", "c", **kw)
+    kw = dict(batch_size=2, workers=0, chunk_size=4, progress_bar=False)
+    ref_vectors, _, _ = extract(ds, FakeEmbedder(), tmp_path / "ref", "c", **kw)
     kill, _ = kill_after(1)
     with pytest.raises(Killed):
-        extract_features(ds, FakeEmbedder(), tmp_path / "out", "c", on_chunk=kill, **kw)
+        extract(ds, FakeEmbedder(), tmp_path / "out", "c", on_chunk=kill, **kw)
     chunk = tmp_path / "out" / "c.parts" / "chunk-000001.npz"
     chunk.write_bytes(chunk.read_bytes()[:100])
     fake = FakeEmbedder()
-    vectors, _, stats = extract_features(ds, fake, tmp_path / "out", "c", **kw)
+    vectors, _, stats = extract(ds, fake, tmp_path / "out", "c", **kw)
     assert stats["resumed_rows"] == 4 and fake.rows == 8
     assert np.array_equal(vectors, ref_vectors)
 
@@ -136,8 +141,8 @@ def test_unreadable_files_are_skipped_listed_and_counted(tmp_path):
     assert [(s.path, s.reason) for s in ds.skipped] == [("a/empty.png", "empty file (0 bytes)")]
 
     fake = FakeEmbedder()
-    vectors, table, stats = extract_features(ds, fake, tmp_path / "features", "c", batch_size=3, workers=0,
-                                             chunk_size=3, progress=False)
+    vectors, table, stats = extract(ds, fake, tmp_path / "features", "c", batch_size=3, workers=0,
+                                             chunk_size=3, progress_bar=False)
     bad = {"a/corrupt.jpg", "a/empty.png", "b/truncated.jpg", "b/notes.jpg"}
     assert stats["skipped"] == 4 and stats["embedded"] == 4 and stats["images"] == 7
     assert {s["path"] for s in table.skipped} == bad
@@ -161,7 +166,7 @@ def test_unreadable_files_are_skipped_listed_and_counted(tmp_path):
 
     config = Config(indexes_dir=tmp_path / "indexes", features_dir=tmp_path / "built", workers=0)
     result = build_collection(config, BuildSpec(kind="folder", data=root, name="c", factory="Flat"),
-                              embedder=FakeEmbedder(), progress=False)
+                              embedder=FakeEmbedder(), progress_bar=False)
     assert result.manifest.count == 4 and result.manifest.skipped == 4 and result.stats["skipped"] == 4
     assert {s["path"] for s in result.skipped} == bad
 
@@ -172,16 +177,16 @@ def test_no_readable_image_at_all_is_an_error(tmp_path):
     for i in range(3):
         (root / f"{i}.jpg").write_bytes(b"nope")
     with pytest.raises(DatasetError, match="could be read"):
-        extract_features(load_dataset("folder", root), FakeEmbedder(), tmp_path / "f", "c", workers=0, progress=False)
+        extract(load_dataset("folder", root), FakeEmbedder(), tmp_path / "f", "c", workers=0, progress_bar=False)
 
 
 @pytest.mark.parametrize("change", ["sample", "weights", "chunk_size", "image_root"])
 def test_changed_sample_weights_or_source_invalidate_stale_parts(tmp_path, folder10, change):
-    kw = dict(batch_size=2, workers=0, progress=False)
+    kw = dict(batch_size=2, workers=0, progress_bar=False)
     old_ds = load_dataset("folder", folder10, limit=8)
     kill, _ = kill_after(0)
     with pytest.raises(Killed):
-        extract_features(old_ds, FakeEmbedder("fake/A"), tmp_path / "out", "c", chunk_size=4, on_chunk=kill, **kw)
+        extract(old_ds, FakeEmbedder("fake/A"), tmp_path / "out", "c", chunk_size=4, on_chunk=kill, **kw)
     assert (tmp_path / "out" / "c.parts" / "chunk-000000.npz").is_file()
 
     new_ds, new_embedder, chunk_size = old_ds, FakeEmbedder("fake/A"), 4
@@ -197,10 +202,10 @@ def test_changed_sample_weights_or_source_invalidate_stale_parts(tmp_path, folde
         new_ds = load_dataset("folder", other, limit=8)
         assert [it.path for it in new_ds.items] == [it.path for it in old_ds.items]
 
-    vectors, table, stats = extract_features(new_ds, new_embedder, tmp_path / "out", "c", chunk_size=chunk_size, **kw)
+    vectors, table, stats = extract(new_ds, new_embedder, tmp_path / "out", "c", chunk_size=chunk_size, **kw)
     assert stats["resumed_rows"] == 0 and new_embedder.rows == len(new_ds.items)
     fresh_embedder = FakeEmbedder(new_embedder.weights_id, salt=new_embedder.salt)
-    fresh, fresh_table, _ = extract_features(new_ds, fresh_embedder, tmp_path / "fresh", "c",
+    fresh, fresh_table, _ = extract(new_ds, fresh_embedder, tmp_path / "fresh", "c",
                                              chunk_size=chunk_size, **kw)
     assert np.array_equal(vectors, fresh) and table.paths == fresh_table.paths
     assert table.weights_id == new_embedder.weights_id
@@ -208,7 +213,7 @@ def test_changed_sample_weights_or_source_invalidate_stale_parts(tmp_path, folde
 
 def test_load_features_refuses_a_table_that_does_not_match(tmp_path, folder6):
     ds = load_dataset("folder", folder6)
-    extract_features(ds, FakeEmbedder(), tmp_path, "c", workers=0, progress=False)
+    extract(ds, FakeEmbedder(), tmp_path, "c", workers=0, progress_bar=False)
     npy, table_path = feature_paths(tmp_path, "c")
     obj = json.loads(table_path.read_text())
     obj["items"] = obj["items"][:-1]
@@ -227,9 +232,9 @@ def test_load_features_refuses_a_table_that_does_not_match(tmp_path, folder6):
 def test_final_files_are_written_atomically(tmp_path, folder6, monkeypatch):
     """A failure while writing the vectors leaves the previous file whole, no temp file, and the parts."""
     ds = load_dataset("folder", folder6)
-    kw = dict(workers=0, progress=False, chunk_size=3)
-    ref_vectors, _, _ = extract_features(ds, FakeEmbedder(), tmp_path / "ref", "c", **kw)
-    extract_features(ds, FakeEmbedder(salt=1.0), tmp_path, "c", **kw)
+    kw = dict(workers=0, progress_bar=False, chunk_size=3)
+    ref_vectors, _, _ = extract(ds, FakeEmbedder(), tmp_path / "ref", "c", **kw)
+    extract(ds, FakeEmbedder(salt=1.0), tmp_path, "c", **kw)
     old_npy = feature_paths(tmp_path, "c")[0].read_bytes()
 
     import app.files.atomic as atomic
@@ -243,14 +248,14 @@ def test_final_files_are_written_atomically(tmp_path, folder6, monkeypatch):
 
     monkeypatch.setattr(atomic.os, "replace", failing_replace)
     with pytest.raises(StorageError, match="No space left on device"):
-        extract_features(ds, FakeEmbedder(), tmp_path, "c", **kw)
+        extract(ds, FakeEmbedder(), tmp_path, "c", **kw)
     monkeypatch.undo()
     assert feature_paths(tmp_path, "c")[0].read_bytes() == old_npy  # the old file, whole
     assert temp_files(tmp_path) == []
     assert (tmp_path / "c.parts").is_dir()
 
     fake = FakeEmbedder()
-    vectors, _, stats = extract_features(ds, fake, tmp_path, "c", **kw)
+    vectors, _, stats = extract(ds, fake, tmp_path, "c", **kw)
     assert fake.rows == 0 and stats["resumed_rows"] == 6  # finished from the saved parts
     assert np.array_equal(vectors, ref_vectors) and np.array_equal(load_features(tmp_path, "c")[0], ref_vectors)
     assert not (tmp_path / "c.parts").exists() and temp_files(tmp_path) == []

@@ -1,4 +1,4 @@
-"""Tests for :mod:`app.fetch`: URL and address checks, pinning, redirects, size and time limits.
+"""Tests for :mod:`app.net.fetch`: URL and address checks, pinning, redirects, size and time limits.
 
 Every server here binds 127.0.0.1 on a random port, runs in a daemon thread and is shut down by
 the ``serve`` fixture. Name resolution is faked (``FakeDNS``); real ``getaddrinfo`` is only ever

@@ -1,4 +1,4 @@
-"""app.images.load_image: the one loader used by the CLI, the index build and the UI."""
+"""app.core.images.load_image: the one loader used by the CLI, the index build and the UI."""
 
 from __future__ import annotations
 

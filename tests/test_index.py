@@ -125,7 +125,7 @@ def test_other_weights_are_refused_naming_both_ids_and_the_rebuild(shapes_copy, 
         load_index(indexes, "shapes", weights_id="resnet50/IMAGENET1K_V2/11ad3fa6")
     text = info.value.user_message()
     assert manifest["weights_id"] in text and "resnet50/IMAGENET1K_V2/11ad3fa6" in text
-    assert "python scripts/build_index.py --collection folder" in text and "--name shapes" in text
+    assert "python scripts/build_index.py --kind folder" in text and "--name shapes" in text
     rewrite_manifest(indexes, lambda m: m.update(weights_id="resnet50/file-sha256-00ff00ff00ff00ff"))
     with pytest.raises(IndexMismatchError) as info:
         load_index(indexes, "shapes", weights_id=embedder.weights_id)
@@ -172,7 +172,7 @@ def test_missing_or_unreadable_manifest(shapes_copy, embedder):
     with pytest.raises(IndexMissingError) as info:
         load_index(indexes, "caltech101")
     assert info.value.hint == (
-        "Build it with: python scripts/build_index.py --collection caltech101 --data data/caltech101"
+        "Build it with: python scripts/build_index.py --kind caltech101 --data data/caltech101"
     )
 
 
@@ -185,15 +185,15 @@ def test_missing_index_file_with_a_manifest(shapes_copy, embedder):
 
 def test_rebuild_command_repeats_the_build_options():
     built = {"weights_id": "resnet50/IMAGENET1K_V2/11ad3fa6", "dim": 2048, "count": 120}
-    manifest = Manifest(collection="caltech101", dataset_root="/data/caltech101", weights_arg="untrained",
+    manifest = Manifest(kind="caltech101", dataset_root="/data/caltech101", weights_arg="untrained",
                         limit=120, include=("BACKGROUND_Google",), **built)
     assert build_command("caltech101", manifest) == (
-        "python scripts/build_index.py --collection caltech101 --data /data/caltech101 --weights untrained "
+        "python scripts/build_index.py --kind caltech101 --data /data/caltech101 --weights untrained "
         "--limit 120 --include BACKGROUND_Google"
     )
     mine = Manifest(collection="folder", dataset_root="/p", weights_arg="imagenet", **built)
     assert build_command("mine", mine) == (
-        "python scripts/build_index.py --collection folder --data /p --name mine"
+        "python scripts/build_index.py --kind folder --data /p --name mine"
     )
 
 

@@ -228,7 +228,7 @@ def test_real_model_index_serves_the_other_engine(tmp_path, lite0_embedder, int8
         builder = Embedder("imagenet", model="efficientnet-lite0", engine="onnx-int8", cache_dir=model_cache)
         querier = lite0_embedder
     result = build_collection(config, BuildSpec(kind="folder", data=CUPS, name="cups", factory="Flat"),
-                              embedder=builder, progress=False)
+                              embedder=builder, progress_bar=False)
     assert result.manifest["engine"] == build_engine
     if build_engine == "onnx-int8":
         cal = result.manifest["int8_calibration"]

@@ -48,13 +48,13 @@ def built(tmp_path):
     make_image_folder(root, per_class=6, seed=3)
     config = Config(indexes_dir=tmp_path / "indexes", features_dir=tmp_path / "features", workers=0)
     fake = FakeEmbedder()
-    result = build_collection(config, BuildSpec(data=root, **SPEC), embedder=fake, progress=False)
+    result = build_collection(config, BuildSpec(data=root, **SPEC), embedder=fake, progress_bar=False)
     assert result.changes.full_build and result.changes.line() == "added 24, changed 0, removed 0, unchanged 0"
     return config, root, fake
 
 
 def rebuild(config, root, fake=None):
-    return build_collection(config, BuildSpec(data=root, **SPEC), embedder=fake or FakeEmbedder(), progress=False)
+    return build_collection(config, BuildSpec(data=root, **SPEC), embedder=fake or FakeEmbedder(), progress_bar=False)
 
 
 def new_picture(path, variant):
@@ -110,7 +110,7 @@ def test_a_no_change_rerun_reads_no_image_and_writes_nothing(built, monkeypatch)
     real = scan.file_stamp
     monkeypatch.setattr("app.core.changes.file_stamp", lambda p: read.append(p) or real(p))
     fake = FakeEmbedder()
-    result = build_collection(config, BuildSpec(data=root, **SPEC), embedder=fake, progress=False)
+    result = build_collection(config, BuildSpec(data=root, **SPEC), embedder=fake, progress_bar=False)
     assert result.changes.line() == "added 0, changed 0, removed 0, unchanged 24"
     assert fake.rows == 0 and read == [] and mpath.stat().st_mtime_ns == stamp
     assert result.changes.index == "unchanged" and result.changes.generation == 0
@@ -205,7 +205,7 @@ def test_rename_keeps_ids_and_drop_removes_only_that_collections_files(built, tm
     other_root = tmp_path / "more"
     make_image_folder(other_root, per_class=2, seed=5)
     build_collection(config, BuildSpec(data=other_root, **{**SPEC, "name": "pics-2"}), embedder=FakeEmbedder(),
-                     progress=False)
+                     progress_bar=False)
     delete_items(config, "pics", ids=[0])
     before = ids_by_path(config)
     with pytest.raises(CollectionExistsError):

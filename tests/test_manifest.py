@@ -18,6 +18,7 @@ from app.core.manifest import (
     SCHEMA_VERSION,
     Manifest,
     migrate_v1_to_v2,
+    migrate_v2_to_v3,
 )
 from app.errors import IndexMismatchError, ManifestError
 from app.index.faiss_store import load_index, manifest_path, read_manifest
@@ -41,15 +42,16 @@ def test_the_committed_v1_manifest_is_in_the_old_format():
 def test_v1_manifest_migrates_keeping_every_value():
     obj = v1_object()
     m = Manifest.from_json(obj)
-    assert m.schema_version == SCHEMA_VERSION == 2
+    assert m.schema_version == SCHEMA_VERSION == 3
     out = m.to_json()
-    assert out["schema_version"] == 2 and "manifest_version" not in out
+    assert out["schema_version"] == 3 and "manifest_version" not in out
     # the optional keys of incremental builds, at their defaults: generation 0, trained on the count
     assert (out.pop("generation"), out.pop("trained_count"), out.pop("updates_since_training")) == (0, None, 0)
+    assert out.pop("kind") == obj["collection"]  # schema 3's name for the dataset kind
     assert {k: v for k, v in out.items() if k != "schema_version"} == {
-        k: v for k, v in obj.items() if k != "manifest_version"}
+        k: v for k, v in obj.items() if k not in ("manifest_version", "collection")}
     assert m.extra == {}  # the schema names every key of the old format
-    assert (m.name, m.collection, m.model, m.model_name) == ("shapes", "folder", "resnet50", "resnet50")
+    assert (m.name, m.kind, m.model, m.model_name) == ("shapes", "folder", "resnet50", "resnet50")
     assert (m.dim, m.count, m.nprobe, m.k_factor) == (2048, 24, 2, 2)
     assert m.factory == "PCAR16,IVF2,PQ1x4np,Refine(SQ8)" == m.tuning["chosen"]["factory"]
     assert m.weights_id.startswith("resnet50/untrained") and m.weights_arg == "untrained"
@@ -75,11 +77,20 @@ def test_oldest_v1_manifests_get_a_model_and_a_k_factor():
     assert lite.model == lite.model_name == "efficientnet-lite0"
 
 
-def test_v2_round_trips():
+def test_v2_manifests_get_kind_for_collection():
+    v2 = migrate_v1_to_v2(v1_object())
+    v3 = migrate_v2_to_v3(v2)
+    assert v3["schema_version"] == 3 and v3["kind"] == v2["collection"] == "folder" and "collection" not in v3
+    assert {k: v for k, v in v3.items() if k not in ("schema_version", "kind")} == {
+        k: v for k, v in v2.items() if k not in ("schema_version", "collection")}
+    assert Manifest.from_json(v2) == Manifest.from_json(v3)
+
+
+def test_v3_round_trips():
     m = Manifest.from_json(v1_object())
     again = Manifest.from_json(json.loads(json.dumps(m.to_json())))
     assert again == m and again.to_json() == m.to_json()
-    assert Manifest.from_json(m.to_json()).schema_version == 2
+    assert Manifest.from_json(m.to_json()).schema_version == 3
 
 
 def test_a_v1_manifest_on_disk_loads_its_index(small_collection, tmp_path, embedder):
@@ -87,10 +98,11 @@ def test_a_v1_manifest_on_disk_loads_its_index(small_collection, tmp_path, embed
     config, result, _ = small_collection
     indexes = tmp_path / "indexes"
     shutil.copytree(config.indexes_dir, indexes)
-    old = {k: v for k, v in result.manifest.to_json().items() if k != "schema_version"}
+    old = {("collection" if k == "kind" else k): v for k, v in result.manifest.to_json().items()
+           if k != "schema_version"}  # schema 1 and 2 called the dataset kind "collection"
     manifest_path(indexes, "shapes").write_text(json.dumps({"manifest_version": 1, **old}))
     index, m = load_index(indexes, "shapes", weights_id=embedder.weights_id, dim=2048, model="resnet50")
-    assert index.ntotal == 24 and m == result.manifest and m.schema_version == 2
+    assert index.ntotal == 24 and m == result.manifest and m.schema_version == 3
     assert read_manifest(indexes, "shapes") == result.manifest
 
 
@@ -117,7 +129,7 @@ def test_a_wrong_field_is_named(field, bad):
     assert info.value.fields == (field,)
 
 
-@pytest.mark.parametrize("key, version", [("schema_version", 3), ("schema_version", "2"), ("manifest_version", 7)])
+@pytest.mark.parametrize("key, version", [("schema_version", 4), ("schema_version", "3"), ("manifest_version", 7)])
 def test_an_unknown_schema_version_is_refused(key, version):
     obj = {k: v for k, v in v1_object().items() if k != "manifest_version"}
     with pytest.raises(ManifestError, match=f"invalid {key}") as info:

@@ -20,7 +20,7 @@ from app.service.search import SearchService  # noqa: E402
 def milvus_collection(small_collection, tmp_path_factory):
     config, result, data = small_collection
     uri = str(tmp_path_factory.mktemp("milvus") / "milvus.db")
-    meta = sync(config.features_dir, "shapes", uri, progress=False)
+    meta = sync(config.features_dir, "shapes", uri, progress_bar=False)
     return config.with_(backend="milvus", milvus_uri=uri), meta
 
 
@@ -115,7 +115,7 @@ def test_build_with_the_milvus_backend_pushes_the_vectors(tmp_path, cli_env):
     make_image_folder(tmp_path / "pics", per_class=3)
     uri = str(tmp_path / "build.db")
     dirs = ["--indexes", str(tmp_path / "i"), "--features", str(tmp_path / "f")]
-    proc = subprocess.run([sys.executable, "scripts/build_index.py", "--collection", "folder", "--data",
+    proc = subprocess.run([sys.executable, "scripts/build_index.py", "--kind", "folder", "--data",
                            str(tmp_path / "pics"), "--name", "pics", "--weights", "untrained", "--factory", "Flat",
                            "--backend", "milvus", "--milvus-uri", uri, "--no-progress", "--json", *dirs],
                           cwd=Path(__file__).resolve().parent.parent, env=cli_env, capture_output=True, text=True,
@@ -125,7 +125,7 @@ def test_build_with_the_milvus_backend_pushes_the_vectors(tmp_path, cli_env):
     assert out["stats"]["milvus"]["count"] == out["manifest"]["count"] == 12
     index = MilvusIndex(uri, "pics")
     assert index.count() == 12 and index.meta.weights_id == out["manifest"]["weights_id"]
-    missing = subprocess.run([sys.executable, "scripts/build_index.py", "--collection", "folder", "--data",
+    missing = subprocess.run([sys.executable, "scripts/build_index.py", "--kind", "folder", "--data",
                               str(tmp_path / "pics"), "--backend", "milvus", *dirs],
                              cwd=Path(__file__).resolve().parent.parent, env=cli_env, capture_output=True,
                              text=True, timeout=120)
@@ -276,7 +276,7 @@ def test_cli_search_through_milvus_returns_the_faiss_ids_after_churn(tmp_path, c
         assert proc.returncode == 0, proc.stderr
         return proc.stdout
 
-    run(["scripts/build_index.py", "--collection", "folder", "--data", str(data), "--name", "pics", "--weights",
+    run(["scripts/build_index.py", "--kind", "folder", "--data", str(data), "--name", "pics", "--weights",
          "untrained", "--no-progress", *dirs, *milvus])
     run(["-m", "app.cli", "add", "--collection", "pics", str(extra), "--weights", "untrained", *dirs, *milvus])
     run(["-m", "app.cli", "delete", "--collection", "pics", "--id", "0", "5", *dirs, *milvus])

@@ -31,7 +31,7 @@ def two(tmp_path):
     for name, seed in (("pushed", 1), ("local", 2)):
         make_image_folder(tmp_path / name, classes=("circles", "squares"), per_class=4, seed=seed)
         build_collection(config, BuildSpec(kind="folder", data=tmp_path / name, name=name, factory="Flat"),
-                         embedder=FakeEmbedder(), progress=False)
+                         embedder=FakeEmbedder(), progress_bar=False)
     uri = str(tmp_path / "milvus.db")
     sync(config.features_dir, "pushed", uri)
     return config.with_(backend="milvus", milvus_uri=uri, milvus_timeout_s=2.0), tmp_path

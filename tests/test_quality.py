@@ -45,7 +45,7 @@ def collection(tmp_path_factory, lite0_embedder):
         shutil.copy(DATA / name, folder / "photos" / name)
     config = Config(indexes_dir=base / "indexes", features_dir=base / "features", model="efficientnet-lite0",
                     cache_dir=lite0_embedder.cache_dir, workers=0)
-    build_collection(config, BuildSpec(kind="folder", data=folder, name="mixed", factory="Flat"), embedder=lite0_embedder, progress=False)
+    build_collection(config, BuildSpec(kind="folder", data=folder, name="mixed", factory="Flat"), embedder=lite0_embedder, progress_bar=False)
     return SearchService(config, embedder=lite0_embedder)
 
 
@@ -78,7 +78,7 @@ def test_untrained_network_fails_the_same_test(tmp_path, model_cache):
 
     untrained = Embedder("untrained", model="efficientnet-lite0", cache_dir=model_cache)
     config = Config(indexes_dir=tmp_path / "i", features_dir=tmp_path / "f", workers=0)
-    build_collection(config, BuildSpec(kind="folder", data=DATA / "cats_and_cups", name="cc", factory="Flat"), embedder=untrained, progress=False)
+    build_collection(config, BuildSpec(kind="folder", data=DATA / "cats_and_cups", name="cc", factory="Flat"), embedder=untrained, progress_bar=False)
     service = SearchService(config, embedder=untrained)
     labels = [h.label for h in service.search_new_image(DATA / "photo_chelsea.jpg", "cc", k=4).hits]
     assert labels.count("wild_cat") < 4, labels

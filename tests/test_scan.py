@@ -131,7 +131,7 @@ def test_a_folder_collection_builds_from_a_messy_folder_and_reports_every_skip(m
     assert all(it.labels == (it.path.split("/")[0],) for it in ds.items)
     config = Config(indexes_dir=tmp_path / "indexes", features_dir=tmp_path / "features", workers=0)
     result = finishes(build_collection, config, BuildSpec(kind="folder", data=root, name="messy", factory="Flat"),
-                      embedder=FakeEmbedder(), progress=False)
+                      embedder=FakeEmbedder(), progress_bar=False)
     assert result.manifest.count == len(good)
     reasons = {s["path"]: s["reason"] for s in result.skipped}
     assert set(reasons) == set(expected) | {"dogs/really_heic.jpg"}

@@ -1,4 +1,4 @@
-"""app.search.SearchService over built collections (the session's small one and approximate ones)."""
+"""app.service.search.SearchService over built collections (the session's small one and approximate ones)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def approx(tmp_path_factory):
                     cache_dir=base / "cache", weights="untrained", workers=0, max_k=100)
     fake = FakeEmbedder("fake/approx")
     spec = BuildSpec(kind="folder", data=base / "pics", name="approx", factory="IVF8,PQ16x4", nprobe=1)
-    result = build_collection(config, spec, embedder=fake, progress=False)
+    result = build_collection(config, spec, embedder=fake, progress_bar=False)
     assert result.manifest.count == 40
     return SearchService(config, embedder=fake), config, base
 

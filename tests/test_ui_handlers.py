@@ -54,8 +54,8 @@ def two_collections(tmp_path_factory, embedder, model_cache):
                     cache_dir=model_cache, weights="untrained", workers=0)
     make_image_folder(base / "a", per_class=3)
     make_image_folder(base / "b", classes=("dots", "bars"), per_class=4, seed=5, size=(80, 80))
-    build_collection(config, BuildSpec(kind="folder", data=base / "a", name="shapes"), embedder=embedder, progress=False)
-    build_collection(config, BuildSpec(kind="folder", data=base / "b", name="tiles"), embedder=embedder, progress=False)
+    build_collection(config, BuildSpec(kind="folder", data=base / "a", name="shapes"), embedder=embedder, progress_bar=False)
+    build_collection(config, BuildSpec(kind="folder", data=base / "b", name="tiles"), embedder=embedder, progress_bar=False)
     return config, base
 
 
@@ -349,7 +349,7 @@ def test_missing_result_files_show_a_placeholder_and_a_warning(tmp_path, spy):
     photos = tmp_path / "photos"
     make_image_folder(photos, per_class=3)
     build_collection(config, BuildSpec(kind="folder", data=photos, name="mine", factory="Flat"),
-                     embedder=spy.inner, progress=False)
+                     embedder=spy.inner, progress_bar=False)
     h = Handlers(SearchService(config, embedder=spy), config, work_dir=tmp_path / "q")
     s = h.collections.initial_session("mine")
     shutil.rmtree(photos / "circles")
@@ -385,7 +385,7 @@ def test_missing_collection_shows_the_build_command(h):
     s = Session()
     view = h.collections.on_collection("caltech101", 5, s)
     assert "not built" in view.message
-    assert "python scripts/build_index.py --collection caltech101 --data data/caltech101" in view.message
+    assert "python scripts/build_index.py --kind caltech101 --data data/caltech101" in view.message
     assert view.results == [] and view.examples == []
     search = h.queries.on_search(upload(Image.new("RGB", (40, 40))), "voc2012", 5, s)
     assert "voc2012" in search.message and "build" in search.message.lower()
@@ -556,14 +556,14 @@ def test_collection_of_another_model_is_listed_with_its_rebuild_command(tmp_path
     config = Config(indexes_dir=tmp_path / "indexes", features_dir=tmp_path / "features", workers=0)
     make_image_folder(tmp_path / "photos", per_class=2)
     lite = FakeEmbedder("efficientnet-lite0/fake", dim=1280)
-    build_collection(config, BuildSpec(kind="folder", data=tmp_path / "photos", name="mine", factory="Flat"), embedder=lite, progress=False)
+    build_collection(config, BuildSpec(kind="folder", data=tmp_path / "photos", name="mine", factory="Flat"), embedder=lite, progress_bar=False)
     h = Handlers(SearchService(config, embedder=FakeEmbedder("resnet50/fake")), config, work_dir=tmp_path / "q")
     choices = dict((v, label) for label, v in h.collections.collection_choices())
     assert choices["mine"] == "mine · built with efficientnet-lite0"
     view = h.collections.on_collection("mine", 5, Session())
     text = view.message.replace("\\", "")  # as rendered: Markdown escapes removed
     assert "built with the model efficientnet-lite0" in text and "`--model efficientnet-lite0`" in text
-    assert f"python scripts/build_index.py --collection folder --data {tmp_path / 'photos'} --name mine" in text
+    assert f"python scripts/build_index.py --kind folder --data {tmp_path / 'photos'} --name mine" in text
     assert view.results == [] and view.examples == []
     # the same collection under an app running its model is ready and names the model
     h2 = Handlers(SearchService(config, embedder=lite), config, work_dir=tmp_path / "q2")

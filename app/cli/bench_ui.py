@@ -62,7 +62,7 @@ def cmd_bench_ui(args: argparse.Namespace) -> int:
     log = (lambda m: print(m, file=sys.stderr, flush=True))
     log("checking caltech101")
     ensure_collection(config, name="caltech101", kind="caltech101", data=args.data, limit=args.limit,
-                      progress=not args.json)
+                      progress_bar=not args.json)
     result = run_bench_ui(args, config, log)
     print(json.dumps(result, indent=2) if args.json else format_bench_ui(result))
     return 0

@@ -1,9 +1,11 @@
 """``build`` (also ``scripts/build_index.py``): embed a collection's images into features/ and save a
 tuned faiss index in indexes/; and ``list``.
 
-    python scripts/build_index.py --collection caltech101 --data data/caltech101
-    python scripts/build_index.py --collection caltech101 --data data/caltech101 --model efficientnet-lite0
-    python scripts/build_index.py --collection folder --data ~/Pictures --name my-photos
+    python scripts/build_index.py --kind caltech101 --data data/caltech101
+    python scripts/build_index.py --kind caltech101 --data data/caltech101 --model efficientnet-lite0
+    python scripts/build_index.py --kind folder --data ~/Pictures --name my-photos
+
+(``--collection KIND``, the old spelling of ``--kind``, still works.)
 
 Resumable: if it is interrupted, run the same command again and it continues.
 Incremental: run it again later and only new and changed files are embedded, deleted ones removed;
@@ -17,7 +19,7 @@ import argparse
 import json
 import sys
 
-from app.cli.common import add_common_args, config_from_args, notice, table
+from app.cli.common import add_common_args, add_kind_args, config_from_args, kind_from_args, notice, table
 from app.errors import AppError
 
 RESUME = "run the same command again to continue"
@@ -30,13 +32,12 @@ def add_list_args(p: argparse.ArgumentParser) -> None:
 
 def add_build_args(p: argparse.ArgumentParser) -> None:
     """The options of ``build`` / ``scripts/build_index.py``."""
-    from app.core.datasets import COLLECTION_KINDS
     from app.core.features import CHUNK_SIZE
 
-    p.add_argument("--collection", required=True, choices=COLLECTION_KINDS, help="dataset layout")
+    add_kind_args(p, required=True)
     p.add_argument("--data", required=True, metavar="DIR",
                    help="the collection's folder (as data_download.sh lays it out)")
-    p.add_argument("--name", default=None, help="collection name (default: the --collection value)")
+    p.add_argument("--name", default=None, help="collection name (default: the --kind value)")
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="a deterministic sample of N images spread over the labels")
     p.add_argument("--include", default="", help="Caltech101: comma-separated folders left out by default "
@@ -94,7 +95,7 @@ def _spec(args: argparse.Namespace):
     from app.service.build import BuildSpec
 
     return BuildSpec(
-        kind=args.collection, data=args.data, name=args.name, limit=args.limit,
+        kind=kind_from_args(args), data=args.data, name=args.name, limit=args.limit,
         include=tuple(x.strip() for x in args.include.split(",") if x.strip()),
         factory=args.factory, nprobe=args.nprobe, target_recall=args.target_recall, max_ms=args.max_ms,
         chunk_size=args.chunk_size, rebuild=args.rebuild,

@@ -34,6 +34,31 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="inference threads (default: all cores)")
 
 
+def add_kind_args(p: argparse.ArgumentParser, *, required: bool, default: str | None = None) -> None:
+    """``--kind`` (the dataset layout), and its old spelling ``--collection``, still accepted with a notice
+    (``--collection`` means a collection's name everywhere else)."""
+    from app.core.datasets import COLLECTION_KINDS
+
+    what = "dataset layout" + (f" (default {default})" if default else "")
+    p.add_argument("--kind", default=None, choices=COLLECTION_KINDS, help=what)
+    p.add_argument("--collection", dest="old_kind", default=None, choices=COLLECTION_KINDS,
+                   help="the old spelling of --kind")
+    p.set_defaults(kind_required=required, kind_default=default)
+
+
+def kind_from_args(args: argparse.Namespace) -> str:
+    """The ``--kind`` given (or its old spelling, with a one-line notice, or the default)."""
+    if args.old_kind is not None:
+        if args.kind is not None and args.kind != args.old_kind:
+            raise AppError(f"--kind {args.kind} and --collection {args.old_kind} disagree; give --kind only.")
+        notice([f"--collection {args.old_kind} is now spelled --kind {args.old_kind} (--collection names a "
+                "collection everywhere else)."])
+        return args.old_kind
+    if args.kind is None and args.kind_required:
+        raise AppError("--kind is required (caltech101, voc2012 or folder).")
+    return args.kind or args.kind_default
+
+
 def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Config:
     base = base or Config()
     return base.with_(

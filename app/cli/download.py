@@ -37,7 +37,7 @@ def cmd_download(args: argparse.Namespace) -> int:
     if args.what == "datasets":
         names = list(SOURCES) if "all" in args.names else list(dict.fromkeys(args.names))
         for name in names:
-            path = download_dataset(name, data_dir, progress=not args.no_progress,
+            path = download_dataset(name, data_dir, progress_bar=not args.no_progress,
                                     keep_archive=not args.delete_archives)
             print(f"{name}: ready in {path}")
     elif args.what == "weights":

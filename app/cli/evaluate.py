@@ -2,7 +2,7 @@
 
     python scripts/evaluate.py --data data/caltech101
     python scripts/evaluate.py --data data/caltech101 --sweep          # + the index sweep table
-    python scripts/evaluate.py --collection voc2012 --data data/voc2012 --queries 2000 --json
+    python scripts/evaluate.py --kind voc2012 --data data/voc2012 --queries 2000 --json
 
 Uses the built features and index of the collection; builds them from --data when missing.
 """
@@ -12,15 +12,13 @@ import argparse
 import json
 import sys
 
-from app.cli.common import add_common_args, config_from_args
-from app.core.datasets import COLLECTION_KINDS
+from app.cli.common import add_common_args, add_kind_args, config_from_args, kind_from_args
 from app.core.weights import UNTRAINED_NOTICE
 
 
 def add_evaluate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--collection", default="caltech101", choices=COLLECTION_KINDS,
-                   help="dataset layout, used when the collection has to be built (default caltech101)")
-    p.add_argument("--name", default=None, help="collection name (default: the --collection value)")
+    add_kind_args(p, required=False, default="caltech101")
+    p.add_argument("--name", default=None, help="collection name (default: the --kind value)")
     p.add_argument("--data", default="data/caltech101", metavar="DIR",
                    help="the dataset folder, used when the collection has to be built (default data/caltech101)")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="when building: a sample of N images")
@@ -38,12 +36,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from app.metrics.evaluate import ensure_collection, evaluate_collection, format_result, retune_collection
 
     config = config_from_args(args)
-    name = args.name or args.collection
+    kind = kind_from_args(args)
+    name = args.name or kind
     log = (lambda msg: print(msg, file=sys.stderr))
     if config.weights == "untrained":
         log(f"note: {UNTRAINED_NOTICE}")
-    ensure_collection(config, name=name, kind=args.collection, data=args.data, limit=args.limit,
-                      progress=not args.json)
+    ensure_collection(config, name=name, kind=kind, data=args.data, limit=args.limit,
+                      progress_bar=not args.json)
     if args.retune:
         m = retune_collection(config, name)
         log(f"retuned {name}: {m['factory']} nprobe={m['nprobe']} ({m['tuning']['seconds']} s)")

@@ -54,7 +54,7 @@ def cmd_load(args: argparse.Namespace) -> int:
     log = (lambda m: print(m, file=sys.stderr, flush=True))
     if args.collection == "caltech101":
         ensure_collection(config, name="caltech101", kind="caltech101", data=args.data, limit=args.limit,
-                          progress=not args.json)
+                          progress_bar=not args.json)
     with tempfile.TemporaryDirectory(prefix="ris-load-") as tmp:
         inputs_dir = Path(tmp)
         n_new = max(200, int(args.seconds * 15))

@@ -21,6 +21,6 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
     config = Config().with_(features_dir=args.features, indexes_dir=args.indexes, milvus_uri=args.uri,
                             milvus_token=args.token or None)
-    meta = push_collection(config, args.collection, index_type=args.index_type, progress=True)
+    meta = push_collection(config, args.collection, index_type=args.index_type, progress_bar=True)
     print(f"pushed {meta['count']} vectors of {args.collection} to {args.uri} ({meta['index_type']})")
     return 0

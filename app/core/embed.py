@@ -1,4 +1,4 @@
-"""Embedding: a registered model (``app.models``) without its classifier, L2-normalised float32.
+"""Embedding: a registered model (``app.core.models``) without its classifier, L2-normalised float32.
 
 Three engines run the same network:
 
@@ -21,8 +21,8 @@ Three engines run the same network:
 ``auto`` is ``onnx`` on a CPU and ``torch`` on CUDA. INT8 is no model's default (measured: README,
 Performance, "INT8").
 
-Which weights (``imagenet``, a file, or ``untrained``) is :mod:`app.weights`; how images become
-network input is :mod:`app.preprocess`, following the model's registry entry.
+Which weights (``imagenet``, a file, or ``untrained``) is :mod:`app.core.weights`; how images become
+network input is :mod:`app.core.preprocess`, following the model's registry entry.
 """
 
 from __future__ import annotations

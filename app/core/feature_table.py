@@ -38,6 +38,7 @@ import numpy as np
 from app.core.scan import FileStamp
 from app.errors import IndexMismatchError
 from app.files.digest import file_sha256
+from app.files.layout import table_name, vectors_name
 
 TABLE_FORMAT = 2
 
@@ -193,8 +194,7 @@ def to_current_format(obj: dict[str, Any]) -> dict[str, Any]:
 
 def feature_paths(features_dir: Path, name: str, generation: int = 0) -> tuple[Path, Path]:
     """The vectors and table files of ``name`` (generation 0: ``NAME.npy``; N: ``NAME.gN.npy``)."""
-    stem = f"{name}.g{generation}" if generation else name
-    return Path(features_dir) / f"{stem}.npy", Path(features_dir) / f"{stem}.json"
+    return Path(features_dir) / vectors_name(name, generation), Path(features_dir) / table_name(name, generation)
 
 
 def load_features(features_dir: Path, name: str, *, mmap: bool = True, files: tuple[str, str] | None = None,

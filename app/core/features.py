@@ -23,6 +23,7 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -38,8 +39,9 @@ from app.core.preprocess import preprocess
 from app.core.workers import worker_init_fn
 from app.errors import DatasetError, InvalidImageError, OperationCancelled
 from app.files.atomic import atomic_writer, write_json, write_npy
+from app.files.layout import CollectionFiles
 
-__all__ = ["CHUNK_SIZE", "FeatureTable", "default_workers", "embed_dataset", "extract_features", "feature_paths",
+__all__ = ["CHUNK_SIZE", "EmbedOptions", "FeatureTable", "default_workers", "embed_dataset", "extract_features", "feature_paths",
            "load_features"]
 
 CHUNK_SIZE = 512
@@ -88,67 +90,58 @@ def default_workers() -> int:
     return max(1, min(4, (os.cpu_count() or 2) - 1))
 
 
-def extract_features(
-    dataset: Dataset,
-    embedder: Embedder,
-    features_dir: str | os.PathLike,
-    name: str,
-    *,
-    batch_size: int = 32,
-    workers: int | None = None,
-    chunk_size: int = CHUNK_SIZE,
-    progress: bool = True,
-    on_chunk: Callable[[int], None] | None = None,
-    on_batch: Callable[[int, int], None] | None = None,
-    cancel: Callable[[], bool] | None = None,
-) -> tuple[np.ndarray, FeatureTable, dict[str, Any]]:
-    """Embed every item of ``dataset`` and write ``NAME.npy`` and ``NAME.json``; resumable; returns
-    (vectors, table, stats). See :func:`embed_dataset` for the callbacks."""
-    vectors, table, stats = embed_dataset(dataset, embedder, features_dir, name, batch_size=batch_size,
-                                          workers=workers, chunk_size=chunk_size, progress=progress,
-                                          on_chunk=on_chunk, on_batch=on_batch, cancel=cancel)
-    npy, table_path = feature_paths(Path(features_dir), name)
+@dataclass(frozen=True)
+class EmbedOptions:
+    """How a dataset goes through the model, and the caller's hooks.
+
+    ``progress_bar``: a progress bar on stderr; ``on_chunk(chunk_no)`` is called after each chunk is
+    saved (tests use it to simulate a kill); ``on_batch(done, total)`` after each batch (images
+    embedded or skipped so far, of ``total``); ``cancel()`` is asked before each batch and stops with
+    :class:`~app.errors.OperationCancelled` (what was saved is kept: the same call later resumes from
+    it); ``allow_empty``: no readable image is not an error (an incremental change whose new files
+    are all broken).
+    """
+
+    batch_size: int = 32
+    workers: int | None = None
+    chunk_size: int = CHUNK_SIZE
+    progress_bar: bool = True
+    on_chunk: Callable[[int], None] | None = None
+    on_batch: Callable[[int, int], None] | None = None
+    cancel: Callable[[], bool] | None = None
+    allow_empty: bool = False
+
+
+def extract_features(dataset: Dataset, embedder: Embedder, features_dir: str | os.PathLike, name: str,
+                     options: EmbedOptions = EmbedOptions()) -> tuple[np.ndarray, FeatureTable, dict[str, Any]]:
+    """Embed every item of ``dataset`` and write ``NAME.npy`` and ``NAME.json`` (through the resumable
+    ``NAME.parts``); returns (vectors, table, stats)."""
+    files = CollectionFiles.at(features_dir, features_dir, name)
+    vectors, table, stats = embed_dataset(dataset, embedder, files.parts, name, options)
     # The table first: if the vectors' write then fails, the new table no longer matches the old
     # index manifest (count, weights, fingerprint, created), so the pair is refused, never mixed up.
     # The parts stay until both are written: a rerun finishes without embedding anything again.
-    write_json(table_path, table.to_json())
-    write_npy(npy, vectors)
-    remove_parts(features_dir, name)
+    write_json(files.table(), table.to_json())
+    write_npy(files.vectors(), vectors)
+    remove_parts(files.parts)
     return vectors, table, stats
 
 
-def remove_parts(features_dir: str | os.PathLike, name: str) -> None:
-    """Remove the resumable parts of ``name`` (once what they made is written)."""
-    shutil.rmtree(Path(features_dir) / f"{name}.parts", ignore_errors=True)
+def remove_parts(parts: str | os.PathLike) -> None:
+    """Remove a resumable parts folder (once what it made is written)."""
+    shutil.rmtree(parts, ignore_errors=True)
 
 
-def embed_dataset(
-    dataset: Dataset,
-    embedder: Embedder,
-    features_dir: str | os.PathLike,
-    name: str,
-    *,
-    batch_size: int = 32,
-    workers: int | None = None,
-    chunk_size: int = CHUNK_SIZE,
-    progress: bool = True,
-    on_chunk: Callable[[int], None] | None = None,
-    on_batch: Callable[[int, int], None] | None = None,
-    cancel: Callable[[], bool] | None = None,
-    allow_empty: bool = False,
-) -> tuple[np.ndarray, FeatureTable, dict[str, Any]]:
-    """Embed every item of ``dataset`` through ``features_dir/NAME.parts`` (resumable); returns
-    (vectors, table, stats) and writes no final file (the parts stay until :func:`remove_parts`).
-
-    ``on_chunk(chunk_no)`` is called after each chunk is saved (tests use it to simulate a kill);
-    ``on_batch(done, total)`` after each batch (images embedded or skipped so far, of ``total``);
-    ``cancel()`` is asked before each batch and stops with :class:`~app.errors.OperationCancelled`
-    (what was saved is kept: the same call later resumes from it). ``allow_empty``: no readable
-    image is not an error (an incremental change whose new files are all broken).
-    """
-    features_dir = Path(features_dir)
+def embed_dataset(dataset: Dataset, embedder: Embedder, parts: str | os.PathLike, name: str,
+                  options: EmbedOptions = EmbedOptions()) -> tuple[np.ndarray, FeatureTable, dict[str, Any]]:
+    """Embed every item of ``dataset`` through the resumable folder ``parts``; returns (vectors, the
+    table of the collection ``name``, stats) and writes no final file (the parts stay until
+    :func:`remove_parts`). ``options``: see :class:`EmbedOptions`."""
     embedder.load()  # the engine (fp32 or which INT8 model) is part of what a resumed build must match
-    parts = features_dir / f"{name}.parts"
+    parts = Path(parts)
+    o = options
+    batch_size, workers, chunk_size, progress = o.batch_size, o.workers, o.chunk_size, o.progress_bar
+    on_chunk, on_batch, cancel, allow_empty = o.on_chunk, o.on_batch, o.cancel, o.allow_empty
     n = len(dataset.items)
     n_chunks = (n + chunk_size - 1) // chunk_size
     done = _resume(parts, dataset, embedder, chunk_size)

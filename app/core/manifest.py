@@ -12,9 +12,11 @@ Schema versions:
   Optional since incremental builds (absent: 0, the count, 0): ``generation`` (which generation of
   the collection's files is current), ``trained_count`` and ``updates_since_training`` (the drift
   rule's inputs, :mod:`app.index.faiss_update`).
+* **3** (``"schema_version": 3``): the dataset kind's key is ``kind`` (schema 2 called it
+  ``collection``, a word that means the collection's name everywhere else).
 
-An older object is brought to the current version by :func:`migrate_v1_to_v2`, the one migration;
-the JSON keys themselves (``model``, ``weights_id``, ``dim``, ``count``, ``factory``, ``nprobe``,
+An older object is brought to the current version by the migrations in :data:`MIGRATIONS`, one
+version at a time (:func:`migrate_v1_to_v2`, :func:`migrate_v2_to_v3`); the other JSON keys (``model``, ``weights_id``, ``dim``, ``count``, ``factory``, ``nprobe``,
 ``k_factor``, ``tuning``, ``index_bytes``...) are unchanged, since the CLI prints them and the docs
 name them. Keys the schema does not know are kept, unvalidated, in :attr:`Manifest.extra`.
 
@@ -33,7 +35,7 @@ from typing import Any, Callable, Iterator
 from app.core.models import DEFAULT_MODEL, MODELS, model_of_weights_id
 from app.errors import ManifestError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 V1_VERSION_KEY = "manifest_version"  # schema 1 named its version so
 VERSION_KEY = "schema_version"
 METRIC = "l2"  # on L2-normalised vectors: the same ranking as cosine similarity
@@ -52,7 +54,7 @@ class Manifest(Mapping):
     schema_version: int = SCHEMA_VERSION
     name: str = ""
     # what made the vectors
-    collection: str = ""  # the dataset kind: "caltech101", "voc2012", "folder"
+    kind: str = ""  # the dataset kind: "caltech101", "voc2012", "folder" (schema 2 called it "collection")
     model: str = ""  # a registry name (app.core.models); see model_name for older manifests
     model_description: str = ""
     weights_id: str
@@ -175,7 +177,16 @@ def migrate_v1_to_v2(obj: Mapping[str, Any]) -> dict[str, Any]:
     return {VERSION_KEY: 2, **out}
 
 
-MIGRATIONS: dict[int, Callable[[Mapping[str, Any]], dict[str, Any]]] = {1: migrate_v1_to_v2}
+def migrate_v2_to_v3(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A schema-2 manifest object as schema 3: the dataset kind's key ``collection`` renamed ``kind``
+    (``collection`` means a collection's name everywhere else)."""
+    out = {k: v for k, v in obj.items() if k not in (VERSION_KEY, "collection")}
+    if "collection" in obj:
+        out["kind"] = obj["collection"]
+    return {VERSION_KEY: 3, **out}
+
+
+MIGRATIONS: dict[int, Callable[[Mapping[str, Any]], dict[str, Any]]] = {1: migrate_v1_to_v2, 2: migrate_v2_to_v3}
 
 
 def schema_version_of(obj: Mapping[str, Any]) -> Any:
@@ -220,7 +231,7 @@ def _is_str_list(value: Any) -> bool:
 _CHECKS: dict[str, Callable[[Any], bool]] = {
     VERSION_KEY: _is_count,
     "name": _is_str,
-    "collection": _is_str,
+    "kind": _is_str,
     "model": _is_str,
     "model_description": _is_str,
     "weights_id": _is_str,

@@ -5,7 +5,7 @@ own layers), where its pretrained weights come from and their id, its preprocess
 size and its output dimension. ``--model NAME`` picks one; ``resnet50`` is the default.
 
 Adding a model is adding an entry here (plus, for a new weights layout, a key mapping in
-:mod:`app.weights`). Nothing here imports torch: the registry is cheap to read.
+:mod:`app.core.weights`). Nothing here imports torch: the registry is cheap to read.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Image -> network input, as each model's registry entry declares (``app.models.Preprocessing``).
+"""Image -> network input, as each model's registry entry declares (``app.core.models.Preprocessing``).
 
 Pillow and numpy only, so the query path and the DataLoader workers need no torch. The tests
 check ResNet-50's against ``ResNet50_Weights.DEFAULT.transforms()``.

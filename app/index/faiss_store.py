@@ -30,24 +30,22 @@ from app.core.manifest import METRIC, SCHEMA_VERSION, V1_VERSION_KEY, VERSION_KE
 from app.core.models import DEFAULT_MODEL
 from app.errors import IndexMismatchError, IndexMissingError
 from app.files.atomic import write_bytes, write_json
+from app.files.layout import collection_names, index_name, manifest_name
 from app.index.faiss_index import IndexConfig, search_one_thread, set_search_params
 from app.index.faiss_update import add_rows, can_update, live_count, remove_rows
 
 
 def index_path(indexes_dir: Path, name: str, generation: int = 0) -> Path:
     """``NAME.faiss`` (generation 0), or ``NAME.gN.faiss`` after an incremental change."""
-    return Path(indexes_dir) / (f"{name}.g{generation}.faiss" if generation else f"{name}.faiss")
+    return Path(indexes_dir) / index_name(name, generation)
 
 
 def manifest_path(indexes_dir: Path, name: str) -> Path:
-    return Path(indexes_dir) / f"{name}.manifest.json"
+    return Path(indexes_dir) / manifest_name(name)
 
 
 def list_indexes(indexes_dir: Path) -> list[str]:
-    d = Path(indexes_dir)
-    if not d.is_dir():
-        return []
-    return sorted(p.name[: -len(".manifest.json")] for p in d.glob("*.manifest.json"))
+    return collection_names(indexes_dir)
 
 
 # -- training --------------------------------------------------------------------------------
@@ -95,7 +93,7 @@ def index_manifest(index, indexes_dir: Path, name: str, manifest: Manifest | Map
         "normalized": True,
         "metric": METRIC,
         "count": live_count(index),
-        "index_file": index_path(indexes_dir, name, generation).name,
+        "index_file": index_name(name, generation),
         "index_bytes": len(data),
         "index_sha256": hashlib.sha256(data).hexdigest(),
         "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -187,12 +185,12 @@ def index_config(manifest: Manifest) -> IndexConfig:
 def build_command(name: str, manifest: Manifest | None = None, *, model: str | None = None) -> str:
     """The command that (re)builds ``name`` as ``manifest`` describes it, for ``model`` when given
     (default: the model the manifest names)."""
-    kind = (manifest.collection if manifest else "") or (name if name in ("caltech101", "voc2012") else "folder")
+    kind = (manifest.kind if manifest else "") or (name if name in ("caltech101", "voc2012") else "folder")
     data = (manifest.dataset_root if manifest else None) or {
         "caltech101": "data/caltech101",
         "voc2012": "data/voc2012",
     }.get(kind, "DIR")
-    cmd = f"python scripts/build_index.py --collection {kind} --data {data}"
+    cmd = f"python scripts/build_index.py --kind {kind} --data {data}"
     if kind == "folder" or name != kind:
         cmd += f" --name {name}"
     built_with = manifest.model_name if manifest else DEFAULT_MODEL

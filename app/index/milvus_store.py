@@ -343,7 +343,7 @@ def write_meta(client, cname: str, meta: MilvusMeta) -> None:
 
 def push(uri: str, collection: str, vectors: np.ndarray, ids: np.ndarray, *, weights_id: str, fingerprint: str,
          token: str = "", index_type: str = DEFAULT_INDEX, timeout: float = DEFAULT_TIMEOUT_S,
-         progress: bool = True) -> dict[str, Any]:
+         progress_bar: bool = True) -> dict[str, Any]:
     """(Re)create the Milvus collection for ``collection`` holding ``vectors[ids]`` under ``ids``;
     returns its metadata as a JSON object (collection, dim, count, weights_id, fingerprint, index_type)."""
     ids = np.asarray(ids, dtype=np.int64)
@@ -353,16 +353,16 @@ def push(uri: str, collection: str, vectors: np.ndarray, ids: np.ndarray, *, wei
     for start in range(0, n, INSERT_BATCH):
         block = ids[start : start + INSERT_BATCH]
         store.add(np.asarray(vectors[block], dtype=np.float32), block)
-        if progress:
+        if progress_bar:
             print(f"\rpushed {min(n, start + INSERT_BATCH)}/{n}", end="", file=sys.stderr)
-    if progress:
+    if progress_bar:
         print(file=sys.stderr)
     store.save()
     return store._meta().to_json()
 
 
 def sync(features_dir, collection: str, uri: str, *, token: str = "", index_type: str = DEFAULT_INDEX,
-         files: tuple[str, str] | None = None, progress: bool = True,
+         files: tuple[str, str] | None = None, progress_bar: bool = True,
          timeout: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
     """(Re)create the Milvus collection for ``collection`` from its stored features (``files``: the names
     its manifest records; the valid rows only); returns its metadata (see :func:`push`)."""
@@ -371,4 +371,4 @@ def sync(features_dir, collection: str, uri: str, *, token: str = "", index_type
     vectors, table = load_features(features_dir, collection, files=files)
     return push(uri, collection, vectors, table.live_ids(), weights_id=table.weights_id,
                 fingerprint=table.fingerprint, token=token, index_type=index_type, timeout=timeout,
-                progress=progress)
+                progress_bar=progress_bar)

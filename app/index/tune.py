@@ -25,7 +25,7 @@ particular kind of vector (real or untrained ResNet-50 features, tiny folders): 
    ``<= max_ms`` per query, one query at a time as the app searches). IVF+SQ indexes are measured
    as probes (they bound what a space can reach and prune the search) but never chosen. If none
    passes within the time budget, the best IVFPQ recall is kept and the report says the target
-   was missed. The measuring machinery is in :mod:`app.tune_space`.
+   was missed. The measuring machinery is in :mod:`app.index.tune_space`.
 """
 
 from __future__ import annotations

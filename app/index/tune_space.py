@@ -1,6 +1,6 @@
 """Measuring index configurations on a held-out split of a collection's own vectors.
 
-The machinery behind :mod:`app.tune` (and the sweep of :mod:`app.evaluate`): the split and its
+The machinery behind :mod:`app.index.tune` (and the sweep of :mod:`app.metrics.evaluate`): the split and its
 exact ground truth, the PCA projections and their recall ceilings, building a candidate in its
 reduced space, and sweeping ``nprobe``/``k_factor`` upwards until a recall target is reached.
 """

@@ -169,14 +169,14 @@ def timed(fn: Callable[[], Any], runs: int, warmup: bool = True) -> list[float]:
 def build_img_per_s(options: BenchOptions, n_images: int) -> dict[str, Any]:
     """End to end extraction (decode + preprocess in DataLoader workers + model) into a temp dir."""
     from app.core.datasets import load_dataset
-    from app.core.features import extract_features
+    from app.core.features import EmbedOptions, extract_features
 
     c = options.config
     dataset = load_dataset("caltech101", options.data, limit=n_images)
     embedder = embedder_for(c).load()  # as build_collection makes it
     with tempfile.TemporaryDirectory(prefix="bench-features-") as tmp:
-        _, _, stats = extract_features(dataset, embedder, tmp, "bench", batch_size=c.batch_size,
-                                       workers=c.workers, progress=False)
+        _, _, stats = extract_features(dataset, embedder, tmp, "bench",
+                                       EmbedOptions(batch_size=c.batch_size, workers=c.workers, progress_bar=False))
     return {"images": stats["embedded"], "seconds": round(stats["seconds"], 2),
             "img_per_s": round(stats["img_per_s"], 2), "engine": embedder.engine}
 
@@ -191,7 +191,7 @@ def ensure_collections(options: BenchOptions, log: Callable[[str], None]) -> tup
 
     c = options.config
     log(f"checking {MAIN} in {c.indexes_dir}")
-    ensure_collection(c, name=MAIN, kind="caltech101", data=options.data, limit=options.limit, progress=True)
+    ensure_collection(c, name=MAIN, kind="caltech101", data=options.data, limit=options.limit, progress_bar=True)
     try:
         SearchService(c).collection(SECOND)
         return MAIN, SECOND
@@ -199,7 +199,7 @@ def ensure_collections(options: BenchOptions, log: Callable[[str], None]) -> tup
         log(f"{SECOND} is not built: using {SUBSTITUTE}, a {options.second_limit}-image Caltech101 sample "
             "(with BACKGROUND_Google), for the two-collection memory and start-up figures")
     ensure_collection(c, name=SUBSTITUTE, kind="caltech101", data=options.data, limit=options.second_limit,
-                      include=("BACKGROUND_Google",), progress=True)
+                      include=("BACKGROUND_Google",), progress_bar=True)
     return MAIN, SUBSTITUTE
 
 

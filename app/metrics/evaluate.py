@@ -194,7 +194,7 @@ def sweep_configs(vectors: np.ndarray, tuned: IndexConfig | None = None, *, seed
 
 
 def ensure_collection(config: Config, *, name: str, kind: str, data: str | Path | None, limit: int | None = None,
-                      include: tuple[str, ...] = (), progress: bool = False) -> Manifest:
+                      include: tuple[str, ...] = (), progress_bar: bool = False) -> Manifest:
     """Return the manifest of ``name``, building the collection from ``data`` when it is not built."""
     from app.service.search import SearchService
 
@@ -206,7 +206,7 @@ def ensure_collection(config: Config, *, name: str, kind: str, data: str | Path 
     from app.service.build import BuildSpec, build_collection
 
     spec = BuildSpec(kind=kind, data=data, name=name, limit=limit, include=include)
-    return build_collection(config, spec, progress=progress).manifest
+    return build_collection(config, spec, progress_bar=progress_bar).manifest
 
 
 def retune_collection(config: Config, name: str, **tune_args: Any) -> Manifest:

@@ -140,7 +140,7 @@ def _content_range(value: str | None) -> tuple[int | None, int | None]:
     return start, (int(m.group(2)) if m.group(2) != "*" else None)
 
 
-def _fetch_into(session: Any, url: str, part: Path, progress: bool) -> None:
+def _fetch_into(session: Any, url: str, part: Path, progress_bar: bool) -> None:
     """Bring ``part`` up to the full remote file, resuming from its current size when possible."""
     from tqdm import tqdm
 
@@ -169,7 +169,7 @@ def _fetch_into(session: Any, url: str, part: Path, progress: bool) -> None:
                 raise DownloadError(f"HTTP {resp.status_code} {resp.reason} from {url}")
             with open(part, mode) as fh, tqdm(
                 total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=part.name[: -len(".part")], file=sys.stderr, disable=not progress,
+                desc=part.name[: -len(".part")], file=sys.stderr, disable=not progress_bar,
             ) as bar:
                 for chunk in resp.iter_content(CHUNK_BYTES):
                     fh.write(chunk)
@@ -199,7 +199,7 @@ def _describe(exc: BaseException) -> str:
 
 def download_file(
     url: str, dest: str | os.PathLike[str], *, checksum: str | None = None, algo: str = "md5",
-    progress: bool = True, retries: int = 3,
+    progress_bar: bool = True, retries: int = 3,
 ) -> Path:
     """Download ``url`` to ``dest`` (via ``dest.part``, resumable) and verify it.
 
@@ -222,7 +222,7 @@ def download_file(
         for attempt in range(1, retries + 1):
             before = part.stat().st_size if part.exists() else 0
             try:
-                _fetch_into(session, url, part, progress)
+                _fetch_into(session, url, part, progress_bar)
                 break
             except (requests.RequestException, _Incomplete) as exc:
                 dropped = isinstance(exc, (requests.exceptions.ChunkedEncodingError, _Incomplete))
@@ -312,7 +312,7 @@ def dataset_present(name: str, data_dir: str | os.PathLike[str], *,
 
 def download_dataset(
     name: str, data_dir: str | os.PathLike[str], *, base_url_override: str | None = None,
-    sources: Mapping[str, Source] | None = None, progress: bool = True, keep_archive: bool = True,
+    sources: Mapping[str, Source] | None = None, progress_bar: bool = True, keep_archive: bool = True,
 ) -> Path:
     """Make sure ``<data_dir>/<name>`` is installed; download, verify and extract if needed.
 
@@ -331,7 +331,7 @@ def download_dataset(
     local_hint = (f"To use a local copy instead, copy or symlink {src.local_copy} to {target}/, "
                   f"put the archive {src.filename} in {archive.parent}/, or pass --data DIR.")
     try:
-        download_file(src.url, archive, checksum=src.checksum, algo=src.algo, progress=progress)
+        download_file(src.url, archive, checksum=src.checksum, algo=src.algo, progress_bar=progress_bar)
     except DownloadError as exc:
         hint = " ".join(h for h in (exc.hint, local_hint) if h)
         raise DownloadError(f"{name}: {exc}", hint=hint) from None
@@ -390,7 +390,7 @@ def imagenet_weights_path(*, checkpoints_dir: str | os.PathLike[str] | None = No
 
 
 def ensure_imagenet_weights(
-    progress: bool = True, *, checkpoints_dir: str | os.PathLike[str] | None = None,
+    progress_bar: bool = True, *, checkpoints_dir: str | os.PathLike[str] | None = None,
     url: str | None = None,
 ) -> Path:
     """Return the cached ResNet-50 ImageNet weights file, downloading it first if needed.
@@ -405,7 +405,7 @@ def ensure_imagenet_weights(
     match = re.search(r"-([a-f0-9]{8,})\.", path.name)
     try:
         return download_file(url, path, checksum=match.group(1) if match else None,
-                             algo="sha256", progress=progress)
+                             algo="sha256", progress_bar=progress_bar)
     except DownloadError as exc:
         hint = (f"Copy the file {path.name} into {path.parent}/, or run with --weights "
                 "/path/to/file.pth (or --weights untrained for a demo with random weights: "

@@ -1,7 +1,7 @@
 """What the server-side URL fetcher may contact: which URLs, and which IP addresses.
 
 :func:`parse_url` accepts http(s) URLs on default ports with a valid host name and no user-info;
-:func:`address_refusal` accepts public internet addresses only. :mod:`app.fetch` applies both on
+:func:`address_refusal` accepts public internet addresses only. :mod:`app.net.fetch` applies both on
 every redirect hop, to every address a host name resolves to.
 """
 

@@ -6,9 +6,8 @@ built collections, searching them (:class:`SearchService`), and getting the app 
 
 from app.service.build import BuildResult, BuildSpec, build_collection, quantize_for_collection
 from app.service.catalogue import Catalogue, Collection, CollectionInfo, open_store
+from app.service.collection_store import CollectionStore, DropSummary, RenameSummary, open_collection
 from app.service.library import (
-    DropSummary,
-    RenameSummary,
     add_paths,
     count_items,
     delete_items,
@@ -30,6 +29,7 @@ __all__ = [
     "Catalogue",
     "ChangeSummary",
     "Collection",
+    "CollectionStore",
     "CollectionInfo",
     "DropSummary",
     "Hit",
@@ -45,6 +45,7 @@ __all__ = [
     "delete_items",
     "drop_collection",
     "index_folder",
+    "open_collection",
     "open_store",
     "prepare",
     "prepare_query",

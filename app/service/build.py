@@ -24,16 +24,17 @@ from app.config import Config
 from app.core.changes import plan_changes
 from app.core.datasets import Dataset, Item, load_dataset
 from app.core.embed import Embedder, embedder_for
-from app.core.features import CHUNK_SIZE, FeatureTable, embed_dataset, load_features, remove_parts
+from app.core.features import CHUNK_SIZE, EmbedOptions, FeatureTable, embed_dataset, load_features, remove_parts
 from app.core.manifest import Manifest
 from app.core.quantize import CALIBRATION_IMAGES, calibration_files
 from app.errors import IndexMismatchError, IndexMissingError
+from app.files.layout import table_name, vectors_name
 from app.index.faiss_index import IndexConfig, build_index
-from app.index.faiss_store import read_manifest
 from app.index.tune import DEFAULT_MAX_MS, DEFAULT_TARGET_RECALL, tune
-from app.service.commit import State, check_name, collection_lock, commit, read_state, remove_stale_files
+from app.service.collection_store import CollectionStore, open_collection
+from app.service.commit import State, check_name
 from app.service.progress import CancelFn, ProgressFn, Reporter
-from app.service.update import ChangeSummary, apply_plan
+from app.service.update import ChangeOptions, ChangeSummary, apply_plan
 
 log = logging.getLogger(__name__)
 
@@ -72,35 +73,37 @@ class BuildResult:
 
 
 def build_collection(config: Config, spec: BuildSpec, *, embedder: Embedder | None = None,
-                     progress: bool = True, on_chunk: Callable[[int], None] | None = None,
-                     on_progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> BuildResult:
+                     progress_bar: bool = True, on_chunk: Callable[[int], None] | None = None,
+                     progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> BuildResult:
     """Build, resume building, or incrementally update the collection ``spec`` describes (module docstring).
 
     With ``spec.factory`` the index configuration is fixed; otherwise it is tuned to
     ``spec.target_recall`` (recall@5 against exact search) at ``spec.max_ms`` per query.
-    ``progress``: a progress bar on stderr; ``on_progress``/``cancel``: see :mod:`app.service.progress`.
+    ``progress_bar``: a progress bar on stderr; ``progress``/``cancel``: see :mod:`app.service.progress`.
     ``on_chunk(chunk_no)`` is called after each saved chunk of features (tests use it to simulate a kill).
     """
     t0 = time.perf_counter()
     name = check_name(spec.collection_name)
-    reporter = Reporter(on_progress)
+    reporter = Reporter(progress)
     reporter.phase("scanning")
     dataset = load_dataset(spec.kind, spec.data, limit=spec.limit, include=spec.include)
     make_embedder = _lazy(embedder, config)
-    with collection_lock(config, name):
-        existing, generation = _existing(config, name)
+    store = open_collection(config, name)
+    with store.lock():
+        existing, generation = _existing(store)
         if existing is not None and _incremental(existing, spec, dataset, make_embedder):
             plan = plan_changes(existing.table, dataset.items, dataset.image_root, listed_skips=dataset.skipped,
                                 cancel=cancel, on_hashed=lambda n: reporter.step(n, 0))
-            changes = apply_plan(config, existing, plan, kind=spec.kind, image_root=dataset.image_root,
-                                 embedder=make_embedder, reporter=reporter, cancel=cancel, started=t0)
-            manifest = read_manifest(config.indexes_dir, name)
-            remove_stale_files(config, name, manifest)  # what a build killed after its commit left behind:
-            remove_parts(config.features_dir, name)  # old generations, temp files, its resumable parts
+            changes = apply_plan(store, existing, plan, ChangeOptions(
+                kind=spec.kind, image_root=dataset.image_root, embedder=make_embedder, reporter=reporter,
+                cancel=cancel, started=t0))
+            manifest = store.manifest()
+            store.remove_stale_files(manifest)  # what a build killed after its commit left behind:
+            remove_parts(store.files.parts)  # old generations, temp files, its resumable parts
             stats = {"images": len(dataset.items), "embedded": changes.embedded, "skipped": len(changes.skipped),
                      "resumed_rows": 0, "seconds": changes.seconds, "img_per_s": 0.0, "incremental": True}
             return BuildResult(name, manifest, stats, list(changes.skipped), changes)
-        return _full_build(config, spec, dataset, make_embedder(), generation, reporter, progress=progress,
+        return _full_build(store, spec, dataset, make_embedder(), generation, reporter, progress_bar=progress_bar,
                            on_chunk=on_chunk, cancel=cancel, started=t0)
 
 
@@ -116,15 +119,15 @@ def _lazy(embedder: Embedder | None, config: Config) -> Callable[[], Embedder]:
     return get
 
 
-def _existing(config: Config, name: str) -> tuple[State | None, int]:
+def _existing(store: CollectionStore) -> tuple[State | None, int]:
     """(the collection's current state, or None when there is none or it is unusable; the generation
     a full build writes: the next one when a manifest exists, so the old files stay until it is done)."""
     try:
-        manifest = read_manifest(config.indexes_dir, name)
+        manifest = store.manifest()
     except (IndexMissingError, IndexMismatchError):
         return None, 0
     try:
-        return read_state(config, name), manifest.generation + 1
+        return store.read_state(), manifest.generation + 1
     except (IndexMissingError, IndexMismatchError):
         return None, manifest.generation + 1
 
@@ -133,14 +136,14 @@ def _incremental(state: State, spec: BuildSpec, dataset: Dataset, embedder: Call
     """Whether building ``spec`` again is an incremental update of ``state`` (same source, sample, model, index)."""
     m, table = state.manifest, state.table
     model = embedder()
-    return (not spec.rebuild and m.collection == spec.kind and table.image_root == str(dataset.image_root)
+    return (not spec.rebuild and m.kind == spec.kind and table.image_root == str(dataset.image_root)
             and m.weights_id == model.weights_id and m.dim == model.dim and table.dim == model.dim
             and m.limit == spec.limit and tuple(m.include) == tuple(spec.include)
             and (spec.factory is None or (spec.factory == m.factory and (spec.nprobe or 16) == m.nprobe)))
 
 
-def _full_build(config: Config, spec: BuildSpec, dataset: Dataset, embedder: Embedder, generation: int,
-                reporter: Reporter, *, progress: bool, on_chunk: Callable[[int], None] | None,
+def _full_build(store: CollectionStore, spec: BuildSpec, dataset: Dataset, embedder: Embedder, generation: int,
+                reporter: Reporter, *, progress_bar: bool, on_chunk: Callable[[int], None] | None,
                 cancel: CancelFn | None, started: float) -> BuildResult:
     name = spec.collection_name
     empty = FeatureTable(name, spec.kind, str(dataset.root), str(dataset.image_root), embedder.weights_id, [], [])
@@ -153,11 +156,10 @@ def _full_build(config: Config, spec: BuildSpec, dataset: Dataset, embedder: Emb
         embedder.calibrate(calibration_files(dataset.image_root, dataset.items),
                            source=f"{name}: {dataset.image_root}")
     reporter.phase("embedding", total=len(dataset.items))
-    vectors, table, stats = embed_dataset(
-        dataset, embedder, config.features_dir, name, batch_size=config.batch_size, workers=config.workers,
-        progress=progress, on_chunk=on_chunk, chunk_size=spec.chunk_size, cancel=cancel,
-        on_batch=lambda done, total: reporter.step(done, total),
-    )
+    config = store.config
+    vectors, table, stats = embed_dataset(dataset, embedder, store.files.parts, name, EmbedOptions(
+        batch_size=config.batch_size, workers=config.workers, progress_bar=progress_bar, on_chunk=on_chunk,
+        chunk_size=spec.chunk_size, cancel=cancel, on_batch=lambda done, total: reporter.step(done, total)))
     reporter.phase("indexing")
     t = time.perf_counter()
     index, chosen, tuning = make_index(vectors, spec)
@@ -165,8 +167,8 @@ def _full_build(config: Config, spec: BuildSpec, dataset: Dataset, embedder: Emb
     reporter.phase("saving")
     fields = {**manifest_fields(spec, embedder, dataset, table, chosen, tuning), "trained_count": len(table),
               "updates_since_training": 0}
-    manifest = commit(config, name, fields, table, vectors=vectors, index=index, generation=generation)
-    remove_parts(config.features_dir, name)
+    manifest = store.commit(fields, table, vectors=vectors, index=index, generation=generation)
+    remove_parts(store.files.parts)
     changes = ChangeSummary(name, added=len(table), count=len(table), skipped=tuple(table.skipped),
                             seconds=time.perf_counter() - started, model=embedder.model.name,
                             weights_id=embedder.weights_id, full_build=True, index="built", embedded=len(table),
@@ -180,7 +182,7 @@ def quantize_for_collection(config: Config, name: str, *, images: int = CALIBRAT
     ``images`` images of the built collection ``name`` (any model's build: only its images are used).
     Returns what was made: model, weights id, the INT8 file and its calibration record."""
     try:
-        table = read_state(config, name).table
+        table = open_collection(config, name).read_state().table
     except IndexMissingError:  # features without their index (copied alone): their own file names
         table = load_features(config.features_dir, name)[1]
     items = [Item(table.paths[i], table.labels[i]) for i in table.live_ids().tolist()]
@@ -207,7 +209,7 @@ def manifest_fields(spec: BuildSpec, embedder: Embedder, dataset: Dataset, table
     """The manifest fields a build records (save_index adds those it reads from the index file)."""
     name = spec.collection_name
     return {
-        "collection": spec.kind,
+        "kind": spec.kind,
         "model": embedder.model.name,
         "model_description": embedder.model.description,
         "weights_id": embedder.weights_id,
@@ -218,8 +220,8 @@ def manifest_fields(spec: BuildSpec, embedder: Embedder, dataset: Dataset, table
         "k_factor": chosen.k_factor,
         "dataset_root": str(dataset.root),
         "image_root": str(dataset.image_root),
-        "features": f"{name}.npy",
-        "table": f"{name}.json",
+        "features": vectors_name(name),
+        "table": table_name(name),
         # which build of the features this index was made from (checked when loading)
         "features_fingerprint": table.fingerprint,
         "features_created": table.created,

@@ -1,7 +1,8 @@
 """The catalogue of collections: which exist, and each one loaded (vector store, manifest, features).
 
-:func:`open_store` picks the vector store from the configuration's backend (the local faiss index,
-or Milvus); everything else sees only the :class:`~app.index.store.VectorStore` it returns.
+:func:`open_store` asks the collection's store (:mod:`app.service.collection_store`) for its vector
+store (the local faiss index, or Milvus); everything else sees only the :class:`~app.index.store.VectorStore`
+it returns.
 
 A loaded collection is kept until its manifest changes on disk (a build, ``add`` or ``delete`` in
 this process or another): the next :meth:`Catalogue.get` loads the new state. Items deleted from a
@@ -22,9 +23,11 @@ from app.core.embed import Embedder
 from app.core.features import FeatureTable, load_features
 from app.core.manifest import Manifest
 from app.errors import BackendUnavailableError, IndexMismatchError, IndexMissingError, UnknownItemError
-from app.index.faiss_store import FaissStore, build_command, list_indexes, manifest_path, read_manifest
+from app.files.layout import collection_names
+from app.index.faiss_store import build_command, read_manifest
 from app.index.store import VectorStore
-from app.service.commit import check_agrees, manifest_files, manifest_sums, rebuild_advice
+from app.service.collection_store import open_collection
+from app.service.commit import check_agrees, files_of, manifest_files, manifest_sums, rebuild_advice
 
 
 @dataclass(frozen=True)
@@ -76,57 +79,9 @@ class Collection:
 
 
 def open_store(config: Config, name: str, embedder: Embedder) -> tuple[VectorStore, Manifest]:
-    """The vector store of ``name`` for ``config.backend``, checked against ``embedder``, and its manifest.
-
-    With ``--backend milvus``, a collection that has a Milvus copy is searched there; one that has
-    none (a local collection, never synced) keeps being searched with its local faiss index. A Milvus
-    server that cannot be reached is a :class:`~app.errors.BackendUnavailableError` (with retry
-    advice); nothing is cached then, so the collection loads as soon as the server answers again."""
-    if config.backend == "milvus":
-        try:
-            return _open_milvus(config, name, embedder)
-        except IndexMissingError:
-            if not manifest_path(config.indexes_dir, name).exists():
-                raise
-            # Not pushed to Milvus (``app.cli sync``): a local collection, searched with its local index.
-    store = FaissStore.open(config.indexes_dir, name, weights_id=embedder.weights_id, dim=embedder.dim,
-                            model=embedder.model.name)
-    assert store.manifest is not None
-    return store, store.manifest
-
-
-def _open_milvus(config: Config, name: str, embedder: Embedder) -> tuple[VectorStore, Manifest]:
-    from app.index.milvus_store import MilvusIndex
-
-    if not config.milvus_uri:
-        raise IndexMissingError("The Milvus backend needs --milvus-uri.")
-    store = MilvusIndex(config.milvus_uri, name, token=config.milvus_token, timeout=config.milvus_timeout_s)
-    meta = store.meta
-    assert meta is not None
-    if meta.weights_id != embedder.weights_id:
-        raise IndexMismatchError(
-            f"The {name} vectors in Milvus were made with weights {meta.weights_id!r}, "
-            f"but the app is running with {embedder.weights_id!r}.",
-            hint="Run with the same --model and --weights, or rebuild and sync again.",
-        )
-    if meta.dim != embedder.dim:
-        raise IndexMismatchError(
-            f"The {name} vectors in Milvus have dimension {meta.dim}, the model "
-            f"{embedder.model.name} makes {embedder.dim}.",
-            hint="Run with the model they were made with, or rebuild and sync again.",
-        )
-    try:  # the local build's manifest, when present, knows where the images and which dataset kind
-        local = read_manifest(config.indexes_dir, name)
-    except (IndexMissingError, IndexMismatchError):
-        return store, Manifest(name=name, collection=meta.collection, weights_id=meta.weights_id, dim=meta.dim,
-                               count=meta.count, nprobe=store.nprobe)
-    if meta.fingerprint and local.features_fingerprint and meta.fingerprint != local.features_fingerprint:
-        raise IndexMismatchError(
-            f"The {name} vectors in Milvus are not those of the local collection (changed since they were pushed).",
-            hint=f"Push them again with: python -m app.cli sync {name} --uri {config.milvus_uri}")
-    manifest = local.with_(weights_id=meta.weights_id, dim=meta.dim, count=meta.count,
-                           collection=local.collection or meta.collection)
-    return store, manifest
+    """The vector store of ``name`` as its collection store opens it (the local faiss index, or its
+    Milvus copy with ``--backend milvus``), checked against ``embedder``, and its manifest."""
+    return open_collection(config, name).vector_store(embedder)
 
 
 # -- the catalogue -------------------------------------------------------------------------------
@@ -142,7 +97,7 @@ class Catalogue:
         self._lock = threading.Lock()
 
     def names(self) -> list[str]:
-        found = list_indexes(self.config.indexes_dir)
+        found = collection_names(self.config.indexes_dir)
         return list(KNOWN_COLLECTIONS) + [n for n in found if n not in KNOWN_COLLECTIONS]
 
     def infos(self) -> list[CollectionInfo]:
@@ -151,7 +106,7 @@ class Catalogue:
         for name in self.names():
             try:
                 col = self.get(name)
-                out.append(CollectionInfo(name, True, len(col), col.manifest.collection,
+                out.append(CollectionInfo(name, True, len(col), col.manifest.kind,
                                           model=col.manifest.model_name))
             except (IndexMissingError, IndexMismatchError, BackendUnavailableError) as exc:
                 manifest = None
@@ -160,7 +115,7 @@ class Catalogue:
                 except (IndexMissingError, IndexMismatchError):
                     pass
                 out.append(CollectionInfo(
-                    name, False, kind=manifest.collection if manifest else "", reason=str(exc),
+                    name, False, kind=manifest.kind if manifest else "", reason=str(exc),
                     build_command=build_command(name, manifest, model=self._embedder().model.name),
                     model=manifest.model_name if manifest else ""))
         return out
@@ -181,7 +136,7 @@ class Catalogue:
 
     def _manifest_stamp(self, name: str) -> tuple[int, int, int]:
         try:
-            st = manifest_path(self.config.indexes_dir, name).stat()
+            st = files_of(self.config, name).manifest.stat()
         except OSError:
             return (0, 0, 0)
         return (st.st_ino, st.st_size, st.st_mtime_ns)

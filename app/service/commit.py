@@ -25,18 +25,18 @@ import numpy as np
 
 from app.config import Config
 from app.core.feature_table import FeatureTable
-from app.core.features import feature_paths, load_features
+from app.core.features import load_features
 from app.core.manifest import Manifest
 from app.errors import DatasetError, IndexMismatchError
-from app.files.atomic import glob_escape, write_bytes, write_json, write_npy
+from app.files.atomic import write_bytes, write_json, write_npy
 from app.files.digest import file_sha256
+from app.files.layout import CollectionFiles
 from app.files.lock import exclusive_lock
-from app.index.faiss_store import build_command, index_manifest, index_path, manifest_path, read_manifest
+from app.index.faiss_store import build_command, index_manifest, read_manifest
 
 LOCK_HINT = ("Another build or change of it is running: wait for it to finish (or stop it), "
              "then run the command again.")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-UPDATE_PARTS = "{name}.update"  # the resumable parts of an incremental change: features/NAME.update.parts
 
 
 def check_name(name: str) -> str:
@@ -60,12 +60,13 @@ def collection_lock(config: Config, name: str, *, wait_s: float = 0.0) -> Iterat
     """One change to ``name`` at a time (the CLI, the app and other processes alike): ``indexes/NAME.lock``,
     released by the kernel when its holder dies (:mod:`app.files.lock`)."""
     check_safe_name(name)
-    with exclusive_lock(lock_path(config, name), what=f"The {name} collection", hint=LOCK_HINT, wait_s=wait_s):
+    with exclusive_lock(files_of(config, name).lock, what=f"The {name} collection", hint=LOCK_HINT, wait_s=wait_s):
         yield
 
 
-def lock_path(config: Config, name: str) -> Path:
-    return Path(config.indexes_dir) / f"{name}.lock"
+def files_of(config: Config, name: str) -> CollectionFiles:
+    """Where the files of ``name`` are, for ``config``'s folders."""
+    return CollectionFiles.at(config.features_dir, config.indexes_dir, name)
 
 
 @dataclass
@@ -127,7 +128,8 @@ def commit(config: Config, name: str, manifest: Manifest | dict[str, Any], table
     """
     current = manifest if isinstance(manifest, Manifest) else None
     g = generation if generation is not None else (current.generation + 1 if current else 0)
-    npy, table_path = feature_paths(config.features_dir, name, g)
+    files = files_of(config, name)
+    npy, table_path = files.vectors(g), files.table(g)
     fields: dict[str, Any] = current.build_fields() if current else dict(manifest)
     fields.update(name=name, generation=g, table=table_path.name, features_fingerprint=table.fingerprint,
                   features_created=table.created, skipped=len(table.skipped))
@@ -155,46 +157,22 @@ def commit(config: Config, name: str, manifest: Manifest | dict[str, Any], table
         sums["features_sha256"] = file_sha256(Path(config.features_dir) / current.features)
     new = new.with_(**sums)  # what a loader checks byte for byte (app.core.feature_table.load_features)
     if data is not None:
-        write_bytes(index_path(config.indexes_dir, name, g), data)
-    write_json(manifest_path(config.indexes_dir, name), new.to_json())  # the commit point
+        write_bytes(files.index(g), data)
+    write_json(files.manifest, new.to_json())  # the commit point
     remove_stale_files(config, name, new)
     return new
 
 
-def _generation_re(name: str) -> re.Pattern[str]:
-    return re.compile(rf"^{re.escape(name)}(\.g\d+)?\.(npy|json|faiss)$")
-
-
-def own_files(config: Config, name: str) -> list[Path]:
-    """Every data file of ``name`` (any generation) in ``features/`` and ``indexes/``, manifest excluded."""
-    pattern = _generation_re(name)
-    out = []
-    for folder in (Path(config.features_dir), Path(config.indexes_dir)):
-        if folder.is_dir():
-            out += sorted(p for p in folder.iterdir() if pattern.match(p.name) and p.is_file())
-    return out
-
-
 def remove_stale_files(config: Config, name: str, manifest: Manifest) -> list[Path]:
     """Remove the generations of ``name`` that ``manifest`` does not name; returns what was removed."""
-    keep = {Path(config.features_dir) / manifest.features, Path(config.features_dir) / manifest.table,
-            Path(config.indexes_dir) / manifest.index_file}
+    files = files_of(config, name)
+    keep = {files.features_dir / manifest.features, files.features_dir / manifest.table,
+            files.indexes_dir / manifest.index_file}
     removed = []
-    for path in own_files(config, name) + stale_temps(config, name):
+    for path in files.data_files() + files.stale_temps():
         if path not in keep:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
                 removed.append(path)
     return removed
 
-
-def stale_temps(config: Config, name: str) -> list[Path]:
-    """The temp files that writes of ``name``'s files left behind (a process killed mid-write). Only the
-    holder of the collection's lock may remove them: no other write of them can be running."""
-    out: list[Path] = []
-    for folder in (Path(config.features_dir), Path(config.indexes_dir)):
-        if folder.is_dir():
-            out += [p for p in folder.glob(f".{glob_escape(name)}.*.tmp")
-                    if _generation_re(name).match(p.name[1:].rsplit(".", 2)[0]) or
-                    p.name.startswith(f".{name}.manifest.json.")]
-    return sorted(out)

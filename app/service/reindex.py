@@ -18,8 +18,9 @@ import numpy as np
 
 from app.core.manifest import Manifest
 from app.errors import UnsupportedOperationError
+from app.files.layout import index_name
 from app.index.faiss_index import IndexConfig, search_one_thread, set_search_params, train_index
-from app.index.faiss_store import index_config, index_path, read_verified_index
+from app.index.faiss_store import index_config, read_verified_index
 from app.index.faiss_update import (
     RetrainDecision,
     add_rows,
@@ -42,7 +43,7 @@ class IndexUpdate:
 
 
 def load_current_index(indexes_dir: Path, name: str, manifest: Manifest) -> Any:
-    path = Path(indexes_dir) / manifest.index_file if manifest.index_file else index_path(indexes_dir, name)
+    path = Path(indexes_dir) / (manifest.index_file or index_name(name))
     index = read_verified_index(path, manifest, name)
     set_search_params(index, index_config(manifest))
     return index

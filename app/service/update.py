@@ -4,7 +4,7 @@ Only the new and changed files go through the model (resumably, in ``features/NA
 a new file whose content the collection already holds (a copy, a move) reuses the stored vector.
 The old rows stay (tombstones keep every id stable), the new ones are appended, the faiss index is
 updated in place or trained again (:mod:`app.service.reindex`), and everything is committed as the
-next generation (:mod:`app.service.commit`). :class:`ChangeSummary` says what happened.
+next generation through the collection's store (:mod:`app.service.collection_store`). :class:`ChangeSummary` says what happened.
 """
 
 from __future__ import annotations
@@ -13,20 +13,22 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from app.config import Config
 from app.core.changes import ChangePlan
 from app.core.datasets import Dataset, Item
 from app.core.embed import Embedder
 from app.core.feature_table import FeatureTable
-from app.core.features import embed_dataset, remove_parts
+from app.core.features import EmbedOptions, embed_dataset, remove_parts
 from app.errors import IndexMismatchError
-from app.service.commit import UPDATE_PARTS, State, commit
+from app.service.commit import State
 from app.service.progress import CancelFn, Reporter
 from app.service.reindex import update_index
+
+if TYPE_CHECKING:
+    from app.service.collection_store import CollectionStore
 
 
 @dataclass(frozen=True)
@@ -73,20 +75,36 @@ class _NewRows:
     reused: int = 0
 
 
-def apply_plan(config: Config, state: State, plan: ChangePlan, *, kind: str, image_root: Path,
-               embedder: Callable[[], Embedder], reporter: Reporter, cancel: CancelFn | None = None,
-               full: bool = True, unexclude: Sequence[str] = (), exclude: Sequence[str] = (),
-               started: float | None = None) -> ChangeSummary:
-    """Apply ``plan`` to ``state`` and commit it (nothing is written when nothing changed).
+@dataclass(frozen=True)
+class ChangeOptions:
+    """How a change plan is applied: the collection's dataset kind and image folder, the embedder (made
+    on first use), progress and cancellation, and what the plan came from.
 
     ``full``: the plan came from a rescan of the whole collection (its skipped list replaces the
-    table's); ``unexclude``/``exclude``: paths leaving/joining the table's ``excluded`` list.
+    table's); ``unexclude``/``exclude``: paths leaving/joining the table's ``excluded`` list;
+    ``started``: when the change began (``perf_counter``), for its ``seconds``.
     """
-    t0 = time.perf_counter() if started is None else started
+
+    kind: str
+    image_root: Path
+    embedder: Callable[[], Embedder]
+    reporter: Reporter
+    cancel: CancelFn | None = None
+    full: bool = True
+    unexclude: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    started: float | None = None
+
+
+def apply_plan(store: CollectionStore, state: State, plan: ChangePlan, options: ChangeOptions) -> ChangeSummary:
+    """Apply ``plan`` to ``state`` and commit it through ``store`` (nothing is written when nothing changed)."""
+    o = options
+    t0 = time.perf_counter() if o.started is None else o.started
     table, name = state.table, state.name
-    excluded = [p for p in table.excluded if p not in set(unexclude)] + [p for p in exclude if p not in table.excluded]
-    rows = _embed_new(config, state, plan, kind, image_root, embedder, reporter, cancel) if plan.new_items else _NewRows()
-    skipped = _skipped_after(table, plan, rows, full)
+    excluded = ([p for p in table.excluded if p not in set(o.unexclude)]
+                + [p for p in o.exclude if p not in table.excluded])
+    rows = _embed_new(store, state, plan, o) if plan.new_items else _NewRows()
+    skipped = _skipped_after(table, plan, rows, o.full)
     added_paths = {it.path for it in plan.added}
     base = dict(collection=name, unchanged=plan.unchanged, model=state.manifest.model_name,
                 weights_id=table.weights_id, added=sum(it.path in added_paths for it in rows.items),
@@ -103,22 +121,21 @@ def apply_plan(config: Config, state: State, plan: ChangePlan, *, kind: str, ima
         vectors = np.concatenate([np.asarray(state.vectors, dtype=np.float32), np.stack(rows.vectors)])
     manifest, index, index_state, reason = state.manifest, None, "unchanged", ""
     if len(retired) or len(new_ids):  # the index changes too
-        reporter.phase("indexing", total=len(retired) + len(new_ids))
-        upd = update_index(config.indexes_dir, state.manifest, vectors, new_table.live_ids(), retired, new_ids)
+        o.reporter.phase("indexing", total=len(retired) + len(new_ids))
+        upd = update_index(store.files.indexes_dir, state.manifest, vectors, new_table.live_ids(), retired, new_ids)
         manifest, index = state.manifest.with_(**upd.fields), upd.index
         index_state = "retrained" if upd.decision.retrain else "updated in place"
         reason = upd.decision.reason
-    reporter.phase("saving")
-    new_manifest = commit(config, name, manifest, new_table, vectors=vectors if rows.items else None, index=index)
-    remove_parts(config.features_dir, UPDATE_PARTS.format(name=name))
+    o.reporter.phase("saving")
+    new_manifest = store.commit(manifest, new_table, vectors=vectors if rows.items else None, index=index)
+    remove_parts(store.files.update_parts)
     return ChangeSummary(**base, count=new_table.live_count, skipped=tuple(skipped), seconds=time.perf_counter() - t0,
                          index=index_state, index_reason=reason, embedded=rows.embedded, reused=rows.reused,
                          added_ids=tuple(int(i) for i in new_ids), removed_ids=tuple(int(i) for i in retired),
                          generation=new_manifest.generation)
 
 
-def _embed_new(config: Config, state: State, plan: ChangePlan, kind: str, image_root: Path,
-               embedder: Callable[[], Embedder], reporter: Reporter, cancel: CancelFn | None) -> _NewRows:
+def _embed_new(store: CollectionStore, state: State, plan: ChangePlan, o: ChangeOptions) -> _NewRows:
     """The vectors of the plan's new items, in order: stored ones for known content, the model's for the rest."""
     table = state.table
     by_hash = {st.hash: i for i, st in enumerate(table.stamps) if st is not None and st.hash}
@@ -126,18 +143,18 @@ def _embed_new(config: Config, state: State, plan: ChangePlan, kind: str, image_
     embedded: dict[str, np.ndarray] = {}
     out = _NewRows()
     if todo:
-        model = embedder()
+        model = o.embedder()
         if model.weights_id != table.weights_id or model.dim != table.dim:
             raise IndexMismatchError(
                 f"The collection {state.name!r} was built with {table.weights_id} ({table.dim}-d), not "
                 f"{model.weights_id} ({model.dim}-d).",
                 hint=f"Run with --model {state.manifest.model_name} and the same --weights.")
-        reporter.phase("embedding", total=len(todo))
-        dataset = Dataset(kind=kind, root=Path(table.dataset_root), image_root=image_root, items=tuple(todo))
-        vecs, sub, _ = embed_dataset(dataset, model, config.features_dir, UPDATE_PARTS.format(name=state.name),
-                                     batch_size=config.batch_size, workers=config.workers, progress=False,
-                                     on_batch=lambda done, total: reporter.step(done, total), cancel=cancel,
-                                     allow_empty=True)
+        o.reporter.phase("embedding", total=len(todo))
+        dataset = Dataset(kind=o.kind, root=Path(table.dataset_root), image_root=o.image_root, items=tuple(todo))
+        config = store.config
+        vecs, sub, _ = embed_dataset(dataset, model, store.files.update_parts, state.name, EmbedOptions(
+            batch_size=config.batch_size, workers=config.workers, progress_bar=False,
+            on_batch=lambda done, total: o.reporter.step(done, total), cancel=o.cancel, allow_empty=True))
         embedded = {p: vecs[j] for j, p in enumerate(sub.paths)}
         out.skipped = list(sub.skipped)
         out.embedded = len(sub.paths)

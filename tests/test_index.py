@@ -191,7 +191,7 @@ def test_rebuild_command_repeats_the_build_options():
         "python scripts/build_index.py --kind caltech101 --data /data/caltech101 --weights untrained "
         "--limit 120 --include BACKGROUND_Google"
     )
-    mine = Manifest(collection="folder", dataset_root="/p", weights_arg="imagenet", **built)
+    mine = Manifest(kind="folder", dataset_root="/p", weights_arg="imagenet", **built)
     assert build_command("mine", mine) == (
         "python scripts/build_index.py --kind folder --data /p --name mine"
     )

@@ -96,8 +96,9 @@ def clean_groups(config: Config, name: str, groups: Sequence[tuple[int, Sequence
     return MoveResult(moves, line)
 
 
-def undo_clean(config: Config, name: str) -> MoveResult:
-    """Move every photo the trash manifest records back, then add them to the collection again."""
+def undo_clean(config: Config, name: str, *, embedder=None) -> MoveResult:
+    """Move every photo the trash manifest records back, then add them to the collection again (with
+    ``embedder``, or one for the collection's own model)."""
     from app.service.library import add_paths
 
     state = read_state(config, name)
@@ -130,7 +131,7 @@ def undo_clean(config: Config, name: str) -> MoveResult:
         moves.append({**entry, "to": entry.get("restored_to", entry["path"])})
     line = "nothing restored"
     if back:
-        line = add_paths(config, name, back).line()
+        line = add_paths(config, name, back, embedder=embedder).line()
     return MoveResult(moves, line)
 
 
@@ -139,6 +140,8 @@ def _resolve_interrupted(src: Path, trash: Path) -> bool:
     copy in the trash is then removed only when it is byte-identical, never the original)."""
     if not os.path.lexists(src):
         return False
+    with contextlib.suppress(FileNotFoundError):  # a copy cut short: never a photo, only our temp file
+        trash.with_name(f".{trash.name}.moving.tmp").unlink()
     if trash.exists() and _same_bytes(src, trash):
         trash.unlink()
     return True

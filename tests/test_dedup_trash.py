@@ -182,3 +182,37 @@ def test_kill_9_during_a_clean_up_then_undo_restores_everything(built):
     undo_clean(config, "pics", embedder=FakeEmbedder())
     assert _files(root) == before
     assert read_state(config, "pics").table.live_count == 24
+
+
+def test_cli_clean_and_undo(tmp_path, embedder, model_cache, monkeypatch, capsys):
+    """``duplicates --tier exact --clean`` keeps the keeper of each group; ``--undo`` brings the rest back."""
+    import shutil
+
+    from app.cli.main import main
+
+    xdg = tmp_path / "xdg"
+    xdg.mkdir()
+    (xdg / "reverse-image-search").symlink_to(model_cache, target_is_directory=True)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(xdg))  # the session's ONNX export, not the user's cache
+    root = tmp_path / "photos"
+    make_image_folder(root, per_class=3, seed=2)
+    shutil.copyfile(root / "circles/img_00.jpg", root / "circles/img_00 copy.jpg")
+    shutil.copyfile(root / "circles/img_00.jpg", root / "img_00 again.jpg")
+    config = Config(indexes_dir=tmp_path / "indexes", features_dir=tmp_path / "features", cache_dir=model_cache,
+                    weights="untrained", workers=0)
+    build_collection(config, BuildSpec(kind="folder", data=root, name="pics"), embedder=embedder, progress=False)
+    before = _files(root)
+    where = ["--collection", "pics", "--indexes", str(config.indexes_dir), "--features", str(config.features_dir)]
+    assert main(["duplicates", *where, "--tier", "exact", "--clean", "--json"]) == 0
+    moves = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(moves) == 2 and all(m["state"] == "moved" for m in moves)
+    assert (root / "circles/img_00.jpg").exists()  # the keeper: same size, the oldest file
+    assert read_state(config, "pics").table.live_count == 12
+    assert main(["duplicates", *where, "--tier", "exact", "--json"]) == 0
+    assert capsys.readouterr().out == ""  # no exact copies left
+    assert main(["duplicates", *where, "--undo"]) == 0
+    out = capsys.readouterr().out
+    assert "2 photos restored" in out
+    assert _files(root) == before and read_state(config, "pics").table.live_count == 14
+    assert main(["duplicates", *where, "--clean"]) == 2  # --clean needs a tier
+    assert "--clean needs --tier" in capsys.readouterr().err

@@ -41,12 +41,13 @@ def evaluate_duplicates(config: Config, name: str, truth: dict[str, dict[str, An
         result["points"][point_name] = {"params": point.__dict__, **score_point(state, data, graph, point, info)}
     default = STRICTNESS["default"]
     for n in INLIER_SWEEP:
-        m = score_point(state, data, graph, Strictness(n, default.min_containment, default.shot_cos), info)
+        m = score_point(state, data, graph, Strictness(n, default.min_containment, default.shot_inliers, default.shot_cos),
+                        info)
         result["curve"].append({"min_inliers": n, **m["tiers"]["edited"]})
     for c in COSINE_SWEEP:  # the pooled vector alone: edited = cosine >= c
         cos_only = PairGraph(graph.i, graph.j, graph.cos, np.where(graph.cos >= c, 10**6, 0).astype(np.int32),
                              np.ones(len(graph.i), np.float32), graph.covered, graph.floor)
-        m = score_point(state, data, cos_only, Strictness(1, 0.0, 2.0), info)
+        m = score_point(state, data, cos_only, Strictness(1, 0.0, 10**9, 2.0), info)
         result["cosine_only_curve"].append({"cosine": c, **m["tiers"]["edited"]})
     return result
 
@@ -65,10 +66,13 @@ def _truth_by_id(state, truth: dict[str, dict[str, Any]]) -> dict[int, dict[str,
         if rel in truth:
             source = rel.split("__")[0]
             out[i] = {**truth[rel], "source": source, "copy_of": canonical.get(source, source)}
-    shots = {frozenset((canonical.get(a, a), canonical.get(b, b))) for g in reviewed["shots"]
-             for a, b in combinations(g, 2)}
+    def pairs(key: str) -> set[frozenset[str]]:
+        return {frozenset((canonical.get(a, a), canonical.get(b, b))) for g in reviewed.get(key, [])
+                for a, b in combinations(g, 2)}
+
+    shots, unsure = pairs("shots"), pairs("unsure")
     for t in out.values():
-        t["_shots"] = shots
+        t["_shots"], t["_unsure"] = shots, unsure
     return out
 
 
@@ -84,12 +88,18 @@ def score_point(state, data, graph: PairGraph, point: Strictness, info: dict[int
                     continue
                 predicted.add((a, b))
         true_pairs = _true_pairs(info, tier)
+        predicted = {(a, b) for a, b in predicted if not _unsure(info, a, b)}
         right = sum(1 for a, b in predicted if _same_source(info, a, b, tier))
         found = sum(1 for a, b in true_pairs if label[tier].get(a, -1) == label[tier].get(b, -2))
         tiers[tier] = {"precision": round(right / len(predicted), 4) if predicted else 1.0,
                        "recall": round(found / len(true_pairs), 4) if true_pairs else 1.0,
                        "predicted_pairs": len(predicted), "true_pairs": len(true_pairs)}
     return {"tiers": tiers, "edited_recall_by_kind": _by_kind(info, label["edited"])}
+
+
+def _unsure(info, a: int, b: int) -> bool:
+    ta, tb = info.get(a), info.get(b)
+    return bool(ta and tb and frozenset((ta["copy_of"], tb["copy_of"])) in ta["_unsure"])
 
 
 def _same_source(info, a: int, b: int, tier: str) -> bool:

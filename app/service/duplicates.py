@@ -42,18 +42,19 @@ LOW_COS = 0.80  # under this cosine a pair needs twice the inliers to count as a
 @dataclass(frozen=True)
 class Strictness:
     """One documented point of the curve: edited = containment >= ``min_containment`` and ``inliers >=
-    min_inliers`` (twice that for a pair whose cosine is under :data:`LOW_COS`); shots = cosine >=
-    ``shot_cos`` or a geometric match without containment."""
+    min_inliers`` (twice that for a pair whose cosine is under :data:`LOW_COS`); shots (not edited) =
+    ``inliers >= shot_inliers`` (one scene seen from two frames), or cosine >= ``shot_cos``."""
 
     min_inliers: int
     min_containment: float
+    shot_inliers: int
     shot_cos: float
 
 
 STRICTNESS = {
-    "loose": Strictness(min_inliers=10, min_containment=0.75, shot_cos=0.88),
-    "default": Strictness(min_inliers=15, min_containment=0.80, shot_cos=0.90),
-    "strict": Strictness(min_inliers=24, min_containment=0.85, shot_cos=0.93),
+    "loose": Strictness(min_inliers=12, min_containment=0.80, shot_inliers=20, shot_cos=0.93),
+    "default": Strictness(min_inliers=15, min_containment=0.85, shot_inliers=30, shot_cos=0.95),
+    "strict": Strictness(min_inliers=24, min_containment=0.90, shot_inliers=40, shot_cos=0.97),
 }
 
 
@@ -82,9 +83,9 @@ class DuplicateReport:
 
 def tier_of_pairs(graph: PairGraph, point: Strictness) -> np.ndarray:
     """Per measured pair: 1 edited, 2 shot, 0 neither."""
-    geometric = graph.inliers >= np.where(graph.cos >= LOW_COS, point.min_inliers, 2 * point.min_inliers)
-    edited = geometric & (graph.containment >= point.min_containment)
-    shots = ~edited & ((graph.cos >= point.shot_cos) | geometric)
+    need = np.where(graph.cos >= LOW_COS, point.min_inliers, 2 * point.min_inliers)
+    edited = (graph.inliers >= need) & (graph.containment >= point.min_containment)
+    shots = ~edited & ((graph.inliers >= point.shot_inliers) | (graph.cos >= point.shot_cos))
     return np.where(edited, 1, np.where(shots, 2, 0))
 
 

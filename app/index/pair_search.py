@@ -2,9 +2,10 @@
 faiss (k nearest neighbours), never by comparing all pairs.
 
 :class:`PairSearch` is the one search-backend interface the duplicate finder uses; :class:`FaissPairSearch`
-implements it with an exact inner-product index up to :data:`EXACT_UP_TO` vectors and an IVF index
-(``IVF<nlist>,Flat``, trained on a seeded sample, ``nprobe`` lists searched) above that. Vectors are
-unit length, so inner product is cosine.
+implements it with an exact inner-product index up to :data:`EXACT_UP_TO` vectors; above that, the
+neighbours are found in a PCA space of :data:`PCA_DIM` dimensions with an IVF index (``PCA<d>,IVF<nlist>,Flat``,
+trained on a seeded sample, ``nprobe`` lists searched), and every pair found is scored again with the exact
+cosine of the full vectors before the threshold. Vectors are unit length, so inner product is cosine.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Protocol
 import numpy as np
 
 EXACT_UP_TO = 20_000
+PCA_DIM = 128
 
 
 @dataclass(frozen=True)
@@ -54,11 +56,12 @@ class FaissPairSearch:
             index = faiss.IndexFlatIP(d)
         else:
             nlist = int(4 * np.sqrt(n))
-            index = faiss.index_factory(d, f"IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT)
+            pca = f"PCA{PCA_DIM}," if d > PCA_DIM else ""
+            index = faiss.index_factory(d, f"{pca}IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT)
             rng = np.random.default_rng(self.seed)
             sample = vectors[rng.choice(n, size=min(n, 40 * nlist), replace=False)]
             index.train(np.ascontiguousarray(sample))
-            index.nprobe = self.nprobe
+            faiss.extract_index_ivf(index).nprobe = self.nprobe
         index.add(vectors)
         return index
 
@@ -72,10 +75,20 @@ class FaissPairSearch:
         kk = min(k + 1, len(vectors))
         sims, nbrs = index.search(vectors[query_rows], kk)
         qi = np.repeat(query_rows, kk)
-        nj, s = nbrs.ravel(), sims.ravel()
-        keep = (nj >= 0) & (nj != qi) & (s >= threshold)
-        a, b, s = qi[keep], nj[keep], s[keep]
+        nj = nbrs.ravel()
+        keep = (nj >= 0) & (nj != qi)
+        a, b = qi[keep], nj[keep]
+        s = _exact_cosines(vectors, a, b) if len(vectors) > self.exact_up_to else sims.ravel()[keep]
+        keep = s >= threshold
+        a, b, s = a[keep], b[keep], s[keep]
         lo, hi = np.minimum(a, b), np.maximum(a, b)
         key = lo * len(vectors) + hi
         _, first = np.unique(key, return_index=True)  # a pair found from both ends counts once
         return Pairs(lo[first], hi[first], s[first].astype(np.float32))
+
+
+def _exact_cosines(vectors: np.ndarray, a: np.ndarray, b: np.ndarray, chunk: int = 65_536) -> np.ndarray:
+    out = np.empty(len(a), np.float32)
+    for k in range(0, len(a), chunk):
+        out[k:k + chunk] = np.einsum("ij,ij->i", vectors[a[k:k + chunk]], vectors[b[k:k + chunk]])
+    return out

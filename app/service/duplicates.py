@@ -53,8 +53,8 @@ class Strictness:
 
 STRICTNESS = {
     "loose": Strictness(min_inliers=12, min_containment=0.80, shot_inliers=20, shot_cos=0.93),
-    "default": Strictness(min_inliers=15, min_containment=0.85, shot_inliers=30, shot_cos=0.95),
-    "strict": Strictness(min_inliers=24, min_containment=0.90, shot_inliers=40, shot_cos=0.97),
+    "default": Strictness(min_inliers=20, min_containment=0.85, shot_inliers=30, shot_cos=0.95),
+    "strict": Strictness(min_inliers=30, min_containment=0.90, shot_inliers=40, shot_cos=0.97),
 }
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,8 +119,9 @@ def update_photo_data(data: PhotoData, table: FeatureTable) -> tuple[PhotoData, 
     hashes = {i: (table.stamps[i].hash if table.stamps[i] else "") for i in live}
     kept = {i: r for i, r in data.records.items() if i in hashes and r.hash == hashes[i]}
     new = [i for i in live if i not in kept]
-    for i in new:
-        kept[i] = measure_photo(item_file(table, i), hashes[i])
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # decoding and OpenCV release the GIL
+        for i, rec in zip(new, pool.map(lambda i: measure_photo(item_file(table, i), hashes[i]), new), strict=True):
+            kept[i] = rec
     return PhotoData(kept), new
 
 

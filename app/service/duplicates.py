@@ -19,8 +19,10 @@ measures and searches only the items added since the last one, and drops the pai
 
 from __future__ import annotations
 
+import os
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,7 +137,8 @@ def extend_graph(graph: PairGraph, data: PhotoData, vectors: np.ndarray, live: n
     rows = np.searchsorted(live, new)
     found = search.pairs(vectors[live], rows, threshold=graph.floor, k=NEIGHBOURS)
     i, j = live[found.i], live[found.j]
-    matches = [check_pair(data, int(a), int(b)) for a, b in zip(i, j, strict=True)]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # OpenCV releases the GIL
+        matches = list(pool.map(lambda ab: check_pair(data, *ab), zip(i.tolist(), j.tolist(), strict=True)))
     return graph.extended(i, j, found.sim, matches, new)
 
 

@@ -168,3 +168,21 @@ def test_a_rerun_reads_and_searches_only_new_items(dup_collection, lite0_embedde
     assert final.measured == 0 and final.searched == 0
     assert {frozenset(final.paths[i] for i in g.members) for g in final.groups} == {frozenset(s) for s in
                                                                                    expected.values()}
+
+
+def test_a_full_rebuild_that_renumbers_is_searched_again(tmp_path, lite0_embedder, model_cache):
+    """Ids are renumbered by a full rebuild: the kept pairs of ids that now hold other photos are dropped."""
+    expected = make_duplicates_folder(tmp_path / "photos")
+    config = Config(indexes_dir=tmp_path / "indexes", features_dir=tmp_path / "features", cache_dir=model_cache,
+                    model="efficientnet-lite0", workers=0)
+    spec = dict(kind="folder", data=tmp_path / "photos", name="dups")
+    build_collection(config, BuildSpec(**spec), embedder=lite0_embedder, progress=False)
+    find_duplicates(config, "dups")
+    (tmp_path / "photos" / "astronaut_0.jpg").rename(tmp_path / "astronaut_0.jpg")  # out of the folder
+    (tmp_path / "photos" / "cat copy.jpg").unlink()
+    build_collection(config, BuildSpec(**spec, rebuild=True), embedder=lite0_embedder, progress=False)
+    report = find_duplicates(config, "dups")
+    assert report.searched > 0  # renumbered ids are searched again
+    found = {g.tier: {report.paths[i] for i in g.members} for g in report.groups}
+    assert found == {"exact": expected["exact"] - {"cat copy.jpg"}, "edited": expected["edited"],
+                     "shots": expected["shots"] - {"astronaut_0.jpg"}}

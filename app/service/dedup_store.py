@@ -128,7 +128,9 @@ def update_photo_data(data: PhotoData, table: FeatureTable) -> tuple[PhotoData, 
 @dataclass
 class PairGraph:
     """The candidate pairs measured so far (item ids ``i`` < ``j``): cosine and the second check's result;
-    ``covered``: the ids whose neighbours were searched; ``floor``: the cosine candidates were taken above."""
+    ``covered``: the ids whose neighbours were searched, with the content hash each had then
+    (``covered_hash``: an id whose hash differs, after a full rebuild renumbered the items, is searched
+    again); ``floor``: the cosine candidates were taken above; ``weights_id``: the model of the vectors."""
 
     i: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     j: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
@@ -136,7 +138,9 @@ class PairGraph:
     inliers: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     containment: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     covered: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    covered_hash: np.ndarray = field(default_factory=lambda: np.zeros(0, "U64"))
     floor: float = 0.0
+    weights_id: str = ""
 
     def without(self, ids: set[int]) -> "PairGraph":
         """The graph with every pair touching ``ids`` removed (and those ids no longer covered)."""
@@ -144,30 +148,41 @@ class PairGraph:
             return self
         gone = np.array(sorted(ids), np.int64)
         keep = ~(np.isin(self.i, gone) | np.isin(self.j, gone))
+        still = ~np.isin(self.covered, gone)
         return PairGraph(self.i[keep], self.j[keep], self.cos[keep], self.inliers[keep], self.containment[keep],
-                         self.covered[~np.isin(self.covered, gone)], self.floor)
+                         self.covered[still], self.covered_hash[still], self.floor, self.weights_id)
+
+    def stale_ids(self, hashes: dict[int, str]) -> set[int]:
+        """Covered ids that are not live any more, or hold other content than when they were searched."""
+        return {int(c) for c, h in zip(self.covered.tolist(), self.covered_hash.tolist(), strict=True)
+                if hashes.get(int(c)) != h}
 
     def extended(self, i: np.ndarray, j: np.ndarray, cos: np.ndarray, matches: list[PairMatch],
-                 covered: np.ndarray) -> "PairGraph":
+                 covered: np.ndarray, covered_hash: list[str]) -> "PairGraph":
         return PairGraph(
             np.concatenate([self.i, i]), np.concatenate([self.j, j]), np.concatenate([self.cos, cos]),
             np.concatenate([self.inliers, np.array([m.inliers for m in matches], np.int32)]),
             np.concatenate([self.containment, np.array([m.containment for m in matches], np.float32)]),
-            np.union1d(self.covered, covered), self.floor)
+            np.concatenate([self.covered, covered]),
+            np.concatenate([self.covered_hash, np.array(covered_hash, "U64")]), self.floor, self.weights_id)
 
     def save(self, path: Path) -> None:
         buf = io.BytesIO()
         np.savez(buf, i=self.i, j=self.j, cos=self.cos, inliers=self.inliers, containment=self.containment,
-                 covered=self.covered, floor=np.array([self.floor], np.float32))
+                 covered=self.covered, covered_hash=self.covered_hash, floor=np.array([self.floor], np.float32),
+                 weights_id=np.array([self.weights_id]))
         write_bytes(path, buf.getvalue())
 
     @classmethod
-    def load(cls, path: Path, floor: float) -> "PairGraph":
-        """The saved graph, or an empty one when there is none, it is damaged or was made with another floor."""
+    def load(cls, path: Path, floor: float, weights_id: str) -> "PairGraph":
+        """The saved graph, or an empty one when there is none, it is damaged, or was made with another floor
+        or from another model's vectors."""
         try:
             with np.load(path, allow_pickle=False) as z:
                 graph = cls(z["i"], z["j"], z["cos"], z["inliers"], z["containment"], z["covered"],
-                            float(z["floor"][0]))
+                            z["covered_hash"], float(z["floor"][0]), str(z["weights_id"][0]))
         except (OSError, ValueError, KeyError):
-            return cls(floor=floor)
-        return graph if abs(graph.floor - floor) < 1e-6 else cls(floor=floor)
+            return cls(floor=floor, weights_id=weights_id)
+        if abs(graph.floor - floor) > 1e-6 or graph.weights_id != weights_id:
+            return cls(floor=floor, weights_id=weights_id)
+        return graph

@@ -117,11 +117,12 @@ def refresh(config: Config, state: State, *, search: PairSearch | None = None,
     if save and measured:
         data.save(data_file)  # kept even if the pairs' check is interrupted
     live = table.live_ids()
-    stale = set(old.records) - set(data.records) | set(measured)  # removed or changed ids
-    graph = PairGraph.load(graph_file, CANDIDATE_COS).without(stale)
-    graph = graph.without(set(graph.covered.tolist()) - set(live.tolist()))
+    hashes = {i: (table.stamps[i].hash if table.stamps[i] else "") for i in live.tolist()}
+    graph = PairGraph.load(graph_file, CANDIDATE_COS, table.weights_id)
+    stale = graph.stale_ids(hashes) | (set(old.records) - set(data.records))  # deleted, changed, renumbered
+    graph = graph.without(stale)
     new = np.setdiff1d(live, graph.covered)
-    graph = extend_graph(graph, data, np.asarray(state.vectors), live, new, search or FaissPairSearch())
+    graph = extend_graph(graph, data, np.asarray(state.vectors), live, new, search or FaissPairSearch(), hashes)
     if save and (measured or len(new) or stale):
         if stale - set(measured):
             data.save(data_file)
@@ -130,7 +131,7 @@ def refresh(config: Config, state: State, *, search: PairSearch | None = None,
 
 
 def extend_graph(graph: PairGraph, data: PhotoData, vectors: np.ndarray, live: np.ndarray, new: np.ndarray,
-                 search: PairSearch) -> PairGraph:
+                 search: PairSearch, hashes: dict[int, str]) -> PairGraph:
     """``graph`` plus the candidate pairs of the ``new`` ids (against every live item), each checked."""
     if len(new) == 0:
         return graph
@@ -139,7 +140,7 @@ def extend_graph(graph: PairGraph, data: PhotoData, vectors: np.ndarray, live: n
     i, j = live[found.i], live[found.j]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # OpenCV releases the GIL
         matches = list(pool.map(lambda ab: check_pair(data, *ab), zip(i.tolist(), j.tolist(), strict=True)))
-    return graph.extended(i, j, found.sim, matches, new)
+    return graph.extended(i, j, found.sim, matches, new, [hashes[int(x)] for x in new.tolist()])
 
 
 def check_pair(data: PhotoData, a: int, b: int):

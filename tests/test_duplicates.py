@@ -151,6 +151,9 @@ def test_cli_groups_each_tier_separately(dup_collection, capsys):
 def test_a_rerun_reads_and_searches_only_new_items(dup_collection, lite0_embedder, tmp_path):
     config, base, expected = dup_collection
     first = find_duplicates(config, "dups")  # the module's collection: already measured or measured now
+    coffee = next(i for i, p in first.paths.items() if p == "coffee.png")
+    assert first.facts[coffee]["width"] == 288 and first.facts[coffee]["height"] == 192
+    assert first.facts[coffee]["bytes"] == (base / "photos" / "coffee.png").stat().st_size
     again = find_duplicates(config, "dups")
     assert again.measured == 0 and again.searched == 0
     assert [g.members for g in again.groups] == [g.members for g in first.groups]

@@ -81,6 +81,8 @@ class DuplicateReport:
     searched: int  # items whose neighbours were searched this run
     seconds: float
     stats: dict[str, Any] = field(default_factory=dict)
+    facts: dict[int, dict[str, Any]] = field(default_factory=dict)  # per member: width, height, bytes, mtime_ns
+
 
 
 def tier_of_pairs(graph: PairGraph, point: Strictness) -> np.ndarray:
@@ -102,9 +104,10 @@ def find_duplicates(config: Config, name: str, *, tier: str | None = None, stric
     state = read_state(config, name)
     data, graph, measured, searched = refresh(config, state, search=search, save=save)
     groups = make_groups(state, data, graph, STRICTNESS[strictness], tiers=(tier,) if tier else TIERS)
-    paths = {i: state.table.paths[i] for g in groups for i in g.members}
+    members = sorted({i for g in groups for i in g.members})
+    paths = {i: state.table.paths[i] for i in members}
     return DuplicateReport(name, groups, paths, measured, searched, time.perf_counter() - t0,
-                           {"pairs": len(graph.i)})
+                           {"pairs": len(graph.i)}, {i: _facts(state, data, i) for i in members})
 
 
 def refresh(config: Config, state: State, *, search: PairSearch | None = None,
@@ -221,6 +224,13 @@ def _components(i: np.ndarray, j: np.ndarray, score: np.ndarray, index: dict[int
     for a, s in zip(ri.tolist(), score.tolist(), strict=True):
         sums[int(roots[a])].append(s)
     return [(tuple(sorted(m)), float(np.mean(sums[r]))) for r, m in members.items() if len(m) > 1]
+
+
+def _facts(state: State, data: PhotoData, i: int) -> dict[str, Any]:
+    """What a side-by-side review shows of a photo: its size in pixels, file size and date."""
+    rec, stamp = data.records.get(i), state.table.stamps[i]
+    return {"width": rec.width if rec else 0, "height": rec.height if rec else 0,
+            "bytes": stamp.size if stamp else None, "mtime_ns": stamp.mtime_ns if stamp else None}
 
 
 def _keeper(table, data: PhotoData, members: tuple[int, ...]) -> int:

@@ -131,6 +131,13 @@ def _cli_groups(config, capsys, *extra) -> list[dict]:
     return [json.loads(line) for line in out.splitlines()]
 
 
+def test_cli_choices_are_the_services():
+    from app.cli import duplicates as cli
+    from app.service import duplicates as service
+
+    assert cli.TIERS == service.TIERS and cli.STRICTNESS == tuple(service.STRICTNESS)
+
+
 def test_cli_groups_each_tier_separately(dup_collection, capsys):
     config, _, expected = dup_collection
     groups = _cli_groups(config, capsys)

@@ -24,13 +24,16 @@ import json
 
 from app.cli.common import config_from_args
 
+# app.service.duplicates.TIERS and STRICTNESS, spelled here so building the parser imports nothing more
+# (tests/test_duplicates.py checks they agree)
+TIERS = ("exact", "edited", "shots")
+STRICTNESS = ("loose", "default", "strict")
+
 
 def add_duplicates_args(p: argparse.ArgumentParser) -> None:
-    from app.service.duplicates import STRICTNESS, TIERS
-
     p.add_argument("--collection", "-c", required=True, help="collection name")
     p.add_argument("--tier", default=None, choices=TIERS, help="only this tier (default: all three)")
-    p.add_argument("--strictness", default="default", choices=list(STRICTNESS),
+    p.add_argument("--strictness", default="default", choices=STRICTNESS,
                    help="a point of the measured precision-recall curve (README, Duplicates)")
     what = p.add_mutually_exclusive_group()
     what.add_argument("--clean", action="store_true",

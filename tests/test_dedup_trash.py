@@ -216,3 +216,31 @@ def test_cli_clean_and_undo(tmp_path, embedder, model_cache, monkeypatch, capsys
     assert _files(root) == before and read_state(config, "pics").table.live_count == 14
     assert main(["duplicates", *where, "--clean"]) == 2  # --clean needs a tier
     assert "--clean needs --tier" in capsys.readouterr().err
+
+
+def test_a_full_disk_while_recording_a_move_still_lets_undo_restore(built, monkeypatch):
+    """The manifest cannot be written after a photo moved: the clean-up stops with the typed error, the
+    manifest still says the photo was being moved, and undo finds it in the trash."""
+    from app.errors import StorageError
+
+    config, root = built
+    before = _files(root)
+    keep, a, b = _ids(config, "circles/img_03.jpg", "circles/img_04.jpg", "circles/img_05.png")
+    real_save = dedup_trash.TrashManifest.save
+    calls = []
+
+    def save(self):
+        calls.append(1)
+        if len(calls) == 2:  # the record after the first move
+            raise StorageError("No space left on device while writing manifest.json")
+        real_save(self)
+
+    monkeypatch.setattr(dedup_trash.TrashManifest, "save", save)
+    with pytest.raises(StorageError):
+        clean_groups(config, "pics", [(keep, [keep, a, b])])
+    monkeypatch.setattr(dedup_trash.TrashManifest, "save", real_save)
+    assert [e["state"] for e in _manifest(root)] == ["moving"]
+    assert (root / TRASH / "pics/circles/img_04.jpg").exists() and (root / "circles/img_05.png").exists()
+    undo_clean(config, "pics", embedder=FakeEmbedder())
+    assert _files(root) == before
+    assert read_state(config, "pics").table.live_count == 24

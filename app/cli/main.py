@@ -15,7 +15,21 @@ import logging
 import sys
 from typing import Sequence
 
-from app.cli import bench, bench_ui, build, download, evaluate, load, manage, prepare, quantize, search, sync
+from app.cli import (
+    bench,
+    bench_ui,
+    build,
+    download,
+    duplicates,
+    evaluate,
+    evaluate_duplicates,
+    load,
+    manage,
+    prepare,
+    quantize,
+    search,
+    sync,
+)
 from app.cli.common import run
 
 # command -> (help, add its arguments, run it, what Ctrl-C leaves behind)
@@ -32,6 +46,11 @@ COMMANDS = {
     "rename": ("rename a collection", manage.add_rename_args, manage.cmd_rename, ""),
     "drop": ("remove a collection's files (and its Milvus copy); never images", manage.add_drop_args,
              manage.cmd_drop, ""),
+    "duplicates": ("exact copies, edited copies and near-identical shots, grouped; --clean, --undo",
+                   duplicates.add_duplicates_args, duplicates.cmd_duplicates, ""),
+    "evaluate-duplicates": ("precision and recall of duplicates on an edited-copy benchmark "
+                            "(scripts/evaluate_duplicates.py)", evaluate_duplicates.add_evaluate_duplicates_args,
+                            evaluate_duplicates.cmd_evaluate_duplicates, ""),
     "download": ("download the datasets or the ResNet-50 weights", download.add_download_args,
                  download.cmd_download, download.RESUME),
     "sync": ("push a built collection's vectors to Milvus", sync.add_sync_args, sync.cmd_sync, ""),

@@ -208,15 +208,18 @@ def test_rename_keeps_ids_and_drop_removes_only_that_collections_files(built, tm
                      progress_bar=False)
     delete_items(config, "pics", ids=[0])
     before = ids_by_path(config)
+    cache = config.features_dir / "pics.dedup.npz"  # a part kept beside the vectors (the duplicate finder's)
+    cache.write_bytes(b"cache")
     with pytest.raises(CollectionExistsError):
         rename_collection(config, "pics", "pics-2")
     renamed = rename_collection(config, "pics", "holiday")
     assert (renamed.count, renamed.new) == (23, "holiday") and not manifest_path(config.indexes_dir, "pics").exists()
     assert ids_by_path(config, "holiday") == before
     assert search_ids(config, "holiday", [5])[5][0] == 5
+    assert not cache.exists() and (config.features_dir / "holiday.dedup.npz").read_bytes() == b"cache"
     dropped = drop_collection(config, "holiday")
     names = sorted(os.path.basename(p) for p in dropped.removed)
-    assert names == ["holiday.faiss", "holiday.json", "holiday.manifest.json", "holiday.npy"]
+    assert names == ["holiday.dedup.npz", "holiday.faiss", "holiday.json", "holiday.manifest.json", "holiday.npy"]
     assert count_items(config, "pics-2") == 8 and (root / "circles" / "img_01.jpg").is_file()
     assert sorted(p.name for p in config.features_dir.iterdir()) == ["pics-2.json", "pics-2.npy"]
     with pytest.raises(Exception, match="no collection named"):

@@ -2,7 +2,9 @@
 
 A collection ``NAME`` is, in ``features/``: the vectors ``NAME.npy`` and the id table ``NAME.json``
 (``NAME.gN.npy``, ``NAME.gN.json`` from generation N >= 1 on), the resumable parts of a build
-``NAME.parts/`` and of an incremental change ``NAME.update.parts/``; in ``indexes/``: the faiss
+``NAME.parts/`` and of an incremental change ``NAME.update.parts/``, and the parts that other
+features keep beside the vectors (the duplicate finder's ``NAME.dedup.npz`` and
+``NAME.dedup-pairs.npz``: caches of the images, remade when missing); in ``indexes/``: the faiss
 index ``NAME.faiss`` (``NAME.gN.faiss``), the manifest ``NAME.manifest.json`` (the commit record: it
 names the current generation's files) and the lock ``NAME.lock``. A file being written atomically
 is ``.NAME....tmp`` beside its target (:mod:`app.files.atomic`).
@@ -91,6 +93,20 @@ class CollectionFiles:
     def update_parts(self) -> Path:
         """The resumable chunks of an incremental change's extraction."""
         return self.features_dir / f"{self.name}.update.parts"
+
+    @property
+    def dedup_photos(self) -> Path:
+        """The duplicate finder's per-photo data (:mod:`app.service.dedup_store`)."""
+        return self.features_dir / f"{self.name}.dedup.npz"
+
+    @property
+    def dedup_pairs(self) -> Path:
+        """The candidate pairs the duplicate finder has measured."""
+        return self.features_dir / f"{self.name}.dedup-pairs.npz"
+
+    def part_files(self) -> list[Path]:
+        """The extra parts kept beside the vectors (caches: a rename carries them, a drop removes them)."""
+        return [self.dedup_photos, self.dedup_pairs]
 
     def _data_re(self) -> re.Pattern[str]:
         return re.compile(rf"^{re.escape(self.name)}(\.g\d+)?\.(npy|json|faiss)$")

@@ -143,17 +143,20 @@ class CollectionStore:
             _link(self.files.features_dir / m.features, files[0])
             write_json(files[1], table.to_json())
             _link(self.files.indexes_dir / m.index_file, files[2])
+            for part, moved in zip(self.files.part_files(), to.part_files(), strict=True):
+                if part.is_file():
+                    _link(part, moved)
             new_manifest = m.with_(name=new, generation=0, features=files[0].name, table=files[1].name,
                                    index_file=files[2].name, table_sha256=file_sha256(files[1]))  # the table names it
             write_json(to.manifest, new_manifest.to_json())  # the new name exists
             try:
                 milvus = self.mirror.rename(self.config, self.name, new)
             except Exception:  # the mirror refused or is unreachable: undo, the old name stays as it was
-                for path in (to.manifest, *files):
+                for path in (to.manifest, *files, *to.part_files()):
                     path.unlink(missing_ok=True)
                 raise
             self.files.manifest.unlink()  # the old name is gone
-            for path in self.files.data_files():
+            for path in self.files.data_files() + self.files.part_files():
                 path.unlink(missing_ok=True)
             self.remove_parts()
         self.files.lock.unlink(missing_ok=True)
@@ -171,7 +174,7 @@ class CollectionStore:
             if self.exists():
                 self.files.manifest.unlink()
                 removed.append(str(self.files.manifest))
-            for path in files:
+            for path in files + [p for p in self.files.part_files() if p.is_file()]:
                 path.unlink(missing_ok=True)
                 removed.append(str(path))
             removed += self.remove_parts()

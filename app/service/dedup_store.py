@@ -24,16 +24,17 @@ from app.core.feature_table import FeatureTable
 from app.core.images import load_image
 from app.errors import AppError
 from app.files.atomic import write_bytes
+from app.files.layout import CollectionFiles
 
 log = logging.getLogger(__name__)
 
 
 def photo_data_path(features_dir: str | os.PathLike, name: str) -> Path:
-    return Path(features_dir) / f"{name}.dedup.npz"
+    return CollectionFiles.at(features_dir, features_dir, name).dedup_photos
 
 
 def pairs_path(features_dir: str | os.PathLike, name: str) -> Path:
-    return Path(features_dir) / f"{name}.dedup-pairs.npz"
+    return CollectionFiles.at(features_dir, features_dir, name).dedup_pairs
 
 
 @dataclass

@@ -37,7 +37,12 @@ class SearchOutputs:
             "session": page.session,
         }
         # Set with their field: the compare box's visibility (compare), the crop editor's source and box (crop).
-        self.components: list[Block] = [*self._targets.values(), r.compare_box, q.crop_src, q.crop_box]
+        self._components: list[Block] = [*self._targets.values(), r.compare_box, q.crop_src, q.crop_box]
+
+    @property
+    def components(self) -> list[Block]:
+        """Every component a search event may update: its outputs."""
+        return list(self._components)
 
     def targets(self) -> dict[str, Block]:
         """Each :class:`View` field but ``crop``, and the component that shows it."""

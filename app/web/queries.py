@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -29,6 +28,7 @@ from app.net.fetch import fetch_url
 from app.service.query_image import image_key
 from app.service.search import Hit
 from app.web.context import Context
+from app.web.gallery import example_caption
 from app.web.guarded import guarded
 from app.web.query import Query
 from app.web.runner import QueryRunner
@@ -46,8 +46,7 @@ def item_query(ctx: Context, collection: str, hit: Hit) -> Query:
     """A collection image as the query: searched with its stored vector, shown as its preview."""
     shown = ctx.thumbs.preview(hit.abs_path).path
     size, sig = file_size_and_signature(shown)
-    return Query("item", str(shown), f"item:{collection}:{hit.id}", f"{hit.label} · {Path(hit.path).name}",
-                 collection=collection, item_id=hit.id, size=size, origin="app", sig=sig)
+    return Query("item", str(shown), f"item:{collection}:{hit.id}", example_caption(hit), collection=collection, item_id=hit.id, size=size, origin="app", sig=sig)
 
 
 def composite_image(value: Any) -> Image.Image | None:

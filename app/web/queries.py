@@ -46,7 +46,8 @@ def item_query(ctx: Context, collection: str, hit: Hit) -> Query:
     """A collection image as the query: searched with its stored vector, shown as its preview."""
     shown = ctx.thumbs.preview(hit.abs_path).path
     size, sig = file_size_and_signature(shown)
-    return Query("item", str(shown), f"item:{collection}:{hit.id}", example_caption(hit), collection=collection, item_id=hit.id, size=size, origin="app", sig=sig)
+    return Query("item", str(shown), f"item:{collection}:{hit.id}", example_caption(hit), collection=collection,
+                 item_id=hit.id, size=size, origin="app", sig=sig)
 
 
 def composite_image(value: Any) -> Image.Image | None:

@@ -6,7 +6,8 @@ A path is checked after resolving symbolic links, so a link cannot lead out of a
 
 An index job runs in a thread of its own, one at a time, outside Gradio's queue: searching goes on
 while it runs. The page polls :meth:`LibraryHandlers.progress_html` (a ``gr.Timer`` in
-:mod:`app.web.library_tab`) for its progress (phase, done/total, images/s, ETA); Cancel stops it between steps, leaving the collection as it was.
+:mod:`app.web.library_tab`) for its progress (phase, done/total, images/s, ETA); Cancel stops it between
+steps, leaving the collection as it was.
 Every change goes through :mod:`app.service.library` (locked, atomic, mirrored to Milvus with
 ``--backend milvus``); errors become one-line messages here.
 """

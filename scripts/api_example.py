@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     r = client.predict(handle_file(args.image), args.collection, args.k, api_name="/search_file")
     print(f"{r['query']} in {r['collection']} ({r['model']}, {r['timings_ms']['total']:.1f} ms):")
     for h in r["hits"]:
-        print(f"  #{h['rank']} id {h['id']} {h['label']} {h['score']:.3f} {h['path']}")
+        print(f"  #{h['rank']} id {h['id']} {h['label']} {h['score']:.3f} {h['file']}")
     best = r["hits"][0]["id"]
     again = client.predict(args.collection, best, args.k, api_name="/search_item")
     print(f"item {best} as the query ({again['timings_ms']['total']:.1f} ms, no model run): "

@@ -34,7 +34,7 @@ WAIT_S = 30  # the longest any single wait may take
 @pytest.fixture(scope="module")
 def app_server(tmp_path_factory, embedder, model_cache):
     from app.service.build import BuildSpec, build_collection
-    from app.web.server import warm_up
+    from app.web import warm_up
 
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed")
@@ -118,7 +118,7 @@ def click_tab(page, name: str) -> None:
 
 
 def settle(spy: SpyEmbedder, seconds: float = 1.0) -> int:
-    """The editor fires late duplicate events; give them time, then read the model-run count."""
+    """The crop editor fires late duplicate events; give them time, then read the model-run count."""
     time.sleep(seconds)
     return spy.calls
 
@@ -190,7 +190,7 @@ def test_non_image_gives_a_readable_error(page, app_server, tmp_path):
         page.locator("#fetch").click()
         page.wait_for_function("document.querySelector('#ris-message').innerText.includes('not an image')",
                                timeout=WAIT_S * 1000)
-    # A non-image dropped into the editor: the browser cannot open it, and the page says so.
+    # A non-image dropped into the query image: the browser cannot open it, and the page says so.
     page.locator("#query input[type=file]").set_input_files(str(tmp_path / "notes.txt"))
     page.wait_for_selector("#ris-client-error:not([hidden])")
     assert "not an image" in page.locator("#ris-client-error").inner_text()
@@ -321,7 +321,7 @@ def test_search_timing_and_screenshot(page, app_server):
     t_upload = time.perf_counter()
     wait_results(page, 0, k=5)
     upload_ms = (time.perf_counter() - t_upload) * 1000
-    time.sleep(1.0)  # let the editor's late duplicate events pass
+    time.sleep(1.0)  # let the crop editor's late duplicate events pass
     timings = {}
     for kind in ("model_run", "remembered_vector"):
         if kind == "model_run":

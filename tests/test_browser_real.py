@@ -20,7 +20,7 @@ DATA = Path(__file__).parent / "data"
 @pytest.fixture(scope="module")
 def real_app(tmp_path_factory, lite0_embedder):
     from app.service.build import BuildSpec, build_collection
-    from app.web.server import warm_up
+    from app.web import warm_up
 
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed")

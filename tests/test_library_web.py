@@ -173,7 +173,7 @@ def test_management_endpoints_only_with_a_library_root(setup, tmp_path):
 def test_the_library_root_flag(tmp_path):
     """``python -m app --library-root DIR`` (repeatable): resolved folders; a missing one stops start-up."""
     from app.__main__ import library_roots, make_parser
-    from app.web.server import StartupError
+    from app.web import StartupError
 
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()

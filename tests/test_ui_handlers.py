@@ -17,7 +17,11 @@ from PIL import Image
 
 from app.config import Config
 from app.service.search import SearchService
-from app.web.handlers import SKIP, Handlers, Session, View
+from app.web import StartupError, allowed_hosts, check_bind, create_app, is_loopback, parse_auth
+from app.web.handlers import Handlers
+from app.web.session import Session
+from app.web.signature import same_picture, signature
+from app.web.view import SKIP, View
 from tests.fakes import SpyEmbedder, serve_directory
 from tests.helpers import make_image_folder, png_claiming, spy_load_image
 
@@ -59,7 +63,7 @@ def two_collections(tmp_path_factory, embedder, model_cache):
     return config, base
 
 
-def editor_value(img: Image.Image) -> dict:
+def crop_editor_value(img: Image.Image) -> dict:
     """What the crop editor (gr.ImageEditor(type="pil", image_mode="RGB")) hands to a handler."""
     return {"background": img, "layers": [], "composite": img}
 
@@ -80,8 +84,6 @@ def upload(img: Image.Image | Path | bytes, folder: Path | None = None) -> str:
 
 def close_to(a: Image.Image, b: Image.Image) -> bool:
     """The same picture, at the same size, up to JPEG re-encoding (the app's copies and previews are JPEGs)."""
-    from app.web.view_model import same_picture, signature
-
     return a.size == b.size and same_picture(signature(a), signature(b), tolerance=3.0)
 
 
@@ -136,7 +138,7 @@ def test_one_decode_per_new_query(h, query_img, monkeypatch):
     assert len(calls) == 2
 
 
-def test_one_model_run_however_many_editor_events(h, spy, query_img):
+def test_one_model_run_however_many_crop_editor_events(h, spy, query_img):
     """A repeated upload of the same file, and the crop editor's change/apply for the image it was opened
     on (no crop made): the model runs once."""
     s = Session()
@@ -145,13 +147,13 @@ def test_one_model_run_however_many_editor_events(h, spy, query_img):
     assert only_skips(h.queries.on_upload(upload(query_img), "shapes", 5, s))
     assert h.queries.on_crop_open(s).crop == s.query.path
     for _ in range(2):
-        assert only_skips(h.queries.on_crop(editor_value(rgb(Path(s.query.path))), "shapes", 5, s))
+        assert only_skips(h.queries.on_crop(crop_editor_value(rgb(Path(s.query.path))), "shapes", 5, s))
     assert spy.calls == 1
     # The Search button always answers, but with the remembered vector.
     again = h.queries.on_search(s.query.path, "shapes", 5, s)
     assert len(again.results) == 5 and "model not run" in again.status
     assert spy.calls == 1
-    # Events that carry no image yet (the editor sends those too) do nothing.
+    # Events that carry no image yet (the crop editor sends those too) do nothing.
     assert only_skips(h.queries.on_upload(None, "shapes", 5, s))
     assert only_skips(h.queries.on_crop(None, "shapes", 5, s))
 
@@ -180,7 +182,7 @@ def test_example_click_uses_the_stored_vector(h, spy):
     view = h.queries.on_example(3, "shapes", 5, s)
     hit = s.examples[3]
     preview = h.ctx.thumbs.preview(hit.abs_path).path
-    assert view.editor == str(preview)  # the query image shows the example's preview
+    assert view.query_image == str(preview)  # the query image shows the example's preview
     assert close_to(rgb(preview), rgb(hit.abs_path))  # (a small image: its own size)
     assert view.results[0][0] == str(h.ctx.thumbs.thumb(hit.abs_path).path)  # an item is its own best match
     assert "stored vector" in view.status
@@ -188,10 +190,10 @@ def test_example_click_uses_the_stored_vector(h, spy):
     # The crop editor echoes the image it is opened on (through upload and change events, decoded by
     # the browser, so not always bit-exact): not a crop, not a new image.
     assert h.queries.on_crop_open(s).crop == str(preview)
-    assert only_skips(h.queries.on_crop(editor_value(rgb(preview)), "shapes", 5, s))
+    assert only_skips(h.queries.on_crop(crop_editor_value(rgb(preview)), "shapes", 5, s))
     buf = io.BytesIO()
     rgb(preview).save(buf, format="JPEG", quality=85)
-    assert only_skips(h.queries.on_crop(editor_value(rgb(buf)), "shapes", 5, s))
+    assert only_skips(h.queries.on_crop(crop_editor_value(rgb(buf)), "shapes", 5, s))
     assert spy.calls == 0
     # Search on the unchanged example (the query image's value): still the stored vector.
     assert "stored vector" in h.queries.on_search(str(preview), "shapes", 5, s).status
@@ -206,8 +208,8 @@ def test_late_echo_of_an_earlier_example_is_ignored(h, spy):
     a, b = s.examples[1], s.examples[7]
     h.queries.on_example(1, "shapes", 5, s)
     h.queries.on_example(7, "shapes", 5, s)
-    assert only_skips(h.queries.on_crop(editor_value(rgb(a.abs_path)), "shapes", 5, s))
-    assert only_skips(h.queries.on_crop(editor_value(rgb(b.abs_path)), "shapes", 5, s))
+    assert only_skips(h.queries.on_crop(crop_editor_value(rgb(a.abs_path)), "shapes", 5, s))
+    assert only_skips(h.queries.on_crop(crop_editor_value(rgb(b.abs_path)), "shapes", 5, s))
     assert s.searched.item_id == b.id and spy.calls == 0
     # Search answers with what the query image shows (b), still from stored vectors.
     view = h.queries.on_search(s.query.path, "shapes", 5, s)
@@ -221,7 +223,7 @@ def test_late_echo_does_not_undo_k_or_collection_changes(two_collections, spy, t
     h.queries.on_example(2, "shapes", 5, s)
     h.session.on_k(8, "shapes", s)
     h.collections.on_collection("tiles", 8, s)
-    echo = editor_value(rgb(s.query.path))
+    echo = crop_editor_value(rgb(s.query.path))
     # The crop editor's echo was fired before those changes, so it carries k=5 and "shapes".
     assert only_skips(h.queries.on_crop(echo, "shapes", 5, s))
     assert s.shown[1:] == ("tiles", 8) and spy.calls == 0
@@ -245,7 +247,7 @@ def test_result_click_becomes_the_query_without_a_model_run(h, spy, query_img):
     view = h.queries.on_result(2, "shapes", 5, s)
     assert spy.calls == 1  # search_item: no model run
     preview = str(h.ctx.thumbs.preview(clicked.abs_path).path)
-    assert view.editor == preview and view.last == preview
+    assert view.query_image == preview and view.last == preview
     assert s.searched.kind == "item" and s.searched.item_id == clicked.id
     assert s.results[0].id == clicked.id and view.results[0][0] == str(h.ctx.thumbs.thumb(clicked.abs_path).path)
     assert "stored vector" in view.status
@@ -264,10 +266,10 @@ def test_crop_of_an_example_is_a_new_image(h, spy):
     h.queries.on_example(0, "shapes", 5, s)
     full = rgb(s.examples[0].abs_path)
     cropped = full.crop((10, 10, 60, 50))
-    view = h.queries.on_crop(editor_value(cropped), "shapes", 5, s)
+    view = h.queries.on_crop(crop_editor_value(cropped), "shapes", 5, s)
     assert spy.calls == 1 and len(view.results) == 5
     assert s.searched.label == "Cropped image" and s.searched.size == (50, 40)
-    assert view.editor == s.searched.path  # the query image shows the crop
+    assert view.query_image == s.searched.path  # the query image shows the crop
     assert view.crop is None  # and the crop editor closes
     assert rgb(Path(s.searched.path)).size == (50, 40)  # what is shown is what was searched
 
@@ -295,8 +297,8 @@ def test_url_is_fetched_and_searched(make_handlers, spy, small_collection):
     with serve_directory(data) as base:
         view = h.queries.on_url(f"  {base}/stripes/img_02.png  ", "shapes", 4, s)
     assert view.message == "" and len(view.results) == 4
-    assert view.editor == s.searched.path and Path(view.editor).is_file()  # the editor shows the fetched image
-    assert close_to(rgb(Path(view.editor)), rgb(data / "stripes" / "img_02.png"))  # the app's copy of it
+    assert view.query_image == s.searched.path and Path(view.query_image).is_file()  # the query image shows the fetched image
+    assert close_to(rgb(Path(view.query_image)), rgb(data / "stripes" / "img_02.png"))  # the app's copy of it
     assert view.results[0][1].startswith("stripes")
     assert spy.calls == 1
 
@@ -360,7 +362,7 @@ def test_missing_result_files_show_a_placeholder_and_a_warning(tmp_path, spy):
     assert [p for p, _ in view.results].count(placeholder) == 3
     assert "3 result images are missing on disk" in view.message and "Rebuild mine" in view.message
     again = h.queries.on_result(next(i for i, hit in enumerate(s.results) if not hit.abs_path.exists()), "mine", 5, s)
-    assert len(again.results) == 5 and again.editor == str(h.ctx.thumbs.placeholder(1024))  # still searchable
+    assert len(again.results) == 5 and again.query_image == str(h.ctx.thumbs.placeholder(1024))  # still searchable
 
 
 def test_unexpected_errors_are_logged_not_shown(h, monkeypatch, caplog, query_img):
@@ -370,7 +372,7 @@ def test_unexpected_errors_are_logged_not_shown(h, monkeypatch, caplog, query_im
     monkeypatch.setattr(h.service, "search_new_image", boom)
     toasts = []
     h.toast = toasts.append
-    with caplog.at_level(logging.ERROR, logger="app.web.common"):
+    with caplog.at_level(logging.ERROR, logger="app.web.guarded"):
         view = h.queries.on_upload(upload(query_img), "shapes", 5, Session())
     assert "Something went wrong" in view.message and "secret" not in view.message
     assert toasts and "secret" not in toasts[0]
@@ -423,7 +425,7 @@ def test_history_most_recent_first_without_duplicates(h, spy, small_collection):
     # Click the uploaded image in the history: searched again with its remembered vector.
     assert [q.kind for q in s.history] == ["item", "item", "image"]
     back = h.session.on_history(2, "shapes", 5, s)
-    assert back.editor == s.history[0].path and s.searched.kind == "image"
+    assert back.query_image == s.history[0].path and s.searched.kind == "image"
     assert spy.calls == 1
     for i in range(14):
         h.queries.on_example(i % 12, "shapes", 5, s)
@@ -435,7 +437,7 @@ def test_last_searched_and_copy_buttons(h, query_img):
     assert "Nothing has been searched" in h.session.on_use_last(s).message
     h.queries.on_upload(upload(query_img), "shapes", 5, s)
     view = h.session.on_use_last(s)
-    assert view.editor == s.searched.path and view.results is SKIP
+    assert view.query_image == s.searched.path and view.results is SKIP
     assert s.query.origin == "app"
 
 
@@ -451,8 +453,6 @@ def test_compare_picks_a_result(h, query_img):
 @pytest.fixture
 def app_client(small_collection, spy):
     from starlette.testclient import TestClient
-
-    from app.web.server import create_app
 
     config = small_collection[0].with_(port=7861)
     app, handlers = create_app(config, SearchService(config, embedder=spy))
@@ -497,8 +497,6 @@ def test_file_route_serves_renderings_never_collection_files(app_client, small_c
 def test_upload_limit_and_bounded_queue(small_collection, spy):
     from starlette.testclient import TestClient
 
-    from app.web.server import create_app
-
     config = small_collection[0].with_(port=7863, max_upload_mb=1, queue_size=7)
     app, _ = create_app(config, SearchService(config, embedder=spy))
     gradio_app = next(r.app for r in app.routes if hasattr(getattr(r, "app", None), "get_blocks"))
@@ -515,8 +513,6 @@ def test_upload_limit_and_bounded_queue(small_collection, spy):
 def test_auth_is_required_when_configured(small_collection, spy):
     from starlette.testclient import TestClient
 
-    from app.web.server import create_app
-
     config = small_collection[0].with_(port=7862, auth=("ann", "s3cret"))
     app, _ = create_app(config, SearchService(config, embedder=spy))
     with TestClient(app, base_url="http://localhost:7862") as client:
@@ -528,8 +524,6 @@ def test_auth_is_required_when_configured(small_collection, spy):
 
 def test_bind_rules(capsys):
     from app.__main__ import main
-    from app.web.server import StartupError, allowed_hosts, check_bind, is_loopback, parse_auth
-
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
     with pytest.raises(StartupError):

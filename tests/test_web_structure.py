@@ -1,15 +1,25 @@
-"""The web layer's structure: what app/web may import, small functions and modules, and the page that
-``build_ui`` lays out (components, labels and events), checked without a browser."""
+"""The web layer's structure: what app/web may import, small functions and modules, docstrings that name
+what exists, and the page that ``build_ui`` lays out (components, labels and events, each event's outputs
+keyed by component), checked without a browser."""
 
 from __future__ import annotations
 
 import ast
+import importlib
+import re
 from pathlib import Path
 
+import gradio as gr
 import pytest
+from PIL import Image
 
 from app.config import PROJECT_ROOT
 from app.service.search import SearchService
+from app.web.handlers import Handlers
+from app.web.layout import build_page, build_ui
+from app.web.library import ACTIONS
+from app.web.outputs import SearchOutputs
+from app.web.view import View
 from tests.fakes import SpyEmbedder
 
 WEB = PROJECT_ROOT / "app" / "web"
@@ -56,8 +66,61 @@ def test_modules_are_small_and_say_what_they_own(path):
                 f"(\"Long because ...\")")
 
 
+# Cross-references in docstrings (:mod:`app.web.x`, :class:`~app.web.x.Y`, ``app.web.x.y``) and comments.
+_REFERENCE = re.compile(r"(?:`~?|``)(app(?:\.\w+)+)")
+_LOCAL_REFERENCE = re.compile(r":(?:class|func|data|attr):`(?!~|app\.)([\w.]+)`|:meth:`(?!~|app\.)(\w+\.\w+)`")
+# Imports inside functions, each for a measured reason (app/web/server.py's docstring gives the numbers).
+LATE_IMPORTS = {("server.py", "gradio"), ("server.py", "fastapi"), ("server.py", "app.service.search"),
+                ("server.py", "app.web.assets"), ("server.py", "app.web.handlers"), ("server.py", "app.web.layout"),
+                ("server.py", "uvicorn"), ("guard.py", "starlette.responses")}
+
+
+def _resolves(dotted: str) -> bool:
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        for name in parts[cut:]:
+            if not hasattr(obj, name):
+                return False
+            obj = getattr(obj, name)
+        return True
+    return False
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.name)
+def test_docstrings_name_modules_and_classes_that_exist(path):
+    text = path.read_text()
+    refs = set(_REFERENCE.findall(text))
+    # A bare :class:`Name`, :func:`name`, :meth:`Class.method` or :data:`NAME` is one of the module's own names.
+    module = f"app.web.{path.stem}" if path.stem != "__init__" else "app.web"
+    refs |= {f"{module}.{name}" for pair in _LOCAL_REFERENCE.findall(text) for name in pair if name}
+    missing = sorted(r for r in refs if not _resolves(r))
+    assert not missing, f"{path.name} names what does not exist: {missing}"
+
+
+def test_reference_check_fails_on_a_missing_name():
+    assert _resolves("app.web.view.View") and _resolves("app.web.outputs.SearchOutputs.keyed")
+    assert not _resolves("app.web.common.QueryRunner") and not _resolves("app.web.view.Query")
+
+
+def test_imports_are_at_the_top_unless_measured():
+    late = set()
+    for path in MODULES:
+        for fn in ast.walk(ast.parse(path.read_text())):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for node in ast.walk(fn):
+                    if isinstance(node, ast.ImportFrom):
+                        late.add((path.name, node.module))
+                    elif isinstance(node, ast.Import):
+                        late |= {(path.name, a.name) for a in node.names}
+    assert late <= LATE_IMPORTS, sorted(late - LATE_IMPORTS)
+
+
 # Every component the page has, by elem_id, and the events each one triggers.
-ELEM_IDS = {"editor-src", "ris-header-row", "ris-header", "collection", "ris-notice", "ris-setup", "query",
+ELEM_IDS = {"crop-src", "ris-header-row", "ris-header", "collection", "ris-notice", "ris-setup", "query",
             "crop", "crop-box", "crop-editor", "crop-close", "url", "fetch", "k", "search", "ris-message", "results", "status", "compare-box", "compare-pick",
             "compare", "tab-examples", "examples", "more-examples", "tab-history", "last", "last-caption",
             "last-to-query", "query-to-last", "history", "api-search-file", "tab-collections", "lib-table",
@@ -65,7 +128,7 @@ ELEM_IDS = {"editor-src", "ris-header-row", "ris-header", "collection", "ris-not
             "lib-collection", "lib-action", "lib-arg", "lib-apply"}
 EVENTS = {("query", "upload"): "on_upload", ("crop", "click"): "on_crop_open",
           ("crop-close", "click"): "on_crop_close", ("crop-editor", "change"): "on_crop",
-          ("crop-editor", "apply"): "on_crop", ("editor-src", "change"): None, ("search", "click"): "on_search",
+          ("crop-editor", "apply"): "on_crop", ("crop-src", "change"): None, ("search", "click"): "on_search",
           ("query-to-last", "click"): "on_search", ("url", "submit"): "on_url", ("fetch", "click"): "on_url",
           ("k", "release"): "on_k", ("k", "change"): "on_k", ("collection", "change"): "on_collection",
           ("more-examples", "click"): "on_more_examples", ("examples", "select"): "on_example",
@@ -75,9 +138,6 @@ EVENTS = {("query", "upload"): "on_upload", ("crop", "click"): "on_crop_open",
 
 
 def test_build_ui_lays_out_and_wires_every_component(small_collection, embedder, tmp_path):
-    from app.web.handlers import Handlers
-    from app.web.layout import build_ui
-
     config = small_collection[0]
     h = Handlers(SearchService(config, embedder=SpyEmbedder(embedder)), config, work_dir=tmp_path / "q")
     demo = build_ui(h)
@@ -125,3 +185,64 @@ def test_the_query_image_hands_over_the_file_undecoded(tmp_path):
     assert comp.preprocess(None) is None
     data = base64.b64encode(b"\x89PNG...").decode()
     assert comp.preprocess(ImageData(url=f"data:image/png;base64,{data}")) == b"\x89PNG..."
+
+
+def _events(demo: gr.Blocks) -> dict[tuple[str, str], object]:
+    return {(demo.blocks[b].elem_id, ev): dep for dep in demo.fns.values() for b, ev in dep.targets}
+
+
+def _ids(blocks) -> list[int]:
+    return [b._id for b in blocks]
+
+
+def test_search_events_answer_dicts_keyed_by_their_outputs(small_collection, embedder, tmp_path):
+    """Every search event's outputs are the components that a View can name, and what it answers is a dict
+    keyed by some of them (the rest stay as they are); an event that changes nothing skips every output."""
+    config, _, data = small_collection
+    h = Handlers(SearchService(config, embedder=SpyEmbedder(embedder)), config, work_dir=tmp_path / "q")
+    demo, page = build_page(h)
+    out = SearchOutputs(page)
+    everything = View(**{name: None for name in View.__dataclass_fields__})
+    assert set(_ids(out.keyed(everything))) == set(_ids(out.components))
+    assert len(_ids(out.components)) == len(set(_ids(out.components)))
+    events = _events(demo)
+    search = [dep for dep in demo.fns.values() if dep.concurrency_id == "search"]
+    assert len(search) == 14
+    for dep in search:
+        assert _ids(dep.outputs) == _ids(out.components)
+    session, outputs = h.collections.initial_session("shapes"), set(_ids(out.components))
+    with Image.open(data / "circles" / "img_01.jpg") as im:
+        im.convert("RGB").save(tmp_path / "query.png")
+    answer = events[("query", "upload")].fn(str(tmp_path / "query.png"), "shapes", 5, session)
+    assert isinstance(answer, dict) and set(_ids(answer)) <= outputs
+    assert {page.results.gallery, page.results.status, page.session, page.history.gallery} <= set(answer)
+    assert page.query.image not in answer  # an upload is already in the query image
+    assert len(answer[page.results.gallery].value) == 5 and answer[page.session] is session
+    picked = events[("examples", "select")].fn(gr.SelectData(None, {"index": 2, "value": None}), "shapes", 5,
+                                                 session)
+    assert picked[page.query.image] == session.query.path and picked[page.query.crop_box].visible is False
+    closed = events[("crop-close", "click")].fn()
+    assert set(closed) == {page.query.crop_src, page.query.crop_box} and closed[page.query.crop_src] == ""
+    unchanged = events[("k", "change")].fn(5, "shapes", session)  # the results on screen are for k=5
+    assert unchanged == gr.skip()
+
+
+def test_collections_tab_events_answer_dicts_keyed_by_their_outputs(small_collection, embedder, tmp_path):
+    config, _, _ = small_collection
+    config = config.with_(library_roots=(tmp_path,))
+    h = Handlers(SearchService(config, embedder=SpyEmbedder(embedder)), config, work_dir=tmp_path / "q")
+    demo, page = build_page(h)
+    events, tab = _events(demo), page.library
+    apply = events[("lib-apply", "click")]
+    answer = apply.fn("shapes", ACTIONS[3], "not the name")  # drop, unconfirmed: a message, nothing dropped
+    assert _ids(answer) == _ids(apply.outputs) == _ids([tab.summary, tab.table, tab.collection,
+                                                        page.header.collection])
+    assert "give its name again" in answer[tab.summary] and "shapes" in [row[0] for row in answer[tab.table]]
+    cancel = events[("lib-cancel", "click")]
+    assert cancel.fn() == {tab.summary: "Nothing is being indexed."} and _ids(cancel.outputs) == [tab.summary._id]
+    tick = next(dep for dep in demo.fns.values() if any(ev == "tick" for _, ev in dep.targets))
+    polled = tick.fn()  # no job: the last state, the timer off, the table and menus read again
+    assert set(_ids(polled)) == set(_ids(tick.outputs))
+    start = events[("lib-index", "click")]
+    started = start.fn(str(tmp_path / "nowhere"), "x", "")
+    assert set(_ids(started)) == set(_ids(start.outputs)) and "does not exist" in started[tab.summary]

@@ -29,12 +29,11 @@ import gradio as gr
 from app.errors import AppError
 from app.net.fetch import fetch_url
 from app.service.search import QueryResult
-from app.web.common import Context
 from app.web.components import QueryImageInput
+from app.web.context import Context
 from app.web.library import LibraryHandlers
 
 log = logging.getLogger(__name__)
-
 
 
 def client_safe(value: Any) -> Any:
@@ -74,7 +73,7 @@ class ApiHandlers:
         """Search ``collection`` for the ``k`` images most similar to an uploaded image file."""
         if image is None:
             raise _missing("an image file")
-        name = self.ctx.require(collection)
+        name = self.ctx.searchable(collection)
         return self.answer(self.ctx.service.search_new_image(image, name, k), "uploaded image")
 
     def search_url(self, url: str, collection: str, k: int) -> dict[str, Any]:
@@ -82,14 +81,14 @@ class ApiHandlers:
         url = (url or "").strip()
         if not url:
             raise _missing("an image URL")
-        name = self.ctx.require(collection)
+        name = self.ctx.searchable(collection)
         config = self.ctx.config
         data = fetch_url(url, allow_loopback=config.allow_loopback_urls, max_bytes=config.max_upload_bytes)
         return self.answer(self.ctx.service.search_new_image(data, name, k), url)
 
     def search_item(self, collection: str, item_id: int, k: int) -> dict[str, Any]:
         """Search with an item of ``collection`` (its stored vector: no model run)."""
-        name = self.ctx.require(collection)
+        name = self.ctx.searchable(collection)
         result = self.ctx.service.search_item(name, int(item_id), k)
         return self.answer(result, f"item {int(item_id)} of {name}")
 
@@ -140,9 +139,9 @@ def wire_api(api: ApiHandlers, lib: LibraryHandlers | None = None) -> None:
         k = gr.Number(value=5, precision=0, label="k", minimum=1)
         out = gr.JSON(label="result")
         trigger = gr.Button("search_file", elem_id="api-search-file")
-    common = dict(concurrency_id="api", concurrency_limit=API_CONCURRENCY, api_visibility="public")
+    endpoint = dict(concurrency_id="api", concurrency_limit=API_CONCURRENCY, api_visibility="public")
     trigger.click(api_errors(api.search_file), [image, collection, k], out, api_name="search_file",
-                  api_description=api.search_file.__doc__, show_progress="hidden", **common)
+                  api_description=api.search_file.__doc__, show_progress="hidden", **endpoint)
 
     @api_errors
     def search_url(url: str, collection: str, k: int = 5) -> dict:
@@ -157,7 +156,7 @@ def wire_api(api: ApiHandlers, lib: LibraryHandlers | None = None) -> None:
         return api.collections()
 
     for fn, method in ((search_url, api.search_url), (search_item, api.search_item), (collections, api.collections)):
-        gr.api(fn, api_name=fn.__name__, api_description=method.__doc__, **common)
+        gr.api(fn, api_name=fn.__name__, api_description=method.__doc__, **endpoint)
     if lib is not None and lib.enabled:
         _wire_manage(lib)
 

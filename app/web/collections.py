@@ -7,9 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from app.service.search import CollectionInfo
-from app.web.common import Context, QueryRunner, example_items, guarded
+from app.web.context import Context
+from app.web.gallery import example_items
+from app.web.guarded import guarded
+from app.web.runner import QueryRunner
 from app.web.session import Session
-from app.web.view_model import View, error_md, idle_status, md_escape
+from app.web.text import error_md, idle_status, md_escape
+from app.web.view import View
 
 EXAMPLES_PER_PAGE = 12
 
@@ -107,7 +111,7 @@ class CollectionHandlers:
 
     @guarded("loading more examples")
     def on_more_examples(self, collection: str | None, session: Session) -> View:
-        name = self.ctx.require(collection)
+        name = self.ctx.searchable(collection)
         session.page += 1
         session.examples = self.ctx.service.examples(name, EXAMPLES_PER_PAGE, session.page)
         return View(examples=example_items(self.ctx.thumbs, session.examples), session=session)

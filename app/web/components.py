@@ -6,19 +6,18 @@ import base64
 from typing import Any, Callable
 
 import gradio as gr
+from gradio import component_meta
 
 
 def _without_pyi_stub(define: Callable[[], type]) -> type:
     """Define a subclass of a Gradio component without Gradio writing a ``.pyi`` stub beside this module
     (its component metaclass does that for custom components, at import time)."""
-    import gradio.component_meta as meta
-
-    write_stub = meta.create_or_modify_pyi
-    meta.create_or_modify_pyi = lambda *args, **kwargs: None
+    write_stub = component_meta.create_or_modify_pyi
+    component_meta.create_or_modify_pyi = lambda *args, **kwargs: None
     try:
         return define()
     finally:
-        meta.create_or_modify_pyi = write_stub
+        component_meta.create_or_modify_pyi = write_stub
 
 
 def _query_image_class() -> type:

@@ -1,18 +1,19 @@
-"""What the web UI does when something happens: (inputs, session) -> :class:`View`.
+"""What the web UI does when something happens: :class:`Handlers`, the handler groups over one shared
+:class:`~app.web.context.Context`. Each event answers a :class:`~app.web.view.View`;
+:func:`app.web.layout.build_ui` wires each group's events to the page's components:
 
-:class:`Handlers` composes the handler groups over one shared :class:`~app.web.common.Context`;
-:func:`app.web.layout.build_ui` wires each group's events to its components:
+* ``queries`` (:class:`app.web.queries.QueryHandlers`): the query sources (the query image's upload /
+  webcam / paste, the crop editor, the Search button, an image URL, a clicked example or result);
+* ``session`` (:class:`app.web.session_handlers.SessionHandlers`): what the session holds (a new k,
+  history, compare, "Back to the query");
+* ``collections`` (:class:`app.web.collections.CollectionHandlers`): the collection menu, start-up texts,
+  examples;
+* ``library`` (:class:`app.web.library.LibraryHandlers`): the Collections tab (index a folder, manage
+  collections);
+* ``api`` (:class:`app.web.api.ApiHandlers`): the programmatic API's named endpoints.
 
-* ``queries`` (:mod:`app.web.queries`): the query sources (query image upload / webcam / paste, crop,
-  the Search button, an image URL, a clicked example or result);
-* ``session`` (:mod:`app.web.session`): what the session holds (a new k, history, compare,
-  "Back to the query");
-* ``collections`` (:mod:`app.web.collections`): the collection menu, start-up texts, examples;
-* ``library`` (:mod:`app.web.library`): the Collections tab (index a folder, manage collections);
-* ``api`` (:mod:`app.web.api`): the programmatic API's named endpoints.
-
-Errors become messages in :func:`~app.web.common.guarded`; searches are run and rendered by
-:class:`~app.web.common.QueryRunner`.
+Errors become messages in :func:`app.web.guarded.guarded`; searches are run and rendered by
+:class:`app.web.runner.QueryRunner`.
 """
 
 from __future__ import annotations
@@ -24,13 +25,11 @@ from app.config import Config
 from app.service.search import SearchService
 from app.web.api import ApiHandlers
 from app.web.collections import CollectionHandlers
-from app.web.common import Context, QueryRunner, guarded
+from app.web.context import Context
 from app.web.library import LibraryHandlers
 from app.web.queries import QueryHandlers
-from app.web.session import Session, SessionHandlers
-from app.web.view_model import SKIP, Query, View, idle_status
-
-__all__ = ["SKIP", "Handlers", "Query", "Session", "View", "guarded", "idle_status"]
+from app.web.runner import QueryRunner
+from app.web.session_handlers import SessionHandlers
 
 
 class Handlers:

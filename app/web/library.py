@@ -5,8 +5,9 @@ added or named by path; without one, the tab lists the collections and says how 
 A path is checked after resolving symbolic links, so a link cannot lead out of a root.
 
 An index job runs in a thread of its own, one at a time, outside Gradio's queue: searching goes on
-while it runs. The page polls :meth:`LibraryHandlers.on_poll` (a ``gr.Timer``) for its progress
-(phase, done/total, images/s, ETA); Cancel stops it between steps, leaving the collection as it was.
+while it runs. The page polls :meth:`LibraryHandlers.progress_html` (a ``gr.Timer`` in
+:mod:`app.web.library_tab`) for its progress (phase, done/total, images/s, ETA); Cancel stops it between
+steps, leaving the collection as it was.
 Every change goes through :mod:`app.service.library` (locked, atomic, mirrored to Milvus with
 ``--backend milvus``); errors become one-line messages here.
 """
@@ -14,6 +15,7 @@ Every change goes through :mod:`app.service.library` (locked, atomic, mirrored t
 from __future__ import annotations
 
 import html
+import logging
 import os
 import threading
 import time
@@ -25,8 +27,10 @@ from app.core.models import model_names
 from app.errors import AppError, OperationCancelled
 from app.service import library
 from app.service.progress import Progress
-from app.web.common import Context
-from app.web.view_model import md_escape
+from app.web.context import Context
+from app.web.text import md_escape
+
+log = logging.getLogger(__name__)
 
 ACTIONS = ("add a file or folder", "delete ids or paths", "rename to", "drop")
 
@@ -97,7 +101,7 @@ class LibraryHandlers:
         if not self.enabled:
             return ("Indexing your own folders from this page is off. Start the app with "
                     "`--library-root DIR` to allow folders under `DIR` (the command line can index any folder: "
-                    "`python scripts/build_index.py --collection folder --data DIR --name NAME`).")
+                    "`python scripts/build_index.py --kind folder --data DIR --name NAME`).")
         return "Folders under " + ", ".join(f"`{md_escape(r)}`" for r in self.roots) + " can be indexed."
 
     # -- an index job ---------------------------------------------------------------------------------
@@ -134,9 +138,7 @@ class LibraryHandlers:
         except AppError as exc:
             job.error = exc.user_message()
         except Exception:  # noqa: BLE001 - the page gets a message, the log the traceback
-            import logging
-
-            logging.getLogger(__name__).exception("indexing %s failed", job.folder)
+            log.exception("indexing %s failed", job.folder)
             job.error = "Indexing failed. The details are in the server log."
         finally:
             job.done.set()
@@ -195,29 +197,29 @@ class LibraryHandlers:
 
     def add(self, collection: str, path: str):
         self._allowed()
-        return library.add_paths(self.ctx.config, self.ctx.known(collection), [library_path(self.roots, path)],
+        return library.add_paths(self.ctx.config, self.ctx.existing(collection), [library_path(self.roots, path)],
                                  embedder=self.ctx.service.embedder)
 
     def delete(self, collection: str, ids: list[int], paths: list[str]):
         self._allowed()
         if not ids and not paths:
             raise AppError("Give the ids or paths to delete.")
-        return library.delete_items(self.ctx.config, self.ctx.known(collection), ids=[int(i) for i in ids],
+        return library.delete_items(self.ctx.config, self.ctx.existing(collection), ids=[int(i) for i in ids],
                                     paths=list(paths))
 
     def rename(self, collection: str, new_name: str):
         self._allowed()
-        return library.rename_collection(self.ctx.config, self.ctx.known(collection), (new_name or "").strip())
+        return library.rename_collection(self.ctx.config, self.ctx.existing(collection), (new_name or "").strip())
 
     def drop(self, collection: str, confirm: str):
         self._allowed()
-        name = self.ctx.known(collection)
+        name = self.ctx.existing(collection)
         if (confirm or "").strip() != name:
             raise AppError(f"To drop {name}, give its name again to confirm.")
         return library.drop_collection(self.ctx.config, name)
 
     def count(self, collection: str) -> int:
-        return library.count_items(self.ctx.config, self.ctx.known(collection))
+        return library.count_items(self.ctx.config, self.ctx.existing(collection))
 
     def manage(self, collection: str, action: str, arg: str) -> str:
         """The tab's Apply: one action of :data:`ACTIONS` on ``collection``; a one-line result."""

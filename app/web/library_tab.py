@@ -1,99 +1,104 @@
-"""The Collections tab's components and events (its behaviour is :mod:`app.web.library`).
+"""The Collections tab's components (:class:`LibraryTab`) and events; its behaviour is
+:class:`app.web.library.LibraryHandlers`.
 
 The table of collections; with a library root: the folder / name / model form, Index and Cancel,
 the progress line (polled by a ``gr.Timer`` that runs only while a job does) and the summary; and
 the management row (collection, action, argument, Apply). After a job or a change, the table and the
-page's collection menu are read again.
+page's collection menu are read again. Every event answers a dict keyed by the components it updates.
 """
 
 from __future__ import annotations
 
-import logging
-from types import SimpleNamespace
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import gradio as gr
 
 from app.core.models import model_names
-from app.errors import AppError
+from app.web.guarded import guarded_text
 from app.web.library import ACTIONS, LibraryHandlers
-from app.web.view_model import error_md
 
 HEADERS = ["collection", "images", "model", "status"]
 
 
-def _safe(fn: Callable[..., str]) -> Callable[..., str]:
-    """Typed errors become their one-line message; anything else a generic one (the traceback is logged)."""
+@dataclass(frozen=True)
+class LibraryTab:
+    """The Collections tab's components."""
 
-    def wrapper(*args: Any) -> str:
-        try:
-            return fn(*args)
-        except AppError as exc:
-            return error_md(exc.user_message())
-        except Exception:  # noqa: BLE001 - the page gets a message, the log the traceback
-            logging.getLogger(__name__).exception("Collections tab: %s failed", fn.__name__)
-            return error_md("Something went wrong. The details are in the server log.")
+    table: gr.Dataframe
+    folder: gr.Textbox
+    name: gr.Textbox
+    model: gr.Dropdown
+    index: gr.Button
+    cancel: gr.Button
+    progress: gr.HTML
+    summary: gr.Markdown
+    timer: gr.Timer
+    collection: gr.Dropdown
+    action: gr.Radio
+    arg: gr.Textbox
+    apply: gr.Button
 
-    wrapper.__name__ = fn.__name__
-    return wrapper
 
-
-def collections_tab(ui: SimpleNamespace, lib: LibraryHandlers) -> None:
-    """The tab's components, added to ``ui``."""
+def collections_tab(lib: LibraryHandlers) -> LibraryTab:
+    """The tab and its components (the form is hidden without a library root)."""
     rows = lib.rows()
     with gr.Tab("Collections", elem_id="tab-collections"):
-        ui.lib_table = gr.Dataframe(value=rows, headers=HEADERS, interactive=False, elem_id="lib-table",
-                                    wrap=True)
+        table = gr.Dataframe(value=rows, headers=HEADERS, interactive=False, elem_id="lib-table", wrap=True)
         gr.Markdown(lib.roots_md(), elem_id="lib-roots")
         with gr.Group(visible=lib.enabled):
             with gr.Row(equal_height=True):
-                ui.lib_folder = gr.Textbox(label="Folder on this machine", scale=4, elem_id="lib-folder",
-                                           placeholder=str(lib.roots[0]) if lib.roots else "")
-                ui.lib_name = gr.Textbox(label="Collection name", scale=2, elem_id="lib-name",
-                                         placeholder="the folder's name")
-                ui.lib_model = gr.Dropdown(choices=model_names(), value=lib.ctx.running_model, label="Model",
-                                           scale=2, elem_id="lib-model", filterable=False)
+                folder = gr.Textbox(label="Folder on this machine", scale=4, elem_id="lib-folder",
+                                    placeholder=str(lib.roots[0]) if lib.roots else "")
+                name = gr.Textbox(label="Collection name", scale=2, elem_id="lib-name", placeholder="the folder's name")
+                model = gr.Dropdown(choices=model_names(), value=lib.ctx.running_model, label="Model", scale=2,
+                                    elem_id="lib-model", filterable=False)
             with gr.Row():
-                ui.lib_index = gr.Button("Index the folder", variant="primary", elem_id="lib-index")
-                ui.lib_cancel = gr.Button("Cancel", elem_id="lib-cancel")
-            ui.lib_progress = gr.HTML("", elem_id="lib-progress")
-            ui.lib_summary = gr.Markdown("", elem_id="lib-summary")
-            ui.lib_timer = gr.Timer(0.5, active=False)
+                index = gr.Button("Index the folder", variant="primary", elem_id="lib-index")
+                cancel = gr.Button("Cancel", elem_id="lib-cancel")
+            progress = gr.HTML("", elem_id="lib-progress")
+            summary = gr.Markdown("", elem_id="lib-summary")
+            timer = gr.Timer(0.5, active=False)
             with gr.Row(equal_height=True):
-                ui.lib_collection = gr.Dropdown(choices=[r[0] for r in rows], label="Collection", scale=2,
-                                                elem_id="lib-collection", filterable=False)
-                ui.lib_action = gr.Radio(list(ACTIONS), value=ACTIONS[0], label="Change", scale=3,
-                                         elem_id="lib-action")
-                ui.lib_arg = gr.Textbox(label="Path, ids, new name, or the name again to drop", scale=3,
-                                        elem_id="lib-arg")
-                ui.lib_apply = gr.Button("Apply", scale=1, elem_id="lib-apply")
+                collection = gr.Dropdown(choices=[r[0] for r in rows], label="Collection", scale=2,
+                                         elem_id="lib-collection", filterable=False)
+                action = gr.Radio(list(ACTIONS), value=ACTIONS[0], label="Change", scale=3, elem_id="lib-action")
+                arg = gr.Textbox(label="Path, ids, new name, or the name again to drop", scale=3, elem_id="lib-arg")
+                apply = gr.Button("Apply", scale=1, elem_id="lib-apply")
+    return LibraryTab(table, folder, name, model, index, cancel, progress, summary, timer, collection, action, arg,
+                      apply)
 
 
-def wire_collections_tab(ui: SimpleNamespace, lib: LibraryHandlers, choices: Callable[[], list]) -> None:
-    """Its events; ``choices`` gives the page's collection menu after a change."""
+def wire_collections_tab(tab: LibraryTab, lib: LibraryHandlers, menu: gr.Dropdown,
+                         choices: Callable[[], list]) -> None:
+    """Its events; ``menu`` is the page's collection menu, and ``choices`` gives its choices after a change."""
     if not lib.enabled:
         return
     quiet = dict(api_visibility="private", queue=False)
 
-    def refreshed() -> tuple:
+    def refreshed() -> dict[Any, Any]:
         rows = lib.rows()
-        return (rows, gr.Dropdown(choices=[r[0] for r in rows]), gr.Dropdown(choices=choices()))
+        return {tab.table: rows, tab.collection: gr.Dropdown(choices=[r[0] for r in rows]),
+                menu: gr.Dropdown(choices=choices())}
 
-    def start(folder: str, name: str, model: str):
-        text = _safe(lib.start)(folder, name, model)
-        return text, gr.Timer(active=lib.running())
+    def start(folder: str, name: str, model: str) -> dict[Any, Any]:
+        text = guarded_text(lib.start)(folder, name, model)
+        return {tab.summary: text, tab.timer: gr.Timer(active=lib.running())}
 
-    def poll():
+    def cancel() -> dict[Any, Any]:
+        return {tab.summary: lib.cancel()}
+
+    def poll() -> dict[Any, Any]:
         if lib.running():
-            return (lib.progress_html(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
-        return (lib.progress_html(), lib.summary_md(), gr.Timer(active=False), *refreshed())
+            return {tab.progress: lib.progress_html()}
+        return {tab.progress: lib.progress_html(), tab.summary: lib.summary_md(), tab.timer: gr.Timer(active=False),
+                **refreshed()}
 
-    def apply(collection: str, action: str, arg: str):
-        return (_safe(lib.manage)(collection, action, arg), *refreshed())
+    def apply(collection: str, action: str, arg: str) -> dict[Any, Any]:
+        return {tab.summary: guarded_text(lib.manage)(collection, action, arg), **refreshed()}
 
-    ui.lib_index.click(start, [ui.lib_folder, ui.lib_name, ui.lib_model], [ui.lib_summary, ui.lib_timer], **quiet)
-    ui.lib_cancel.click(lambda: lib.cancel(), None, ui.lib_summary, **quiet)
-    ui.lib_timer.tick(poll, None, [ui.lib_progress, ui.lib_summary, ui.lib_timer, ui.lib_table, ui.lib_collection,
-                                   ui.collection], **quiet)
-    ui.lib_apply.click(apply, [ui.lib_collection, ui.lib_action, ui.lib_arg],
-                       [ui.lib_summary, ui.lib_table, ui.lib_collection, ui.collection], **quiet)
+    tab.index.click(start, [tab.folder, tab.name, tab.model], [tab.summary, tab.timer], **quiet)
+    tab.cancel.click(cancel, None, [tab.summary], **quiet)
+    tab.timer.tick(poll, None, [tab.progress, tab.summary, tab.timer, tab.table, tab.collection, menu], **quiet)
+    tab.apply.click(apply, [tab.collection, tab.action, tab.arg], [tab.summary, tab.table, tab.collection, menu],
+                    **quiet)

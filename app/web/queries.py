@@ -2,8 +2,8 @@
 
 The query image (upload, webcam, clipboard paste), the crop editor, the Search button, an image URL, and reused
 collection images (an example or a result clicked). Each turns its input into a
-:class:`~app.web.view_model.Query` and searches it through the shared
-:class:`~app.web.common.QueryRunner`.
+:class:`~app.web.query.Query` and searches it through the shared
+:class:`~app.web.runner.QueryRunner`.
 
 Speed rules: a collection image (example, result, history item) is searched with its stored
 vector, never through the model, and shown as its preview; a new image runs the model once
@@ -13,14 +13,13 @@ app's own loader decodes it once (:func:`app.service.query_image.prepare_query`:
 of the file's bytes, and the copy the page shows is made from the same decode). One upload event
 per image; images the app shows in it are set from the server and fire nothing. The crop editor
 (``gr.ImageEditor``, opened by the Crop button) echoes the image it is opened on; that echo is
-recognised by a small pixel signature and is not a crop.
+recognised by a small pixel signature (:mod:`app.web.signature`) and is not a crop.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -28,17 +27,15 @@ from PIL import Image
 from app.net.fetch import fetch_url
 from app.service.query_image import image_key
 from app.service.search import Hit
-from app.web.common import Context, QueryRunner, guarded
+from app.web.context import Context
+from app.web.gallery import example_caption
+from app.web.guarded import guarded
+from app.web.query import Query
+from app.web.runner import QueryRunner
 from app.web.session import Session
-from app.web.view_model import (
-    Query,
-    View,
-    composite_image,
-    error_md,
-    file_size_and_signature,
-    same_picture,
-    signature,
-)
+from app.web.signature import file_size_and_signature, same_picture, signature
+from app.web.text import error_md
+from app.web.view import View
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +46,25 @@ def item_query(ctx: Context, collection: str, hit: Hit) -> Query:
     """A collection image as the query: searched with its stored vector, shown as its preview."""
     shown = ctx.thumbs.preview(hit.abs_path).path
     size, sig = file_size_and_signature(shown)
-    return Query("item", str(shown), f"item:{collection}:{hit.id}", f"{hit.label} · {Path(hit.path).name}",
-                 collection=collection, item_id=hit.id, size=size, origin="app", sig=sig)
+    return Query("item", str(shown), f"item:{collection}:{hit.id}", example_caption(hit), collection=collection,
+                 item_id=hit.id, size=size, origin="app", sig=sig)
+
+
+def composite_image(value: Any) -> Image.Image | None:
+    """The image the crop editor shows (crop applied) from its value (``gr.ImageEditor(type="pil")``)."""
+    if value is None:
+        return None
+    if isinstance(value, Image.Image):
+        return value
+    if isinstance(value, dict):
+        img = value.get("composite") or value.get("background")
+        return img if isinstance(img, Image.Image) else None
+    return None
 
 
 def matches(query: Query | None, img: Image.Image, key: str) -> bool:
-    """Whether the editor's image is ``query``: the same pixels, or the editor's echo of an image the app
-    put into it (same size, same picture up to decoding differences)."""
+    """Whether the crop editor's image is ``query``: the same pixels, or the crop editor's echo of an image
+    the app showed (same size, same picture up to decoding differences)."""
     if query is None:
         return False
     if query.key == key:
@@ -64,7 +73,8 @@ def matches(query: Query | None, img: Image.Image, key: str) -> bool:
 
 
 class QueryHandlers:
-    """Events that bring a query: the editor's image, the Search button, a URL, an example or a result."""
+    """Events that bring a query: the query image, the crop editor, the Search button, a URL, an example or a
+    result."""
 
     def __init__(self, ctx: Context, runner: QueryRunner) -> None:
         self.ctx = ctx
@@ -82,7 +92,7 @@ class QueryHandlers:
             # A repeated event, or a (late) echo of what the app showed: nothing to search.
             return View()
         view = self.runner.new_image(img, "Cropped image", collection, k, session, origin="user", key=key,
-                                     set_editor=True)
+                                     show_in_query_image=True)
         view.crop = None  # the query image shows the crop (what was searched); the crop editor closes
         return view
 
@@ -102,7 +112,7 @@ class QueryHandlers:
         """The Crop button: open the crop editor on the current query image."""
         if session.query is None:
             return View(message=error_md("Choose an image first, then crop it."))
-        session.remember_shown(replace(session.query, origin="app"))  # its echoes in the editor are not crops
+        session.remember_shown(replace(session.query, origin="app"))  # the crop editor's echoes are not crops
         return View(crop=session.query.path, message="", session=session)
 
     @guarded("closing the crop editor")
@@ -130,17 +140,18 @@ class QueryHandlers:
         url = (url or "").strip()
         if not url:
             return View(message=error_md("Paste an image URL (http:// or https://) first."))
-        self.ctx.require(collection)
+        self.ctx.searchable(collection)
         config = self.ctx.config
         data = fetch_url(url, allow_loopback=config.allow_loopback_urls, max_bytes=config.max_upload_bytes)
         label = url if len(url) <= _URL_LABEL_CHARS else url[:_URL_LABEL_CHARS - 3] + "…"
-        return self.runner.new_image(data, label, collection, k, session, origin="app", set_editor=True)
+        return self.runner.new_image(data, label, collection, k, session, origin="app",
+                                     show_in_query_image=True)
 
     @guarded("searching the example")
     def on_example(self, index: int, collection: str | None, k: Any, session: Session) -> View:
-        name = self.ctx.require(collection)
+        name = self.ctx.searchable(collection)
         hit = session.examples[int(index)]
-        return self.runner.again(item_query(self.ctx, name, hit), name, k, session, set_editor=True)
+        return self.runner.again(item_query(self.ctx, name, hit), name, k, session, show_in_query_image=True)
 
     @guarded("searching the result")
     def on_result(self, index: int, collection: str | None, k: Any, session: Session) -> View:
@@ -149,4 +160,4 @@ class QueryHandlers:
             return View()
         hit = session.results[int(index)]
         return self.runner.again(item_query(self.ctx, session.shown[1], hit), collection, k, session,
-                                 set_editor=True)
+                                 show_in_query_image=True)

@@ -12,15 +12,21 @@ Security decisions (see the README's "Using the app"):
   image folder is never served: results, examples and history are thumbnails, and the query image
   and the compare view show previews, all re-encoded by the app (:mod:`app.core.thumbnails`).
   Gradio's file route resolves symbolic links before it checks a path against those folders.
-* Errors: ``show_error=False`` and every handler catches its errors (:func:`app.web.common.guarded`), so no
+* Errors: ``show_error=False`` and every handler catches its errors (:func:`app.web.guarded.guarded`), so no
   traceback reaches the browser; unexpected ones are logged here.
 * Limits: uploads up to ``max_upload_mb`` (``max_file_size``), a bounded queue (``queue_size``), and
   the sessions whose state is kept in memory (``state_sessions``).
+
+Imports: ``app/__main__.py`` imports this module to parse its flags, so the page and the service are
+imported when the app is made, not here: ``import app.web.server`` takes about 0.1 s, ``import
+app.web.layout`` (Gradio) about 6 s and ``import app.service.search`` about 0.5 s more (``/usr/bin/time
+python -c "import MODULE"``, this machine); uvicorn and FastAPI (0.15 s, 0.6 s) likewise.
 """
 
 from __future__ import annotations
 
 import atexit
+import html
 import logging
 import os
 import shutil
@@ -28,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Iterable
+
+from PIL import Image
 
 from app.config import Config
 from app.web.guard import RequestGuard, allowed_hosts, is_loopback
@@ -68,16 +76,17 @@ def create_app(config: Config, service=None, *, allowed_extra: Iterable[str] = (
     """The ASGI app: FastAPI + host check + the Gradio UI. Returns (app, handlers)."""
     temp_dir = _private_gradio_temp_dir()  # before any Gradio component exists
 
-    import gradio as gr
+    import gradio as gr  # here, not at the top: see the module docstring (import costs)
     from fastapi import FastAPI
 
     from app.service.search import SearchService
+    from app.web.assets import CSS, JS, theme
     from app.web.handlers import Handlers
-    from app.web.layout import CSS, JS, build_ui, theme
+    from app.web.layout import build_ui
 
     service = service or SearchService(config)
     handlers = Handlers(service, config, work_dir=Path(temp_dir) / "queries",
-                        toast=lambda text: gr.Warning(_html_escape(text), duration=8))
+                        toast=lambda text: gr.Warning(html.escape(text), duration=8))
     gr.set_static_paths(handlers.collections.served_folders())
     demo = build_ui(handlers)
     demo.queue(max_size=config.queue_size, default_concurrency_limit=1)
@@ -97,12 +106,6 @@ def create_app(config: Config, service=None, *, allowed_extra: Iterable[str] = (
     return app, handlers
 
 
-def _html_escape(text: str) -> str:
-    import html
-
-    return html.escape(text)
-
-
 def check_bind(config: Config) -> None:
     if not is_loopback(config.host) and config.auth is None:
         raise StartupError(
@@ -113,8 +116,6 @@ def check_bind(config: Config) -> None:
 
 def warm_up(service) -> None:
     """Load the collections and the model, and run the model once, so the first query is fast."""
-    from PIL import Image
-
     service.collections()
     service.embedder.load()
     service.embed_image(Image.new("RGB", (256, 256), (127, 127, 127)))
@@ -136,7 +137,7 @@ def make_server(app, config: Config):
 
 def serve(config: Config, *, allowed_extra: Iterable[str] = ()) -> int:
     """Check the settings, load everything once, then serve until interrupted."""
-    from app.service.search import SearchService
+    from app.service.search import SearchService  # here, not at the top: see the module docstring
 
     check_bind(config)
     t0 = time.perf_counter()

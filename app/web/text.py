@@ -1,0 +1,58 @@
+"""The page's text: Markdown made safe (:func:`md_escape`), error and warning lines, and the status line
+(HTML)."""
+
+from __future__ import annotations
+
+import html
+import re
+
+from app.service.search import Hit, QueryResult
+from app.web.gallery import caption
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
+
+
+def md_escape(text: str) -> str:
+    """Text shown literally in a Markdown component: no HTML, no Markdown markup."""
+    return _MD_SPECIAL.sub(r"\\\1", html.escape(str(text), quote=False))
+
+
+def error_md(text: str) -> str:
+    return f"⚠️ {md_escape(text)}"
+
+
+def status_html(result: QueryResult, engine: str, seq: int) -> str:
+    """The status line after a search: how many results of how many images, each stage's time, the engine.
+    ``data-seq`` (searches so far) and ``data-top`` (the best match's caption) are for scripts and tests."""
+    parts = [f"<b>{len(result.hits)}</b> of {result.size:,} images in <b>{html.escape(result.collection)}</b>"]
+    if result.reused:
+        parts.append("stored vector, model not run")
+    elif result.ms("embed") == 0:
+        parts.append(f"decode {result.ms('decode'):.1f} ms")
+        parts.append("remembered query vector, model not run")
+    else:
+        parts.append(f"decode {result.ms('decode'):.1f} ms")
+        parts.append(f"preprocess {result.ms('preprocess'):.1f} ms")
+        parts.append(f"embed {result.ms('embed'):.1f} ms")
+    parts.append(f"search {result.ms('search'):.2f} ms")
+    parts.append(f"total {result.ms('total'):.1f} ms")
+    parts.append(html.escape(engine))
+    spans = " · ".join(f"<span>{p}</span>" for p in parts)
+    top = html.escape(caption(result.hits[0]), quote=True) if result.hits else ""
+    return f'<div class="ris-status" data-seq="{seq}" data-top="{top}">{spans}</div>'
+
+
+def idle_status(text: str) -> str:
+    """The status line when nothing is searched."""
+    return f'<div class="ris-status" data-seq="0"><span>{html.escape(text)}</span></div>'
+
+
+def missing_md(missing: list[Hit], collection: str) -> str:
+    """The warning shown when result files are gone from disk since the collection was indexed."""
+    if not missing:
+        return ""
+    names = ", ".join(md_escape(h.path) for h in missing[:3]) + (" …" if len(missing) > 3 else "")
+    n = len(missing)
+    return (f"⚠️ {n} result image{'s are' if n > 1 else ' is'} missing on disk or unreadable ({names}); "
+            f"{'they show' if n > 1 else 'it shows'} as a placeholder. Rebuild {md_escape(collection)} "
+            "to bring the collection up to date.")

@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-k", type=int, default=5)
     args = p.parse_args(argv)
 
-    client = Client(args.url, verbose=False, download_files=False)
+    client = Client(args.url, verbose=False)  # the defaults: answers hold no server file paths
     for c in client.predict(api_name="/collections"):
         print(f"collection {c['name']}: {c['count']} images, {c['model'] or '-'}, {c['status']}")
     r = client.predict(handle_file(args.image), args.collection, args.k, api_name="/search_file")

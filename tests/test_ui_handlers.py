@@ -398,7 +398,7 @@ def test_no_collection_at_all_explains_how_to_build(tmp_path, spy):
     h = Handlers(SearchService(config, embedder=spy), config, work_dir=tmp_path / "q")
     assert h.collections.default_collection() is None
     setup = h.collections.setup_md()
-    assert "No collection is built yet" in setup and "--collection caltech101" in setup
+    assert "No collection is built yet" in setup and "--kind caltech101" in setup
     view = h.queries.on_search(upload(Image.new("RGB", (40, 40))), None, 5, h.collections.initial_session(None))
     assert "No collection is built yet" in view.message
     assert spy.calls == 0

@@ -15,12 +15,30 @@ import logging
 import sys
 from typing import Sequence
 
-from app.cli import bench, bench_ui, build, download, evaluate, load, manage, prepare, quantize, search, sync
+from app.cli import (
+    bench,
+    bench_ui,
+    build,
+    detector,
+    download,
+    evaluate,
+    load,
+    manage,
+    objects,
+    prepare,
+    quantize,
+    search,
+    sync,
+)
 from app.cli.common import run
 
 # command -> (help, add its arguments, run it, what Ctrl-C leaves behind)
 COMMANDS = {
     "search": ("find the images most similar to each IMAGE", search.add_search_args, search.cmd_search, ""),
+    "objects": ("list the objects the detector finds in each IMAGE", objects.add_objects_args,
+                objects.cmd_objects, ""),
+    "detector": ("install the object detector, or say whether it is installed", detector.add_detector_args,
+                 detector.cmd_detector, "nothing half-made is left; run it again"),
     "list": ("list collections and whether they are built", build.add_list_args, build.cmd_list, ""),
     "build": ("build a collection's index (the same as scripts/build_index.py)", build.add_build_args,
               build.cmd_build, build.RESUME),

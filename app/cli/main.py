@@ -22,6 +22,7 @@ from app.cli import (
     detector,
     download,
     evaluate,
+    evaluate_objects,
     load,
     manage,
     objects,
@@ -55,6 +56,9 @@ COMMANDS = {
     "sync": ("push a built collection's vectors to Milvus", sync.add_sync_args, sync.cmd_sync, ""),
     "evaluate": ("retrieval quality and index recall of a collection (scripts/evaluate.py)",
                  evaluate.add_evaluate_args, evaluate.cmd_evaluate, ""),
+    "evaluate-objects": ("object detection AP50 and object-query hit@5 on a VOC-layout folder "
+                         "(scripts/evaluate_objects.py)", evaluate_objects.add_evaluate_objects_args,
+                         evaluate_objects.cmd_evaluate_objects, ""),
     "bench": ("speed of the query and build paths (scripts/bench.py)", bench.add_bench_args, bench.cmd_bench, ""),
     "bench-ui": ("what the user waits for, in a real browser (scripts/bench_ui.py)", bench_ui.add_bench_ui_args,
                  bench_ui.cmd_bench_ui, ""),

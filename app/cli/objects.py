@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from app.cli.common import EXIT_ERROR, table
 from app.config import Config
@@ -60,4 +61,68 @@ def cmd_objects(args: argparse.Namespace) -> int:
         else:
             rows = [(o.label, f"{o.score:.3f}", ", ".join(f"{v:.0f}" for v in o.box)) for o in found]
             print(f"{query}:\n" + table(("object", "score", "box x1, y1, x2, y2"), rows))
+    return EXIT_ERROR if failed else 0
+
+
+OBJECTS_BY_DEFAULT = ("voc2012", "folder")  # collections whose photos hold several objects
+
+
+def build_objects_after(config: Config, spec, args: argparse.Namespace) -> None:
+    """After ``build``: store the collection's object vectors when ``--objects`` (or its default) asks.
+    Without the detector: a one-line warning when it was the default, an error when asked for."""
+    from app.core.detect import Detector
+    from app.core.embed import embedder_for
+    from app.errors import DetectorUnavailableError
+    from app.service.commit import read_state
+    from app.service.objects import build_objects
+
+    wanted = args.objects if args.objects is not None else spec.kind in OBJECTS_BY_DEFAULT
+    if not wanted:
+        return
+    detector = Detector(config.cache_dir, threads=config.threads)
+    try:
+        detector.load()
+    except DetectorUnavailableError as exc:
+        if args.objects:
+            raise
+        print(f"note: no object vectors ({' '.join(exc.user_message().split())})", file=sys.stderr)
+        return
+    manifest = read_state(config, spec.collection_name).manifest
+    embedder = embedder_for(config.with_(model=manifest.model, weights=manifest.weights_arg))
+    summary = build_objects(config, spec.collection_name, embedder, detector)
+    print(f"  {summary.line()}", file=sys.stderr if args.json else sys.stdout)
+
+
+def search_objects_cli(args: argparse.Namespace, service, col, k: int, queries: list[str], source) -> int:
+    """``search --objects``: each query against the collection's object vectors."""
+    from app.service.objects import load_objects, search_objects
+
+    store = load_objects(service.config, col.name)
+    if store.weights_id != service.embedder.weights_id:
+        raise AppError(f"{col.name}'s object vectors were made with {store.weights_id}, not "
+                       f"{service.embedder.weights_id}.", hint=f"Search with --model {store.weights_id.split('/')[0]}.")
+    failed = 0
+    for query in queries:
+        try:
+            vector, decode_ms, embed_ms = service.embed(source(query))
+        except AppError as exc:
+            failed += 1
+            message = " ".join(exc.user_message().split())
+            if args.json:
+                print(json.dumps({"query": query, "error": message}), flush=True)
+            else:
+                print(f"error: {query}: {message}", file=sys.stderr)
+            continue
+        hits = search_objects(store, vector, k, paths=col.table.paths, photo_labels=col.table.labels,
+                              live=col.live_mask)
+        if args.json:
+            print(json.dumps({"query": query, "collection": col.name, "objects": True,
+                              "model": service.embedder.model.name, "weights_id": service.embedder.weights_id,
+                              "timings_ms": {"decode": round(decode_ms, 2), "embed": round(embed_ms, 2)},
+                              "hits": [h.to_json() for h in hits]}), flush=True)
+            continue
+        rows = [(str(h.rank), f"{h.score:.4f}", f"{h.label} in {Path(h.path).name}",
+                 ", ".join(f"{v:.0f}" for v in h.box)) for h in hits]
+        print((f"query: {query}\n" if len(queries) > 1 else "")
+              + table(("rank", "score", "object", "box x1, y1, x2, y2"), rows))
     return EXIT_ERROR if failed else 0

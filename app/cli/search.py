@@ -21,6 +21,9 @@ def add_search_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("-k", type=int, default=5, help="number of results, 1-20 (default 5)")
     s.add_argument("--json", action="store_true",
                    help="print one JSON object per query (JSON Lines) instead of tables")
+    s.add_argument("--objects", action="store_true",
+                   help="search the objects inside the collection's photos (built with --objects): every hit is "
+                        "an object, with its box")
     add_common_args(s)
 
 
@@ -58,6 +61,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     col = service.collection(args.collection)  # a missing or mismatched index fails once, for every query
     k = service.clamp_k(args.k)
     queries = expand_queries(args.images)
+    if args.objects:
+        from app.cli.objects import search_objects_cli
+
+        return search_objects_cli(args, service, col, k, queries, lambda q: _query_source(q, config))
     failed = 0
     for n, query in enumerate(queries):
         try:

@@ -3,8 +3,9 @@
 
 Detection: AP50 per class the detector knows (VOC names mapped to COCO's), their mean, and the mean
 over VOC's own classes. Search (with a real model, skipped with ``--no-search``): every annotated box's
-crop searched among the detected objects of the other photos (object hit@k: same class, IoU >= 0.5 with
-a true box) and among the whole other photos (the baseline: a photo holding that class).
+crop searched among the detected objects of the other photos (object hit@k: a returned box overlaps a true
+box of the class with IoU >= 0.5) and among the whole other photos (the baseline, the whole photo as the
+returned box under the same rule); both also at the photo level (the returned photo holds the class).
 Make an annotated set with ``scripts/make_object_set.py``.
 """
 
@@ -59,5 +60,8 @@ def cmd_evaluate_objects(args: argparse.Namespace) -> int:
     if "search" in report:
         s, k = report["search"], args.k
         print(f"object-query hit@{k} {s[f'object_hit_at_{k}']} vs whole-image hit@{k} "
-              f"{s[f'whole_image_hit_at_{k}']} ({s['queries']} queries, {s['objects']} objects, {s['model']})")
+              f"{s[f'whole_image_hit_at_{k}']} (a result that locates the object, IoU >= 0.5; "
+              f"{s['queries']} queries, {s['objects']} objects, {s['model']})")
+        print(f"photo level (the result's photo holds the class anywhere): objects "
+              f"{s[f'object_photo_hit_at_{k}']}, whole images {s[f'whole_image_photo_hit_at_{k}']}")
     return 0

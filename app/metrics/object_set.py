@@ -46,9 +46,13 @@ def make_object_set(caltech: str | Path, out: str | Path, *, images: int = 300, 
     backgrounds = [root / BACKGROUNDS / f for f in image_files(root / BACKGROUNDS)]
     pools: dict[str, list[Path]] = {}
     for category, cls in CALTECH_CLASSES.items():
+        if not (root / category).is_dir():  # a partial copy: the categories it has
+            continue
         files = [root / category / f for f in image_files(root / category)]
         rng.shuffle(files)
         pools.setdefault(cls, []).extend(files)
+    if not pools:
+        raise DatasetError(f"{root} holds none of the categories {', '.join(CALTECH_CLASSES)}.")
     for files in pools.values():
         rng.shuffle(files)
     rng.shuffle(backgrounds)
@@ -60,7 +64,10 @@ def make_object_set(caltech: str | Path, out: str | Path, *, images: int = 300, 
         canvas = ImageOps.fit(load_image(backgrounds[n % len(backgrounds)]), CANVAS)
         boxes: list[tuple[str, tuple[int, int, int, int]]] = []
         for _ in range(rng.randint(1, max_per_image)):
-            cls = rng.choice(sorted(c for c, files in pools.items() if files))
+            left = sorted(c for c, files in pools.items() if files)
+            if not left:  # every object photo is used
+                break
+            cls = rng.choice(left)
             placed = _paste(canvas, load_image(pools[cls].pop()), [b for _, b in boxes], rng)
             if placed:
                 boxes.append((cls, placed))

@@ -16,6 +16,10 @@ if __name__ == "__main__":
     p.add_argument("--out", required=True, help="folder to write (JPEGImages/, Annotations/, ImageSets/)")
     p.add_argument("--images", type=int, default=300, help="pictures to make (default 300)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--per-image", type=int, default=3, help="at most this many objects per picture (default 3)")
+    p.add_argument("--scale", type=float, nargs=2, default=(0.3, 0.55), metavar=("MIN", "MAX"),
+                   help="an object's longer side, as a fraction of the picture's width (default 0.3 0.55)")
     args = p.parse_args()
-    print(json.dumps(make_object_set(args.caltech, args.out, images=args.images, seed=args.seed)))
+    print(json.dumps(make_object_set(args.caltech, args.out, images=args.images, seed=args.seed,
+                                     max_per_image=args.per_image, scale=tuple(args.scale))))
     sys.exit(0)

@@ -100,3 +100,21 @@ def test_search_objects_command_answers_objects_with_boxes(collection, embedder,
         assert {"rank", "id", "path", "label", "score", "box"} <= set(hit)
         x1, y1, x2, y2 = hit["box"]
         assert 0 <= x1 < x2 <= 96 and 0 <= y1 < y2 <= 72 and hit["label"] in ("cup", "chair")
+
+
+def test_rename_and_drop_carry_the_object_vectors(collection, embedder):
+    from app.service.library import drop_collection, rename_collection
+    from app.service.objects import drop_objects, object_files, rename_objects
+
+    config, detector, _ = collection
+    build_objects(config, "shapes", embedder, detector)
+    before = load_objects(config, "shapes")
+    rename_collection(config, "shapes", "forms")
+    assert rename_objects(config, "shapes", "forms")
+    assert object_files(config, "shapes") == []
+    after = load_objects(config, "forms")
+    assert np.array_equal(after.item_ids, before.item_ids) and np.allclose(after.vectors, before.vectors)
+    drop_collection(config, "forms")
+    removed = drop_objects(config, "forms")
+    assert len(removed) == 2 and object_files(config, "forms") == []
+    assert not rename_objects(config, "forms", "again")  # none left to carry

@@ -16,6 +16,7 @@ never touches the files; a rebuild of the folder leaves them out until ``add`` n
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
@@ -76,7 +77,11 @@ def cmd_add(args: argparse.Namespace) -> int:
     config = collection_config(config_from_args(args), args, args.collection)
     progress = None if args.no_progress or args.json else _progress_line
     summary = add_paths(config, args.collection, args.paths, progress=progress)
-    return print_change(summary, args.json)
+    code = print_change(summary, args.json)
+    from app.cli.objects import refresh_objects
+
+    refresh_objects(config, args.collection)  # its object vectors, when it has them (app/service/objects.py)
+    return code
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
@@ -88,8 +93,10 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 def cmd_rename(args: argparse.Namespace) -> int:
     from app.service.library import rename_collection
+    from app.service.objects import rename_objects
 
     done = rename_collection(config_from_args(args), args.collection, args.to)
+    rename_objects(config_from_args(args), args.collection, args.to)  # its object vectors go with it
     if args.json:
         print(json.dumps(done.to_json()))
     else:
@@ -99,8 +106,11 @@ def cmd_rename(args: argparse.Namespace) -> int:
 
 def cmd_drop(args: argparse.Namespace) -> int:
     from app.service.library import drop_collection
+    from app.service.objects import drop_objects
 
     done = drop_collection(config_from_args(args), args.collection)
+    removed = tuple(str(p) for p in drop_objects(config_from_args(args), args.collection))  # its object vectors
+    done = dataclasses.replace(done, removed=done.removed + removed)
     if args.json:
         print(json.dumps(done.to_json()))
         return 0

@@ -126,3 +126,26 @@ def search_objects_cli(args: argparse.Namespace, service, col, k: int, queries: 
         print((f"query: {query}\n" if len(queries) > 1 else "")
               + table(("rank", "score", "object", "box x1, y1, x2, y2"), rows))
     return EXIT_ERROR if failed else 0
+
+
+def refresh_objects(config: Config, name: str) -> None:
+    """After ``add``: bring the collection's object vectors up to date, when it has them."""
+    from app.core.detect import Detector
+    from app.core.embed import embedder_for
+    from app.errors import DetectorUnavailableError, IndexMissingError
+    from app.service.objects import build_objects, load_objects
+
+    try:
+        store = load_objects(config, name)
+    except IndexMissingError:
+        return
+    detector = Detector(config.cache_dir, store.detector, threads=config.threads)
+    try:
+        detector.load()
+    except DetectorUnavailableError as exc:
+        print(f"note: the new photos' objects are not stored ({' '.join(exc.user_message().split())})",
+              file=sys.stderr)
+        return
+    summary = build_objects(config, name, embedder_for(config), detector, max_per_photo=store.max_per_photo,
+                            min_score=store.min_score)
+    print(f"  {summary.line()}", file=sys.stderr)

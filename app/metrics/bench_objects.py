@@ -15,6 +15,7 @@ On ``images`` photos of a folder (any folder of photos, e.g. the annotated set o
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -108,6 +109,7 @@ def bench_objects(config: Config, data: str | Path, *, images: int = 100,
         "objects_stored": summary.objects,
         "objects_bytes_per_photo": round(store_bytes / len(files)),
         "whole_image_bytes_per_photo": embedder.dim * 4,
+        "load_average_1m": round(os.getloadavg()[0], 2),  # other work on the machine, for reading the times
     })
     return result
 
@@ -124,4 +126,5 @@ def format_bench_objects(r: dict[str, Any]) -> str:
         f"  build: {r['build_img_per_s']} img/s without objects, {r['build_with_objects_img_per_s']} img/s with",
         f"  index: +{r['objects_bytes_per_photo']} bytes per photo for objects "
         f"({r['objects_stored']} objects; a whole-image vector is {r['whole_image_bytes_per_photo']} bytes)",
+        f"  load average at the end: {r['load_average_1m']} (times on a busy machine are longer)",
     ])

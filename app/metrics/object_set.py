@@ -36,8 +36,9 @@ CANVAS = (640, 480)
 
 
 def make_object_set(caltech: str | Path, out: str | Path, *, images: int = 300, seed: int = 0,
-                    max_per_image: int = 3) -> dict:
-    """Write the set into ``out``; returns ``{"images", "objects", "per_class"}``."""
+                    max_per_image: int = 3, scale: tuple[float, float] = (0.3, 0.55)) -> dict:
+    """Write the set into ``out``; returns ``{"images", "objects", "per_class"}``. ``scale``: the range
+    of an object's longer side as a fraction of the canvas width."""
     caltech = Path(caltech)
     root = caltech / "101_ObjectCategories" if (caltech / "101_ObjectCategories").is_dir() else caltech
     if not (root / BACKGROUNDS).is_dir():
@@ -68,7 +69,7 @@ def make_object_set(caltech: str | Path, out: str | Path, *, images: int = 300, 
             if not left:  # every object photo is used
                 break
             cls = rng.choice(left)
-            placed = _paste(canvas, load_image(pools[cls].pop()), [b for _, b in boxes], rng)
+            placed = _paste(canvas, load_image(pools[cls].pop()), [b for _, b in boxes], rng, scale)
             if placed:
                 boxes.append((cls, placed))
                 per_class[cls] += 1
@@ -81,11 +82,11 @@ def make_object_set(caltech: str | Path, out: str | Path, *, images: int = 300, 
 
 
 def _paste(canvas: Image.Image, obj: Image.Image, taken: list[tuple[int, int, int, int]],
-           rng: random.Random) -> tuple[int, int, int, int] | None:
-    """Paste ``obj`` scaled to 30-55% of the canvas width where it overlaps no box in ``taken``."""
+           rng: random.Random, scale: tuple[float, float]) -> tuple[int, int, int, int] | None:
+    """Paste ``obj``, its longer side ``scale`` of the canvas width, where it overlaps no box in ``taken``."""
     for _ in range(50):  # bounded: a crowded canvas gives up
-        scale = rng.uniform(0.3, 0.55) * canvas.width / max(obj.width, obj.height * 1.2)
-        w, h = max(8, round(obj.width * scale)), max(8, round(obj.height * scale))
+        factor = rng.uniform(*scale) * canvas.width / max(obj.width, obj.height * 1.2)
+        w, h = max(8, round(obj.width * factor)), max(8, round(obj.height * factor))
         if w >= canvas.width or h >= canvas.height:
             continue
         x, y = rng.randint(0, canvas.width - w), rng.randint(0, canvas.height - h)

@@ -246,3 +246,30 @@ def search_objects(store: ObjectStore, vector: np.ndarray, k: int, *, paths: lis
 
 def _label_text(label) -> str:
     return ", ".join(map(str, label)) if isinstance(label, (list, tuple)) else str(label)
+
+
+def object_files(config: Config, name: str) -> list[Path]:
+    """The object store's files of ``name`` (the record and its vectors), those that exist."""
+    return sorted(p for p in config.features_dir.glob(f"{name}.objects.*") if p.is_file()
+                  and (p.name == f"{name}.objects.json" or p.suffix == ".npy"))
+
+
+def rename_objects(config: Config, old: str, new: str) -> bool:
+    """Carry ``old``'s object store over to ``new`` (after the collection's rename); False if it had none."""
+    try:
+        store = load_objects(config, old)
+    except IndexMissingError:
+        return False
+    store.collection = new
+    store.vectors = np.asarray(store.vectors)
+    save_objects(config, store)  # the new name's files first, then the old ones go
+    drop_objects(config, old)
+    return True
+
+
+def drop_objects(config: Config, name: str) -> list[Path]:
+    """Remove ``name``'s object store (after the collection's drop); the files removed."""
+    files = object_files(config, name)
+    for path in files:
+        path.unlink(missing_ok=True)
+    return files

@@ -72,13 +72,18 @@ def test_the_set_is_voc_layout_seeded_and_boxes_lie_inside(object_set):
         assert (again / "Annotations" / xml.name).read_bytes() == xml.read_bytes()
 
 
-def test_evaluate_objects_reports_ap_and_hits(object_set, tmp_path, model_cache):
-    # a cache with the session's model export and a stand-in detector that sees a cup in the middle
-    cache = tmp_path / "xdg" / "reverse-image-search"
+def _cache_with_fake_detector(root: Path, model_cache: Path) -> Path:
+    """A cache folder with the session's model export and a stand-in detector that sees a cup in the middle."""
+    cache = root / "reverse-image-search"
     cache.mkdir(parents=True)
     for entry in model_cache.iterdir():
         (cache / entry.name).symlink_to(entry)
     install_fake(cache, [(32, 6, 6, COCO_LABELS.index("cup"), 0.8, (100.0, 100.0, 100.0, 100.0))])
+    return cache
+
+
+def test_evaluate_objects_reports_ap_and_hits(object_set, tmp_path, model_cache):
+    _cache_with_fake_detector(tmp_path / "xdg", model_cache)
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg"), "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "scripts/evaluate_objects.py", "--data", str(object_set / "set"), "--json",
                            "--model", "resnet50", "--weights", "untrained"],
@@ -92,3 +97,18 @@ def test_evaluate_objects_reports_ap_and_hits(object_set, tmp_path, model_cache)
     for key in ("object_hit_at_5", "whole_image_hit_at_5", "object_photo_hit_at_5", "whole_image_photo_hit_at_5"):
         assert 0.0 <= search[key] <= 1.0
     assert search["objects"] == 6  # one object per photo
+
+
+def test_bench_objects_reports_every_figure(object_set, tmp_path, model_cache):
+    from app.config import Config
+    from app.metrics.bench_objects import bench_objects, format_bench_objects
+
+    cache = _cache_with_fake_detector(tmp_path, model_cache)
+    config = Config(cache_dir=cache, weights="untrained", workers=0, indexes_dir=tmp_path / "i", features_dir=tmp_path / "f")
+    r = bench_objects(config, object_set / "set" / "JPEGImages", images=4)
+    assert r["photos"] == 4 and r["objects_stored"] == 4 and r["objects_per_photo"] == 1.0
+    assert r["detect_ms_p50"] > 0 and r["query_with_objects_ms_p50"] > 0
+    assert r["build_with_objects_img_per_s"] < r["build_img_per_s"]
+    assert r["objects_bytes_per_photo"] > r["whole_image_bytes_per_photo"] / 2  # one vector (2048 floats) + its record
+    assert "target <= 60 ms" in format_bench_objects(r)
+    assert not (tmp_path / "f").exists()  # the bench builds in a temp folder of its own

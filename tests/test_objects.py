@@ -118,3 +118,33 @@ def test_rename_and_drop_carry_the_object_vectors(collection, embedder):
     removed = drop_objects(config, "forms")
     assert len(removed) == 2 and object_files(config, "forms") == []
     assert not rename_objects(config, "forms", "again")  # none left to carry
+
+
+def test_search_box_is_clipped_and_a_box_of_no_size_is_refused(small_collection, cli_env):
+    config, _, data = small_collection
+    query = str(next(Path(data).rglob("*.png")))
+    base = [sys.executable, "-m", "app.cli", "search", query, "--collection", "shapes", "--json", "--weights",
+            "untrained", "--indexes", str(config.indexes_dir), "--features", str(config.features_dir)]
+    ok = subprocess.run([*base, "--box", "-20", "10", "50", "500"], capture_output=True, text=True, env=cli_env,
+                        timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    assert len(json.loads(ok.stdout)["hits"]) == 5
+    bad = subprocess.run([*base, "--box", "10", "10", "10", "40"], capture_output=True, text=True, env=cli_env,
+                         timeout=300)
+    assert bad.returncode == 2 and "no area" in json.loads(bad.stdout)["error"]
+    assert "Traceback" not in bad.stderr
+
+
+def test_crop_box_cuts_the_clipped_region():
+    from app.core.detect import crop_box
+
+    img = Image.new("RGB", (100, 80))
+    assert crop_box(img, (-10, 5, 50.5, 200)).size == (51, 75)
+
+
+def test_a_collection_without_objects_says_how_to_build_them(small_collection):
+    from app.errors import IndexMissingError
+
+    with pytest.raises(IndexMissingError, match="no object vectors") as info:
+        load_objects(small_collection[0], "shapes")
+    assert "--objects" in info.value.user_message()

@@ -61,6 +61,14 @@ def clip_box(box: Sequence[float], width: int, height: int) -> tuple[float, floa
     return (x1, y1, x2, y2)
 
 
+def crop_box(source, box: Sequence[float]) -> Image.Image:
+    """The region ``box`` (x1, y1, x2, y2 in the image's pixels) of ``source`` (anything :func:`load_image`
+    reads), clipped to the image; InvalidBoxError for a box of no size."""
+    img = load_image(source)
+    x1, y1, x2, y2 = clip_box(box, img.width, img.height)
+    return img.crop((math.floor(x1), math.floor(y1), math.ceil(x2), math.ceil(y2)))
+
+
 def fit_input(img: Image.Image, spec: DetectorSpec) -> tuple[np.ndarray, np.ndarray]:
     """(input 1x3xSxS float32, affine (4,)): photo pixel = (input pixel - offset) / scale, the affine as
     (offset_x, offset_y, scale_x, scale_y). With ``keep_ratio`` the photo is letterboxed (centred, padded
@@ -116,11 +124,13 @@ class Detector:
     """One registered detector, loaded lazily from the checked cache (thread-safe)."""
 
     def __init__(self, cache_dir: str | os.PathLike, spec: DetectorSpec | str | None = None, *,
-                 threads: int | None = None, model_path: str | os.PathLike | None = None) -> None:
+                 threads: int | None = None, model_path: str | os.PathLike | None = None,
+                 spinning: bool = True) -> None:
         """``model_path``: run this ONNX file instead of the installed one (tests, the installer's check)."""
         self.spec = get_detector(spec)
         self.cache_dir = Path(cache_dir)
         self.threads = threads
+        self.spinning = spinning
         self._model_path = Path(model_path) if model_path else None
         self._session = None
         self._outputs: dict[int, tuple[str, str]] = {}
@@ -137,6 +147,7 @@ class Detector:
                 opts.intra_op_num_threads = int(self.threads or os.cpu_count() or 1)
                 opts.inter_op_num_threads = 1
                 opts.log_severity_level = 3
+                opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spinning else "0")
                 session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
                 self._outputs = self._output_names(session)
                 self._session = session

@@ -148,3 +148,39 @@ def test_a_collection_without_objects_says_how_to_build_them(small_collection):
     with pytest.raises(IndexMissingError, match="no object vectors") as info:
         load_objects(small_collection[0], "shapes")
     assert "--objects" in info.value.user_message()
+
+
+@pytest.mark.slow
+def test_real_detector_and_model_find_cups_among_objects(tmp_path, lite0_embedder, model_cache):
+    """The real NanoDet-m and EfficientNet-Lite0 over the committed Caltech101 photos: the coffee cup's crop
+    finds objects in the cup photos first."""
+    import os
+
+    from app.config import Config
+    from app.core.detectors import detector_model_path
+    from app.errors import DetectorUnavailableError
+    from app.service.build import BuildSpec, build_collection
+    from app.service.catalogue import Catalogue
+
+    user_cache = Config().cache_dir
+    try:
+        detector_model_path(user_cache, SPEC)
+    except DetectorUnavailableError as exc:
+        if os.environ.get("RIS_REQUIRE_DETECTOR") == "1":
+            raise
+        pytest.skip(f"the real detector is not installed: {exc.user_message()}")
+    data = Path(__file__).parent / "data"
+    config = Config(indexes_dir=tmp_path / "i", features_dir=tmp_path / "f", cache_dir=model_cache,
+                    model="efficientnet-lite0", workers=0)
+    build_collection(config, BuildSpec(kind="folder", data=data / "cats_and_cups", name="cc", factory="Flat"),
+                     embedder=lite0_embedder, progress=False)
+    summary = build_objects(config, "cc", lite0_embedder, Detector(user_cache))
+    assert summary.objects >= 5
+    store = load_objects(config, "cc")
+    col = Catalogue(config, lambda: lite0_embedder).get("cc")
+    from app.service.objects import embed_crops
+
+    cup = object_crop(Image.open(data / "photo_coffee.png").convert("RGB"), SPEC.check_box)
+    hits = search_objects(store, embed_crops(lite0_embedder, [cup])[0], 3, paths=col.table.paths,
+                          photo_labels=col.table.labels, live=col.live_mask)
+    assert hits[0].path.startswith("cup/"), [h.to_json() for h in hits]

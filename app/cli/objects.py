@@ -89,7 +89,14 @@ def build_objects_after(config: Config, spec, args: argparse.Namespace) -> None:
         return
     manifest = read_state(config, spec.collection_name).manifest
     embedder = embedder_for(config.with_(model=manifest.model, weights=manifest.weights_arg))
-    summary = build_objects(config, spec.collection_name, embedder, detector)
+    show = not args.no_progress and not args.json
+
+    def progress(done: int, total: int) -> None:
+        if show and (done % 25 == 0 or done == total):
+            print(f"\rdetecting objects {done}/{total}", end="\n" if done == total else "", file=sys.stderr,
+                  flush=True)
+
+    summary = build_objects(config, spec.collection_name, embedder, detector, on_photo=progress)
     print(f"  {summary.line()}", file=sys.stderr if args.json else sys.stdout)
 
 

@@ -99,3 +99,13 @@ class CollectionExistsError(AppError):
 
 class BackendUnavailableError(AppError):
     """A search backend (a Milvus server) cannot be reached or did not answer in time."""
+
+
+class DetectorUnavailableError(AppError):
+    """The object detector is not installed, or its model file fails its checksum (missing, truncated,
+    altered); the hint is the command that installs it again. Everything else keeps working."""
+
+
+class InvalidBoxError(AppError):
+    """A box (an object's region of a photo) is empty, of zero size once clipped to the image, or
+    not four numbers."""

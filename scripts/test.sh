@@ -18,6 +18,10 @@ if [[ ! -x /usr/bin/chromium && "${SKIP_BROWSER_TESTS:-0}" != "1" ]]; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
 fi
 
+echo "==> the object detector (a no-op once cached); its real-model tests then run, not skip"
+.venv/bin/python -m app.cli detector install
+export RIS_REQUIRE_DETECTOR=1
+
 echo "==> ruff check (pyflakes, isort, bugbear: pyproject.toml)"
 .venv/bin/ruff check .
 exec .venv/bin/python -m pytest "$@"

@@ -34,6 +34,9 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="build: images per model call")
     p.add_argument("--cache-dir", default=None, metavar="DIR", help="model cache (exported ONNX)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--objects", action="store_true",
+                   help="only the object figures (app/metrics/bench_objects.py) on --images photos of --data")
+    p.add_argument("--images", type=int, default=100, metavar="N", help="with --objects: photos (default 100)")
     p.add_argument("--ready-probe", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--probe-collections", default="caltech101", help=argparse.SUPPRESS)
     p.add_argument("--probe-image", default=None, help=argparse.SUPPRESS)
@@ -47,6 +50,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         info = ready_probe(config, args.probe_collections.split(","), Path(args.probe_image))
         print("READY " + json.dumps(info), flush=True)
+        return 0
+    if args.objects:
+        from app.metrics.bench_objects import bench_objects, format_bench_objects
+
+        result = bench_objects(config, args.data, images=args.images, log=lambda m: print(m, file=sys.stderr))
+        print(json.dumps(result, indent=2) if args.json else format_bench_objects(result))
         return 0
     from app.metrics.bench import BenchOptions, format_bench, run_bench
 

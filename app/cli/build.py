@@ -56,10 +56,13 @@ def add_build_args(p: argparse.ArgumentParser) -> None:
                    "(new ids); by default a re-run is an incremental update")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--objects", action=argparse.BooleanOptionalAction, default=None,
+                   help="also store one vector per detected object of each photo (default: on for voc2012 and "
+                        "folder, off for caltech101; needs the detector: python -m app.cli detector install)")
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from app.cli.manage import collection_config, print_change
+    from app.cli.manage import collection_config
     from app.core.weights import UNTRAINED_NOTICE
     from app.service.library import build
 
@@ -73,6 +76,16 @@ def cmd_build(args: argparse.Namespace) -> int:
     if str(config.weights).lower() == "untrained":
         notice([UNTRAINED_NOTICE])
     result = build(config, spec, progress_bar=not args.no_progress)
+    code = _report(args, config, result)
+    from app.cli.objects import build_objects_after
+
+    build_objects_after(config, spec, args)  # the object vectors, beside the collection (app/service/objects.py)
+    return code
+
+
+def _report(args: argparse.Namespace, config, result) -> int:
+    from app.cli.manage import print_change
+
     m, s, changes = result.manifest.to_json(), result.stats, result.changes
     assert changes is not None
     if args.json:

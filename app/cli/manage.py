@@ -76,7 +76,11 @@ def cmd_add(args: argparse.Namespace) -> int:
     config = collection_config(config_from_args(args), args, args.collection)
     progress = None if args.no_progress or args.json else _progress_line
     summary = add_paths(config, args.collection, args.paths, progress=progress)
-    return print_change(summary, args.json)
+    code = print_change(summary, args.json)
+    from app.cli.objects import refresh_objects
+
+    refresh_objects(config, args.collection)  # its object vectors, when it has them (app/service/objects.py)
+    return code
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
@@ -89,7 +93,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
 def cmd_rename(args: argparse.Namespace) -> int:
     from app.service.library import rename_collection
 
-    done = rename_collection(config_from_args(args), args.collection, args.to)
+    done = rename_collection(config_from_args(args), args.collection, args.to)  # object vectors included
     if args.json:
         print(json.dumps(done.to_json()))
     else:
@@ -100,7 +104,7 @@ def cmd_rename(args: argparse.Namespace) -> int:
 def cmd_drop(args: argparse.Namespace) -> int:
     from app.service.library import drop_collection
 
-    done = drop_collection(config_from_args(args), args.collection)
+    done = drop_collection(config_from_args(args), args.collection)  # object vectors included
     if args.json:
         print(json.dumps(done.to_json()))
         return 0

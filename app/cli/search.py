@@ -21,6 +21,12 @@ def add_search_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("-k", type=int, default=5, help="number of results, 1-20 (default 5)")
     s.add_argument("--json", action="store_true",
                    help="print one JSON object per query (JSON Lines) instead of tables")
+    s.add_argument("--box", type=float, nargs=4, default=None, metavar=("X1", "Y1", "X2", "Y2"),
+                   help="search only this region of each image, in its pixels (clipped to the image; a box of "
+                        "no size is refused)")
+    s.add_argument("--objects", action="store_true",
+                   help="search the objects inside the collection's photos (built with --objects): every hit is "
+                        "an object, with its box")
     add_common_args(s)
 
 
@@ -49,6 +55,15 @@ def _query_source(query: str, config: Config) -> object:
     return query
 
 
+def _source(query: str, config: Config, box) -> object:
+    """The query, or with ``--box`` the image's region inside the box (clipped to it)."""
+    if box is None:
+        return _query_source(query, config)
+    from app.core.detect import crop_box
+
+    return crop_box(_query_source(query, config), box)
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from app.service.search import SearchService
 
@@ -57,10 +72,15 @@ def cmd_search(args: argparse.Namespace) -> int:
     notice(service.notices())
     col = service.collection(args.collection)  # a missing or mismatched index fails once, for every query
     queries = expand_queries(args.images)
+    if args.objects:
+        from app.cli.objects import search_objects_cli
+
+        return search_objects_cli(args, service, col, service.clamp_k(args.k), queries,
+                                  lambda q: _source(q, config, args.box))
     failed = 0
     for n, query in enumerate(queries):
         try:
-            result = service.search_new_image(_query_source(query, config), args.collection, args.k)
+            result = service.search_new_image(_source(query, config, args.box), args.collection, args.k)
         except AppError as exc:
             failed += 1
             message = " ".join(exc.user_message().split())

@@ -5,6 +5,8 @@ manifest. Nothing heavy happens at import: torch, timm and ONNX Runtime load on 
 
 from app.core.changes import ChangePlan, plan_changes
 from app.core.datasets import Dataset, Item, image_files, load_dataset
+from app.core.detect import DetectedObject, Detector, clip_box, crop_box
+from app.core.detectors import DETECTORS, DetectorSpec, get_detector
 from app.core.embed import Embedder, embedder_for, l2_normalize
 from app.core.feature_table import FeatureTable, migrate_table_v1_to_v2
 from app.core.features import embed_dataset, extract_features, feature_paths, load_features
@@ -17,9 +19,13 @@ from app.core.thumbnails import Rendition, Thumbnails
 from app.core.weights import WeightsSpec, build_torch_model
 
 __all__ = [
+    "DETECTORS",
     "MODELS",
     "ChangePlan",
     "Dataset",
+    "DetectedObject",
+    "Detector",
+    "DetectorSpec",
     "Embedder",
     "FeatureTable",
     "FileStamp",
@@ -32,11 +38,14 @@ __all__ = [
     "Thumbnails",
     "WeightsSpec",
     "build_torch_model",
+    "clip_box",
+    "crop_box",
     "embed_dataset",
     "embedder_for",
     "extract_features",
     "feature_paths",
     "file_stamp",
+    "get_detector",
     "get_model",
     "image_files",
     "l2_normalize",

@@ -104,6 +104,26 @@ class CollectionFiles:
         """The candidate pairs the duplicate finder has measured."""
         return self.features_dir / f"{self.name}.dedup-pairs.npz"
 
+    @property
+    def objects_record(self) -> Path:
+        """The object vectors' record (:mod:`app.service.objects`): boxes, labels, and which vectors file."""
+        return self.features_dir / f"{self.name}.objects.json"
+
+    def objects_vectors(self, digest: str) -> Path:
+        """The object vectors, named by the first characters of their checksum."""
+        return self.features_dir / f"{self.name}.objects.{digest[:8]}.npy"
+
+    def objects_temp(self) -> Path:
+        return self.features_dir / f".{self.name}.objects.vectors.tmp.npy"
+
+    def object_files(self) -> list[Path]:
+        """The object vectors' files that exist (the record and its vectors)."""
+        if not self.features_dir.is_dir():
+            return []
+        vectors = re.compile(rf"{re.escape(self.name)}\.objects\.[0-9a-f]{{8}}\.npy")
+        return sorted(p for p in self.features_dir.glob(f"{glob_escape(self.name)}.objects.*") if p.is_file()
+                      and (p == self.objects_record or vectors.fullmatch(p.name)))
+
     def part_files(self) -> list[Path]:
         """The extra parts kept beside the vectors (caches: a rename carries them, a drop removes them)."""
         return [self.dedup_photos, self.dedup_pairs]

@@ -7,6 +7,7 @@ built collections, searching them (:class:`SearchService`), and getting the app 
 from app.service.build import BuildResult, BuildSpec, build_collection, quantize_for_collection
 from app.service.catalogue import Catalogue, Collection, CollectionInfo, open_store
 from app.service.collection_store import CollectionStore, DropSummary, RenameSummary, open_collection
+from app.service.detector_install import install_detector
 from app.service.library import (
     add_paths,
     count_items,
@@ -16,6 +17,7 @@ from app.service.library import (
     rename_collection,
     update_collection,
 )
+from app.service.objects import ObjectStore, build_objects, load_objects, search_objects
 from app.service.prepare import prepare
 from app.service.progress import Progress
 from app.service.query_image import QueryImage, prepare_query
@@ -33,6 +35,7 @@ __all__ = [
     "CollectionInfo",
     "DropSummary",
     "Hit",
+    "ObjectStore",
     "Progress",
     "QueryImage",
     "RenameSummary",
@@ -41,15 +44,19 @@ __all__ = [
     "Timings",
     "add_paths",
     "build_collection",
+    "build_objects",
     "count_items",
     "delete_items",
     "drop_collection",
     "index_folder",
     "open_collection",
+    "install_detector",
+    "load_objects",
     "open_store",
     "prepare",
     "prepare_query",
     "quantize_for_collection",
     "rename_collection",
+    "search_objects",
     "update_collection",
 ]

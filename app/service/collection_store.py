@@ -32,6 +32,7 @@ from app.index.faiss_store import read_manifest
 from app.index.store import VectorStore
 from app.service import commit as commits
 from app.service.milvus_mirror import LocalOnly, MilvusMirror
+from app.service.objects import drop_objects, rename_objects
 
 if TYPE_CHECKING:
     from app.service.update import ChangeSummary
@@ -155,6 +156,7 @@ class CollectionStore:
                 for path in (to.manifest, *files, *to.part_files()):
                     path.unlink(missing_ok=True)
                 raise
+            rename_objects(self.config, self.name, new)  # the object vectors, rewritten under the new name
             self.files.manifest.unlink()  # the old name is gone
             for path in self.files.data_files() + self.files.part_files():
                 path.unlink(missing_ok=True)
@@ -177,6 +179,7 @@ class CollectionStore:
             for path in files + [p for p in self.files.part_files() if p.is_file()]:
                 path.unlink(missing_ok=True)
                 removed.append(str(path))
+            removed += [str(p) for p in drop_objects(self.config, self.name)]
             removed += self.remove_parts()
             milvus = self.mirror.drop(self.config, self.name)
         with contextlib.suppress(FileNotFoundError):

@@ -145,11 +145,19 @@ class SearchService:
         with t.stage("total"):
             k = self.clamp_k(k)
             col = self.catalogue.get(collection)
-            prepared = prepare_query(source, copy_dir, max_bytes=self.config.max_upload_bytes, key=key,
-                                     draft_size=self.embedder.preprocessing.resize, timings=t)
-            vec = self._vector(prepared, t)
+            vec, prepared = self.query_vector(source, key=key, copy_dir=copy_dir, timings=t)
             hits = self._ranked(col, vec, k, t)
         return QueryResult(col.name, len(col), k, hits, t.ms, image=prepared)
+
+    def query_vector(self, source: str | os.PathLike[str] | bytes | Image.Image, *, key: str | None = None,
+                     copy_dir: str | os.PathLike[str] | None = None,
+                     timings: Timings | None = None) -> tuple[np.ndarray, QueryImage]:
+        """A new image's vector (remembered, or embedded from its one decode) and the prepared image; the
+        stages ``hash``, ``decode``, ``copy``, ``preprocess`` and ``embed`` go into ``timings``."""
+        t = timings if timings is not None else Timings()
+        prepared = prepare_query(source, copy_dir, max_bytes=self.config.max_upload_bytes, key=key,
+                                 draft_size=self.embedder.preprocessing.resize, timings=t)
+        return self._vector(prepared, t), prepared
 
     def search_item(self, collection: str, item_id: int, k: int | float | None = None, *,
                     source: str | None = None) -> QueryResult:

@@ -94,7 +94,7 @@ class DuplicateHandlers:
                     "(or use `python -m app.cli duplicates --clean`).")
         return ("Keeping one photo of a group moves the others to a trash folder inside the collection's folder "
                 "(nothing is deleted; *Undo* puts them back), for collections whose folder is under "
-                + ", ".join(f"`{md_escape(r)}`" for r in self.roots) + ".")
+                + ", ".join(md_escape(r) for r in self.roots) + ".")
 
     # -- finding -----------------------------------------------------------------------------------
     def report(self, collection: str, tier: str | None, strictness: str | None) -> tuple[DuplicateReport, Path]:
@@ -215,7 +215,7 @@ class DuplicateHandlers:
         trash = self._clean_check(finding.collection, g.others(kept.id))
         names = ", ".join(md_escape(m.name) for m in g.others(kept.id))
         return DupView(confirm=f"Keep **{md_escape(kept.name)}** and move {len(g.members) - 1} other photo"
-                               f"{'s' if len(g.members) > 2 else ''} ({names}) to `{md_escape(trash)}`? "
+                               f"{'s' if len(g.members) > 2 else ''} ({names}) to {md_escape(trash)}? "
                                "Nothing is deleted; *Undo the last clean-up* puts them back.")
 
     @_guarded("cleaning up")

@@ -66,10 +66,10 @@ def duplicates_tab(dups: DuplicateHandlers) -> DuplicatesTab:
         timer = gr.Timer(0.5, active=False)
         finding = gr.State(None)
         groups = gr.Gallery(label="Groups, largest first (click one to review it)", columns=8, height="auto",
-                            allow_preview=False, object_fit="cover", elem_id="dup-groups", interactive=False,
+                            fit_columns=False, allow_preview=False, object_fit="cover", elem_id="dup-groups", interactive=False,
                             buttons=[])
         members = gr.Gallery(label="The group's photos (★ the suggested keeper; click one to compare it)",
-                             columns=6, height="auto", allow_preview=False, object_fit="contain",
+                             columns=6, height="auto", fit_columns=False, allow_preview=False, object_fit="contain",
                              elem_id="dup-members", interactive=False, buttons=[])
         with gr.Row(equal_height=True):
             left = gr.Dropdown(choices=[], label="Left", elem_id="dup-left", filterable=False)
@@ -77,7 +77,8 @@ def duplicates_tab(dups: DuplicateHandlers) -> DuplicatesTab:
         with gr.Row():
             compare = gr.ImageSlider(show_label=False, type="filepath", max_height=360, elem_id="dup-compare",
                                      interactive=False, scale=3)
-            facts = gr.Markdown("", elem_id="dup-facts")
+            with gr.Column(scale=2):
+                facts = gr.Markdown("", elem_id="dup-facts")
         with gr.Row(equal_height=True, visible=bool(dups.roots)):
             keep = gr.Dropdown(choices=[], label="Keep", scale=3, elem_id="dup-keep", filterable=False)
             clean = gr.Button("Keep it, move the others to the trash", scale=2, elem_id="dup-clean")

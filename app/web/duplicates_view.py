@@ -139,7 +139,7 @@ def moved_md(moves: list[dict[str, Any]], trash: str, line: str) -> str:
     """The status line after a clean-up: what went to the trash folder, what could not, and the change."""
     moved = [m for m in moves if m["state"] == "moved"]
     failed = [m for m in moves if m["state"] == "failed"]
-    out = [f"Moved {len(moved)} photo{'s' if len(moved) != 1 else ''} to `{md_escape(trash)}` "
+    out = [f"Moved {len(moved)} photo{'s' if len(moved) != 1 else ''} to {md_escape(trash)} "
            f"(nothing was deleted; *Undo the last clean-up* puts them back). Collection: {md_escape(line)}."]
     out += [f"- not moved: {md_escape(m['path'])}: {md_escape(m.get('note', ''))}" for m in failed]
     return "\n".join(out)

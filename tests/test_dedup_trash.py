@@ -31,7 +31,7 @@ def built(tmp_path):
     root = tmp_path / "photos"
     make_image_folder(root, per_class=6, seed=5)
     config = Config(indexes_dir=tmp_path / "indexes", features_dir=tmp_path / "features", workers=0)
-    build_collection(config, BuildSpec(data=root, **SPEC), embedder=FakeEmbedder(), progress=False)
+    build_collection(config, BuildSpec(data=root, **SPEC), embedder=FakeEmbedder(), progress_bar=False)
     return config, root
 
 
@@ -63,7 +63,7 @@ def test_clean_moves_all_but_the_keeper_and_undo_puts_them_back(built):
     assert state.table.live_count == 22 and "circles/img_01.jpg" not in state.table.live_paths()
     assert all(e["state"] == "moved" for e in _manifest(root))
     # the trash is never scanned: a rebuild does not add the moved photos back
-    build_collection(config, BuildSpec(data=root, **SPEC), embedder=FakeEmbedder(), progress=False)
+    build_collection(config, BuildSpec(data=root, **SPEC), embedder=FakeEmbedder(), progress_bar=False)
     assert read_state(config, "pics").table.live_count == 22
     back = undo_clean(config, "pics", embedder=FakeEmbedder())
     assert [m["state"] for m in back.moves] == ["restored", "restored"]
@@ -200,7 +200,7 @@ def test_cli_clean_and_undo(tmp_path, embedder, model_cache, monkeypatch, capsys
     shutil.copyfile(root / "circles/img_00.jpg", root / "img_00 again.jpg")
     config = Config(indexes_dir=tmp_path / "indexes", features_dir=tmp_path / "features", cache_dir=model_cache,
                     weights="untrained", workers=0)
-    build_collection(config, BuildSpec(kind="folder", data=root, name="pics"), embedder=embedder, progress=False)
+    build_collection(config, BuildSpec(kind="folder", data=root, name="pics"), embedder=embedder, progress_bar=False)
     before = _files(root)
     where = ["--collection", "pics", "--indexes", str(config.indexes_dir), "--features", str(config.features_dir)]
     assert main(["duplicates", *where, "--tier", "exact", "--clean", "--json"]) == 0

@@ -119,7 +119,7 @@ def dup_collection(tmp_path_factory, lite0_embedder, model_cache):
     config = Config(indexes_dir=base / "indexes", features_dir=base / "features", cache_dir=model_cache,
                     model="efficientnet-lite0", workers=0)
     build_collection(config, BuildSpec(kind="folder", data=base / "photos", name="dups"), embedder=lite0_embedder,
-                     progress=False)
+                     progress_bar=False)
     return config, base, expected
 
 
@@ -186,11 +186,11 @@ def test_a_full_rebuild_that_renumbers_is_searched_again(tmp_path, lite0_embedde
     config = Config(indexes_dir=tmp_path / "indexes", features_dir=tmp_path / "features", cache_dir=model_cache,
                     model="efficientnet-lite0", workers=0)
     spec = dict(kind="folder", data=tmp_path / "photos", name="dups")
-    build_collection(config, BuildSpec(**spec), embedder=lite0_embedder, progress=False)
+    build_collection(config, BuildSpec(**spec), embedder=lite0_embedder, progress_bar=False)
     find_duplicates(config, "dups")
     (tmp_path / "photos" / "astronaut_0.jpg").rename(tmp_path / "astronaut_0.jpg")  # out of the folder
     (tmp_path / "photos" / "cat copy.jpg").unlink()
-    build_collection(config, BuildSpec(**spec, rebuild=True), embedder=lite0_embedder, progress=False)
+    build_collection(config, BuildSpec(**spec, rebuild=True), embedder=lite0_embedder, progress_bar=False)
     report = find_duplicates(config, "dups")
     assert report.searched > 0  # renumbered ids are searched again
     found = {g.tier: {report.paths[i] for i in g.members} for g in report.groups}

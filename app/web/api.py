@@ -15,7 +15,8 @@ download, which a default ``Client(url)`` (``download_files`` on) would then fai
 no such collection or id, a refused URL) reach the client as a Gradio error carrying the app's
 one-line message (``gradio_client`` raises ``AppError`` with it). The endpoints and their names are
 registered by :func:`wire_api`, which :func:`app.web.layout.build_ui` calls; every other event of the
-page is private.
+page is private. ``/duplicates`` (collection, tier, strictness) answers a collection's duplicate groups
+(:meth:`app.web.duplicates.DuplicateHandlers.groups_json`).
 """
 
 from __future__ import annotations

@@ -23,6 +23,8 @@ Events, and why:
   event): an explicit search of the query image.
 * k slider: ``release`` / ``change`` (one event, the last one wins); collection dropdown: ``change``;
   compare picker: ``input``.
+* the Collections and Duplicates tabs: their own events, outside the search group
+  (:func:`app.web.library_tab.wire_collections_tab`, :func:`app.web.duplicates_tab.wire_duplicates_tab`).
 """
 
 from __future__ import annotations

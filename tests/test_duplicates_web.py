@@ -194,3 +194,13 @@ def test_the_duplicates_endpoint_with_a_default_client(tmp_path):
         assert groups[0]["keeper"] in {m["id"] for m in groups[0]["members"]} and groups[0]["score"] == 1.0
         with pytest.raises(ClientError, match="Unknown tier"):
             client.predict("pics", "similar", "default", api_name="/duplicates")
+
+
+def test_the_gallery_shows_the_largest_groups_only(tmp_path, monkeypatch):
+    from app.web import duplicates
+
+    h, _, planted = make_handlers(tmp_path)
+    monkeypatch.setattr(duplicates, "SHOWN_GROUPS", 1)
+    view = found(h)
+    assert len(view.finding.groups) == 2 and [c for _, c in view.groups] == ["1 · exact · 3 photos · 1.000"]
+    assert "The largest 1 are shown" in view.status

@@ -50,6 +50,7 @@ from app.web.view import SKIP
 log = logging.getLogger(__name__)
 
 TIER_CHOICES = (ALL_TIERS, *TIERS)
+SHOWN_GROUPS = 300  # the groups gallery shows the largest this many (a thumbnail each); /duplicates answers all
 CLEARED = dict(finding=None, groups=[], members=[], pair=([], None, None), compare=None, facts="", keep=([], None),
                confirm=None)  # a DupView's fields that empty the tab's review part
 
@@ -135,7 +136,8 @@ class DuplicateHandlers:
         try:
             report, root = self.report(job.collection, job.tier, job.strictness)
             job.finding = finding_of(report, root, job.tier, job.strictness)
-            job.summary = found_md(job.finding, report.seconds, report.measured, self.clean_off(job.collection, root))
+            job.summary = found_md(job.finding, report.seconds, report.measured, self.clean_off(job.collection, root),
+                                   SHOWN_GROUPS)
         except AppError as exc:
             job.error = exc.user_message()
         except Exception:  # noqa: BLE001 - the page gets a message, the log the traceback
@@ -161,7 +163,7 @@ class DuplicateHandlers:
         finding = job.finding
         view = self.on_group(0, finding) if finding.groups else DupView(**CLEARED)
         view.status, view.timer, view.finding = job.summary, False, finding
-        view.groups = [(self._thumb(g.member(g.keeper)), group_caption(n, g)) for n, g in enumerate(finding.groups, 1)]
+        view.groups = self._group_items(finding)
         return view
 
     # -- reviewing a group ---------------------------------------------------------------------------
@@ -204,6 +206,10 @@ class DuplicateHandlers:
         previews = (str(self.ctx.thumbs.preview(a.abs_path).path), str(self.ctx.thumbs.preview(b.abs_path).path))
         return DupView(pair=(member_choices(g), left, right), compare=previews, facts=facts_md(a, b))
 
+    def _group_items(self, finding: Finding) -> list[tuple[str, str]]:
+        shown = finding.groups[:SHOWN_GROUPS]
+        return [(self._thumb(g.member(g.keeper)), group_caption(n, g)) for n, g in enumerate(shown, 1)]
+
     def _thumb(self, m: DupMember) -> str:
         return str(self.ctx.thumbs.thumb(m.abs_path).path)
 
@@ -229,7 +235,7 @@ class DuplicateHandlers:
         view = self.on_group(min(finding.selected, len(finding.groups) - 1), finding) if finding.groups else \
             DupView(**dict(CLEARED, finding=finding))
         view.status = moved_md(done.moves, str(trash), done.summary_line)
-        view.groups = [(self._thumb(x.member(x.keeper)), group_caption(n, x)) for n, x in enumerate(finding.groups, 1)]
+        view.groups = self._group_items(finding)
         return view
 
     def on_cancel(self) -> DupView:

@@ -123,8 +123,8 @@ def facts_md(left: DupMember, right: DupMember) -> str:
     return "\n".join(lines)
 
 
-def found_md(finding: Finding, seconds: float, measured: int, clean_off: str) -> str:
-    """The status line after a search for duplicates."""
+def found_md(finding: Finding, seconds: float, measured: int, clean_off: str, shown: int) -> str:
+    """The status line after a search for duplicates (the gallery shows the largest ``shown`` groups)."""
     n = len(finding.groups)
     photos = sum(len(g.members) for g in finding.groups)
     tier = "every tier" if finding.tier == ALL_TIERS else f"tier {finding.tier}"
@@ -132,6 +132,8 @@ def found_md(finding: Finding, seconds: float, measured: int, clean_off: str) ->
             f"{tier}, strictness {finding.strictness}; {measured} photos read, {seconds:.1f} s.")
     if not n:
         return head + " No duplicates found."
+    if n > shown:
+        head += f" The largest {shown} are shown (the `/duplicates` endpoint and the command line list all)."
     return head + (f" {clean_off}" if clean_off else " Click a group to review it.")
 
 

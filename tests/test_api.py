@@ -33,7 +33,8 @@ def api(small_collection, embedder):
 def test_only_the_named_endpoints_are_public(api):
     client, *_ = api
     endpoints = client.view_api(print_info=False, return_format="dict")
-    assert set(endpoints["named_endpoints"]) == {"/search_file", "/search_url", "/search_item", "/collections"}
+    assert set(endpoints["named_endpoints"]) == {"/search_file", "/search_url", "/search_item", "/collections",
+                                                 "/duplicates"}
     assert not endpoints["unnamed_endpoints"]
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import importlib
 import re
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -125,7 +126,10 @@ ELEM_IDS = {"crop-src", "ris-header-row", "ris-header", "collection", "ris-notic
             "compare", "tab-examples", "examples", "more-examples", "tab-history", "last", "last-caption",
             "last-to-query", "query-to-last", "history", "api-search-file", "tab-collections", "lib-table",
             "lib-roots", "lib-folder", "lib-name", "lib-model", "lib-index", "lib-cancel", "lib-progress", "lib-summary",
-            "lib-collection", "lib-action", "lib-arg", "lib-apply"}
+            "lib-collection", "lib-action", "lib-arg", "lib-apply", "tab-duplicates", "dup-collection", "dup-tier",
+            "dup-strictness", "dup-find", "dup-roots", "dup-status", "dup-groups", "dup-members", "dup-left",
+            "dup-right", "dup-compare", "dup-facts", "dup-keep", "dup-clean", "dup-undo", "dup-confirm-box",
+            "dup-confirm-text", "dup-confirm", "dup-cancel"}
 EVENTS = {("query", "upload"): "on_upload", ("crop", "click"): "on_crop_open",
           ("crop-close", "click"): "on_crop_close", ("crop-editor", "change"): "on_crop",
           ("crop-editor", "apply"): "on_crop", ("crop-src", "change"): None, ("search", "click"): "on_search",
@@ -134,7 +138,11 @@ EVENTS = {("query", "upload"): "on_upload", ("crop", "click"): "on_crop_open",
           ("more-examples", "click"): "on_more_examples", ("examples", "select"): "on_example",
           ("results", "select"): "on_result", ("history", "select"): "on_history",
           ("compare-pick", "input"): "on_compare", ("last-to-query", "click"): "on_use_last",
-          ("api-search-file", "click"): "search_file"}
+          ("api-search-file", "click"): "search_file",
+          ("tab-duplicates", "select"): "refresh_choices", ("dup-find", "click"): "start", (None, "tick"): "poll",
+          ("dup-groups", "select"): "on_group", ("dup-members", "select"): "on_member", ("dup-left", "input"): "on_pair",
+          ("dup-right", "input"): "on_pair", ("dup-clean", "click"): "on_ask", ("dup-confirm", "click"): "on_clean",
+          ("dup-cancel", "click"): "on_cancel", ("dup-undo", "click"): "on_undo"}
 
 
 def test_build_ui_lays_out_and_wires_every_component(small_collection, embedder, tmp_path):
@@ -157,7 +165,7 @@ def test_build_ui_lays_out_and_wires_every_component(small_collection, embedder,
     # The API: exactly the named endpoints are public; every UI event is hidden from the API page. Without a
     # library root, the Collections tab only lists (no index or change events, no management endpoints).
     public = {dep.api_name for dep in demo.fns.values() if dep.api_visibility == "public"}
-    assert public == {"search_file", "search_url", "search_item", "collections"}
+    assert public == {"search_file", "search_url", "search_item", "collections", "duplicates"}
     lib = Handlers(SearchService(config, embedder=SpyEmbedder(embedder)), config.with_(library_roots=(tmp_path,)),
                    work_dir=tmp_path / "q2")
     demo2 = build_ui(lib)
@@ -246,3 +254,41 @@ def test_collections_tab_events_answer_dicts_keyed_by_their_outputs(small_collec
     start = events[("lib-index", "click")]
     started = start.fn(str(tmp_path / "nowhere"), "x", "")
     assert set(_ids(started)) == set(_ids(start.outputs)) and "does not exist" in started[tab.summary]
+
+
+def test_duplicates_tab_events_answer_dicts_keyed_by_their_outputs(tmp_path):
+    """Every event of the Duplicates tab has the components a DupView can name as outputs (each once), and
+    answers a dict keyed by some of them; one that changes nothing skips every output."""
+    from app.web.duplicates_tab import DupOutputs
+    from app.web.duplicates_view import DupView
+    from tests.test_duplicates_web import make_handlers
+
+    h, _, planted = make_handlers(tmp_path)
+    demo, page = build_page(h)
+    tab, out = page.duplicates, DupOutputs(page.duplicates)
+    everything = DupView(**{name: None for name in DupView.__dataclass_fields__})
+    everything.pair, everything.keep = ([], None, None), ([], None)
+    assert set(_ids(out.keyed(everything))) == set(_ids(out.components))
+    assert len(_ids(out.components)) == len(set(_ids(out.components)))
+    events = _events(demo)
+    wired = [dep for key, dep in events.items() if (key[0] or "").startswith("dup-") or key == (None, "tick")]
+    assert len(wired) == 10 and all(_ids(dep.outputs) == _ids(out.components) for dep in wired)
+    outputs = set(_ids(out.components))
+    started = events[("dup-find", "click")].fn("pics", "exact", "default")
+    assert set(_ids(started)) <= outputs and started[tab.timer].active is True
+    deadline = time.monotonic() + 60
+    while h.duplicates.running() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    polled = events[(None, "tick")].fn()
+    assert set(_ids(polled)) <= outputs and polled[tab.timer].active is False
+    finding = polled[tab.finding]
+    assert [{m.file for m in g.members} for g in finding.groups] == [planted["circles"], planted["stripes"]]
+    assert len(polled[tab.groups].value) == 2 and polled[tab.confirm_box].visible is False
+    picked = events[("dup-groups", "select")].fn(gr.SelectData(None, {"index": 1, "value": None}), finding)
+    assert len(picked[tab.members].value) == 2 and picked[tab.left].value == finding.groups[1].keeper
+    asked = events[("dup-clean", "click")].fn(finding.group.keeper, finding)
+    assert set(asked) == {tab.confirm_box, tab.confirm_text} and asked[tab.confirm_box].visible is True
+    assert events[("dup-members", "select")].fn(gr.SelectData(None, {"index": 9, "value": None}), None,
+                                                finding) == gr.skip()
+    refreshed = events[("tab-duplicates", "select")].fn()
+    assert refreshed[tab.collection].choices == [("pics", "pics")]

@@ -75,11 +75,11 @@ def clean_groups(config: Config, name: str, groups: Sequence[tuple[int, Sequence
     folder = trash_dir(state.table.image_root, name)
     folder.mkdir(parents=True, exist_ok=True)
     manifest = TrashManifest(folder, name)
-    moves = []
+    moves, batch = [], f"{time.time_ns():x}"  # this clean-up's entries: undo_clean(batch=...) restores only them
     for i in doomed:
         src = item_file(state.table, i)
         entry = {"id": i, "path": str(src), "stored": state.table.paths[i], "to": str(_free(folder / _inside(
-            state.table.paths[i]))), "state": "moving", "time": time.time()}
+            state.table.paths[i]))), "state": "moving", "time": time.time(), "batch": batch}
         manifest.entries.append(entry)
         manifest.save()  # recorded before the photo moves
         try:
@@ -96,9 +96,10 @@ def clean_groups(config: Config, name: str, groups: Sequence[tuple[int, Sequence
     return MoveResult(moves, line)
 
 
-def undo_clean(config: Config, name: str, *, embedder=None) -> MoveResult:
-    """Move every photo the trash manifest records back, then add them to the collection again (with
-    ``embedder``, or one for the collection's own model)."""
+def undo_clean(config: Config, name: str, *, embedder=None, batch: str | None = None) -> MoveResult:
+    """Move every photo the trash manifest records back (only those of one clean-up with ``batch``: see
+    :func:`last_batch`), then add them to the collection again (with ``embedder``, or one for the collection's
+    own model)."""
     from app.service.library import add_paths
 
     state = read_state(config, name)
@@ -108,7 +109,7 @@ def undo_clean(config: Config, name: str, *, embedder=None) -> MoveResult:
     manifest = TrashManifest(folder, name)
     moves, back = [], []
     for entry in manifest.entries:
-        if entry["state"] not in ("moved", "moving"):
+        if entry["state"] not in ("moved", "moving") or (batch is not None and entry.get("batch") != batch):
             continue
         src, trash = Path(entry["path"]), Path(entry["to"])
         if entry["state"] == "moving" and _resolve_interrupted(src, trash):
@@ -133,6 +134,16 @@ def undo_clean(config: Config, name: str, *, embedder=None) -> MoveResult:
     if back:
         line = add_paths(config, name, back, embedder=embedder).line()
     return MoveResult(moves, line)
+
+
+def last_batch(config: Config, name: str) -> str | None:
+    """The last clean-up of ``name`` that left photos in the trash (its ``batch``; "" for one recorded before
+    batches were), or None when the trash holds none."""
+    folder = trash_dir(read_state(config, name).table.image_root, name)
+    if not (folder / "manifest.json").exists():
+        return None
+    batches = [e.get("batch") for e in TrashManifest(folder, name).entries if e["state"] in ("moved", "moving")]
+    return (batches[-1] or "") if batches else None
 
 
 def _resolve_interrupted(src: Path, trash: Path) -> bool:

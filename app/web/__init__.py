@@ -1,7 +1,8 @@
 """Layer 7, web: the Gradio app over the search service.
 
 ``handlers`` composes the handler groups (``queries``: query sources; ``session_handlers``: session and
-history; ``collections``: the collection menu and examples; ``library``: the Collections tab; ``api``:
+history; ``collections``: the collection menu and examples; ``library``: the Collections tab;
+``duplicates``: the Duplicates tab and ``/duplicates``; ``api``:
 the API's endpoints) over ``context`` (what they share); searches run through ``runner`` and errors become
 messages in ``guarded``. Handlers answer a ``view.View``; ``outputs`` keys it by the components of
 ``page``; ``layout`` builds the page and wires the events; ``server`` serves it (FastAPI + uvicorn, Host

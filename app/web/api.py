@@ -15,7 +15,8 @@ download, which a default ``Client(url)`` (``download_files`` on) would then fai
 no such collection or id, a refused URL) reach the client as a Gradio error carrying the app's
 one-line message (``gradio_client`` raises ``AppError`` with it). The endpoints and their names are
 registered by :func:`wire_api`, which :func:`app.web.layout.build_ui` calls; every other event of the
-page is private.
+page is private. ``/duplicates`` (collection, tier, strictness) answers a collection's duplicate groups
+(:meth:`app.web.duplicates.DuplicateHandlers.groups_json`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from app.net.fetch import fetch_url
 from app.service.search import QueryResult
 from app.web.components import QueryImageInput
 from app.web.context import Context
+from app.web.duplicates import DuplicateHandlers
 from app.web.library import LibraryHandlers
 
 log = logging.getLogger(__name__)
@@ -129,7 +131,7 @@ def _missing(what: str) -> AppError:
 API_CONCURRENCY = 2
 
 
-def wire_api(api: ApiHandlers, lib: LibraryHandlers | None = None) -> None:
+def wire_api(api: ApiHandlers, lib: LibraryHandlers | None = None, dups: DuplicateHandlers | None = None) -> None:
     """Register the endpoints. ``/search_file`` takes a file, so it is an event of hidden components (Gradio
     checks that the file was uploaded, and :class:`~app.web.components.QueryImageInput` hands it over
     undecoded); the others are typed functions (``gr.api``)."""
@@ -157,8 +159,24 @@ def wire_api(api: ApiHandlers, lib: LibraryHandlers | None = None) -> None:
 
     for fn, method in ((search_url, api.search_url), (search_item, api.search_item), (collections, api.collections)):
         gr.api(fn, api_name=fn.__name__, api_description=method.__doc__, **endpoint)
+    if dups is not None:
+        _wire_duplicates(dups)
     if lib is not None and lib.enabled:
         _wire_manage(lib)
+
+
+def _wire_duplicates(dups: DuplicateHandlers) -> None:
+    """``/duplicates``: the groups of a collection as JSON (it reads only; a first run may take minutes)."""
+
+    @api_errors
+    def duplicates(collection: str, tier: str = "all", strictness: str = "default") -> dict:
+        """The duplicate groups of a collection, largest first: tier ("all", "exact", "edited" or "shots") and
+        strictness ("loose", "default", "strict"); each group's tier, members (id, file, width, height, bytes,
+        mtime_ns), keeper and score."""
+        return dups.groups_json(collection, tier, strictness)
+
+    gr.api(duplicates, api_name="duplicates", concurrency_id="duplicates", concurrency_limit=1,
+           api_visibility="public")
 
 
 def _wire_manage(lib: LibraryHandlers) -> None:

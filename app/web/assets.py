@@ -28,6 +28,11 @@ CSS = """
   left: 0; right: 0; bottom: 0; max-width: 100%; border: none; border-radius: 0; white-space: normal;
   opacity: 0.9; font-size: 0.72rem; line-height: 1.3; padding: 2px 6px; }
 #results .thumbnail-lg:hover .caption-label, #examples .thumbnail-lg:hover .caption-label { opacity: 1; }
+/* The Duplicates tab's galleries: as tall as their rows, captions wrapped. */
+#dup-groups .grid-wrap, #dup-members .grid-wrap { min-height: 0; max-height: none; overflow-y: visible; padding-top: 2.4rem; }
+#dup-groups .caption-label, #dup-members .caption-label {
+  left: 0; right: 0; bottom: 0; max-width: 100%; border: none; border-radius: 0; white-space: normal;
+  opacity: 0.9; font-size: 0.72rem; line-height: 1.3; padding: 2px 6px; }
 #compare.block { border: 1px solid var(--border-color-primary) !important; }
 .ris-hint p { font-size: 0.8rem; opacity: 0.7; margin: 0; }
 .ris-error { color: var(--error-text-color, #b91c1c); font-size: 0.9rem; padding: 0.25rem 0; }

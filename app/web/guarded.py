@@ -20,9 +20,10 @@ from app.web.view import View
 log = logging.getLogger(__name__)
 
 
-def guarded(action: str) -> Callable:
+def guarded(action: str, answer: Callable[[str], Any] | None = None) -> Callable:
     """Turn errors into a readable message (typed) or a generic one (unexpected, logged), shown on the
-    page's message line and as a toast.
+    page's message line (or what ``answer`` makes of the message, for a group with answers of its own) and
+    as a toast.
 
     For methods of a handler group, which has the shared :class:`~app.web.context.Context` as ``self.ctx``.
     """
@@ -39,7 +40,7 @@ def guarded(action: str) -> Callable:
                 log.exception("unexpected error while %s", action)
                 text = f"Something went wrong while {action}. The details are in the server log."
             self.ctx.toast(text)
-            return View(message=error_md(text))
+            return answer(text) if answer else View(message=error_md(text))
 
         return wrapper
 

@@ -10,6 +10,8 @@
   examples;
 * ``library`` (:class:`app.web.library.LibraryHandlers`): the Collections tab (index a folder, manage
   collections);
+* ``duplicates`` (:class:`app.web.duplicates.DuplicateHandlers`): the Duplicates tab (find, compare, clean
+  up, undo) and the ``/duplicates`` endpoint;
 * ``api`` (:class:`app.web.api.ApiHandlers`): the programmatic API's named endpoints.
 
 Errors become messages in :func:`app.web.guarded.guarded`; searches are run and rendered by
@@ -26,6 +28,7 @@ from app.service.search import SearchService
 from app.web.api import ApiHandlers
 from app.web.collections import CollectionHandlers
 from app.web.context import Context
+from app.web.duplicates import DuplicateHandlers
 from app.web.library import LibraryHandlers
 from app.web.queries import QueryHandlers
 from app.web.runner import QueryRunner
@@ -43,6 +46,7 @@ class Handlers:
         self.session = SessionHandlers(self.ctx, runner)
         self.collections = CollectionHandlers(self.ctx, runner)
         self.library = LibraryHandlers(self.ctx)
+        self.duplicates = DuplicateHandlers(self.ctx)
         self.api = ApiHandlers(self.ctx)
 
     @property

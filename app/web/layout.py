@@ -23,6 +23,8 @@ Events, and why:
   event): an explicit search of the query image.
 * k slider: ``release`` / ``change`` (one event, the last one wins); collection dropdown: ``change``;
   compare picker: ``input``.
+* the Collections and Duplicates tabs: their own events, outside the search group
+  (:func:`app.web.library_tab.wire_collections_tab`, :func:`app.web.duplicates_tab.wire_duplicates_tab`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import gradio as gr
 from app.web.api import wire_api
 from app.web.assets import LOAD_INTO_CROP_EDITOR
 from app.web.collections import CollectionHandlers
+from app.web.duplicates_tab import duplicates_tab, wire_duplicates_tab
 from app.web.gallery import example_items
 from app.web.handlers import Handlers
 from app.web.library_tab import collections_tab, wire_collections_tab
@@ -42,8 +45,8 @@ from app.web.session_handlers import SessionHandlers
 
 
 def build_ui(h: Handlers) -> gr.Blocks:
-    """The page (header, query panel, results panel, examples, history and Collections tabs), wired to ``h``'s
-    groups."""
+    """The page (header, query panel, results panel, examples, history, Collections and Duplicates tabs), wired
+    to ``h``'s groups."""
     return build_page(h)[0]
 
 
@@ -64,10 +67,12 @@ def build_page(h: Handlers) -> tuple[gr.Blocks, Page]:
             examples = examples_tab(example_items(h.ctx.thumbs, session0.examples))
             history = history_tab()
             library = collections_tab(h.library)
-        page = Page(session, top, query, results, examples, history, library)
+            dups = duplicates_tab(h.duplicates)
+        page = Page(session, top, query, results, examples, history, library, dups)
         _wire(page, h)
         wire_collections_tab(library, h.library, top.collection, h.collections.collection_choices)
-        wire_api(h.api, h.library)
+        wire_duplicates_tab(dups, h.duplicates)
+        wire_api(h.api, h.library, h.duplicates)
     return demo, page
 
 

@@ -11,6 +11,7 @@ import gradio as gr
 from app.config import Config
 from app.web.collections import CollectionHandlers
 from app.web.components import QueryImageInput
+from app.web.duplicates_tab import DuplicatesTab
 from app.web.library_tab import LibraryTab
 
 # 640x480 is plenty for the model (224 px) and keeps the page responsive (the default is 1920x1440).
@@ -160,3 +161,4 @@ class Page:
     examples: ExamplesTab
     history: HistoryTab
     library: LibraryTab
+    duplicates: DuplicatesTab

@@ -127,7 +127,7 @@ def test_add_files_and_folders_inside_and_outside_the_collection_folder(built, t
     new_picture(root / "circles" / "inside.jpg", 1)
     elsewhere = tmp_path / "elsewhere"
     make_image_folder(elsewhere, classes=("boats",), per_class=2, seed=9)
-    (elsewhere / "boats" / "IMG_1.heic").write_bytes(b"heic")
+    (elsewhere / "boats" / "IMG_1.jxl").write_bytes(b"\xff\x0a jxl")
     fake = FakeEmbedder()
     summary = add_paths(config, "pics", [root / "circles" / "inside.jpg", elsewhere, root / "squares"],
                         embedder=fake)
@@ -136,7 +136,7 @@ def test_add_files_and_folders_inside_and_outside_the_collection_folder(built, t
     paths = ids_by_path(config)
     outside = (elsewhere / "boats" / "img_00.jpg").as_posix()
     assert "circles/inside.jpg" in paths and outside in paths  # outside the folder: by absolute path
-    assert any("IMG_1.heic" in s["path"] and "unsupported format" in s["reason"] for s in summary.skipped)
+    assert any("IMG_1.jxl" in s["path"] and "unsupported format" in s["reason"] for s in summary.skipped)
     service = SearchService(config, embedder=FakeEmbedder())
     assert service.collection("pics").item_path(paths[outside]) == elsewhere / "boats" / "img_00.jpg"
     assert service.search_item("pics", paths[outside], k=1).hits[0].id == paths[outside]

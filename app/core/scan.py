@@ -8,7 +8,7 @@ Skipped and reported (a :class:`Skipped` each: the path relative to the root, an
 * unreadable files and folders (permission denied);
 * names that are not valid UTF-8 (they could not be shown, stored as JSON or served);
 * empty (zero-byte) image files;
-* formats the loader cannot decode, such as HEIC/HEIF, AVIF and camera RAW ("unsupported format");
+* formats the loader cannot decode, such as JPEG XL, Photoshop and SVG ("unsupported format");
 * hidden folders (``.thumbnails``, ``.git``...) and hidden image files, unless ``include_hidden``;
 * folders nested deeper than ``max_depth``.
 
@@ -26,15 +26,15 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.core.camera_formats import HEIF_SUFFIXES, RAW_SUFFIXES
 from app.errors import DatasetError, InvalidImageError
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".jfif", ".avif"})
-# Image formats people have in their photo folders that the loader (app.core.images) cannot decode.
-UNSUPPORTED_SUFFIXES = {
-    ".heic": "HEIC", ".heif": "HEIF", ".hif": "HEIF", ".jxl": "JPEG XL", ".psd": "Photoshop",
-    ".svg": "SVG", ".dng": "camera RAW", ".cr2": "camera RAW", ".cr3": "camera RAW", ".nef": "camera RAW",
-    ".arw": "camera RAW", ".orf": "camera RAW", ".rw2": "camera RAW", ".raf": "camera RAW",
-}
+# What the loader (app.core.images) decodes: HEIC/HEIF through pillow-heif, camera RAW files from their
+# embedded JPEG preview (app.core.camera_formats).
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".jfif", ".avif"}
+                           | HEIF_SUFFIXES | RAW_SUFFIXES)
+# Image formats people have in their photo folders that the loader cannot decode.
+UNSUPPORTED_SUFFIXES = {".jxl": "JPEG XL", ".psd": "Photoshop", ".svg": "SVG"}
 MAX_DEPTH = 64
 HASH_BLOCK = 1 << 20
 

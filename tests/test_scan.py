@@ -80,10 +80,10 @@ def messy(tmp_path, monkeypatch):
     (root / "IMG_0001.JXL").write_bytes(b"\xff\x0a jxl")
     expected["IMG_0001.JXL"] = "unsupported format (JPEG XL"
 
-    for hidden in (".thumbnails", "cats/.git"):
+    for hidden in (".cache", "cats/.git"):
         (root / hidden).mkdir()
         (root / hidden / "thumb.jpg").write_bytes(jpeg)
-    expected |= {".thumbnails": "hidden folder", "cats/.git": "hidden folder"}
+    expected |= {".cache": "hidden folder", "cats/.git": "hidden folder"}
     (root / ".secret.jpg").write_bytes(jpeg)
     expected[".secret.jpg"] = "hidden file"
     (root / "notes.txt").write_text("not an image, not reported")
@@ -106,7 +106,7 @@ def test_every_messy_entry_is_skipped_with_its_reason(messy):
 def test_hidden_folders_are_scanned_when_asked(messy):
     root, _, good = messy
     paths = {path for path, _ in scan_folder(root, include_hidden=True).files}
-    assert paths == good | {".thumbnails/thumb.jpg", "cats/.git/thumb.jpg", ".secret.jpg"}
+    assert paths == good | {".cache/thumb.jpg", "cats/.git/thumb.jpg", ".secret.jpg"}
 
 
 def test_deep_nesting_is_cut_and_reported(tmp_path):

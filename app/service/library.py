@@ -37,6 +37,7 @@ from app.files.digest import file_sha256
 from app.index.faiss_store import manifest_path
 from app.service.build import BuildResult, BuildSpec, build_collection
 from app.service.commit import State, check_name, collection_lock, lock_path, own_files, read_state
+from app.service.excludes import manifest_excludes
 from app.service.milvus_mirror import mirror_change, push_collection
 from app.service.progress import CancelFn, ProgressFn, Reporter
 from app.service.update import ChangeSummary, apply_plan
@@ -82,11 +83,13 @@ def build(config: Config, spec: BuildSpec, *, embedder: Embedder | None = None, 
 
 def index_folder(config: Config, name: str, folder: str | os.PathLike, *, kind: str = "folder",
                  embedder: Embedder | None = None, progress: ProgressFn | None = None,
-                 cancel: CancelFn | None = None) -> ChangeSummary:
+                 cancel: CancelFn | None = None, exclude: Sequence[str] | None = None) -> ChangeSummary:
     """Build the collection ``name`` from ``folder`` (sub-folders are labels), or update it incrementally
-    when it exists (built from that folder with the same model). The model is ``config``'s."""
-    result = build(config, BuildSpec(kind=kind, data=folder, name=name), embedder=embedder, progress=progress,
-                   cancel=cancel)
+    when it exists (built from that folder with the same model). The model is ``config``'s. ``exclude``:
+    patterns to leave out, stored with the collection (None: those it has stored)."""
+    result = build(config, BuildSpec(kind=kind, data=folder, name=name,
+                                     exclude=tuple(exclude) if exclude is not None else None),
+                   embedder=embedder, progress=progress, cancel=cancel)
     assert result.changes is not None
     return result.changes
 
@@ -106,16 +109,18 @@ def update_collection(config: Config, name: str, *, embedder: Embedder | None = 
 
 
 def add_paths(config: Config, name: str, paths: Sequence[str | os.PathLike], *, embedder: Embedder | None = None,
-              progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> ChangeSummary:
+              progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+              exclude: Sequence[str] = ()) -> ChangeSummary:
     """Index the image files and folders ``paths`` in ``name`` (new or changed ones; unchanged ones are
-    counted as such). A path deleted on purpose earlier is taken back."""
+    counted as such). A path deleted on purpose earlier is taken back. Folders are scanned with the
+    collection's stored exclude patterns plus ``exclude``."""
     t0 = time.perf_counter()
     reporter = Reporter(progress)
     reporter.phase("scanning")
     with collection_lock(config, name):
         state = read_state(config, name)
         root = Path(state.table.image_root)
-        found = scan_paths(list(paths))
+        found = scan_paths(list(paths), exclude=(*manifest_excludes(state.manifest), *exclude))
         items = [_item(path, stamp, root) for path, stamp in found.files]
         reporter.phase("reading", total=len(items))
         plan = plan_changes(state.table, items, root, full=False, include_excluded=True, listed_skips=found.skipped,
@@ -123,7 +128,7 @@ def add_paths(config: Config, name: str, paths: Sequence[str | os.PathLike], *, 
         summary = apply_plan(config, state, plan, kind=state.manifest.collection or "folder", image_root=root,
                              embedder=_embedder(config, state, embedder), reporter=reporter, cancel=cancel,
                              full=False, unexclude=[it.path for it in items], started=t0)
-    return _mirrored(config, summary)
+    return _mirrored(config, replace(summary, excluded=found.excluded))
 
 
 def delete_items(config: Config, name: str, *, ids: Sequence[int] = (),

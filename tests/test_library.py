@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from app.config import Config
+from app.core.feature_table import TABLE_FORMAT
 from app.core.features import feature_paths
 from app.errors import (
     CollectionBusyError,
@@ -288,7 +289,7 @@ def test_a_format_1_table_migrates_without_embedding_again(built):
     assert fake.rows == 0
     state = read_state(config, "pics")
     assert all(s is not None and s.hash for s in state.table.stamps)
-    assert json.loads((config.features_dir / state.manifest.table).read_text())["format"] == 2
+    assert json.loads((config.features_dir / state.manifest.table).read_text())["format"] == TABLE_FORMAT
 
 
 def test_a_running_service_sees_a_change_made_elsewhere(built):

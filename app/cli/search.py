@@ -21,6 +21,13 @@ def add_search_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("-k", type=int, default=5, help="number of results, 1-20 (default 5)")
     s.add_argument("--json", action="store_true",
                    help="print one JSON object per query (JSON Lines) instead of tables")
+    s.add_argument("--since", default=None, metavar="YYYY-MM-DD", help="only photos taken on or after this day "
+                   "(EXIF DateTimeOriginal, else the file time, as recorded at build time)")
+    s.add_argument("--until", default=None, metavar="YYYY-MM-DD", help="only photos taken on or before this day")
+    s.add_argument("--folder", default=None, metavar="SUB", help="only photos below this sub-folder of the collection")
+    s.add_argument("--camera", default=None, metavar="TEXT", help="only photos whose camera name contains TEXT")
+    s.add_argument("--min-band", default=None, choices=["same photo", "very similar", "similar", "loosely related"],
+                   help="leave out hits below this similarity band")
     add_common_args(s)
 
 
@@ -58,9 +65,17 @@ def cmd_search(args: argparse.Namespace) -> int:
     col = service.collection(args.collection)  # a missing or mismatched index fails once, for every query
     k = service.clamp_k(args.k)
     queries = expand_queries(args.images)
+    from app.service.filters import band, parse_filter, search_filtered
+
+    flt = parse_filter(since=args.since, until=args.until, folder=args.folder, camera=args.camera,
+                       min_band=args.min_band)
     failed = 0
     for n, query in enumerate(queries):
         try:
+            if flt.selects or flt.min_band:
+                filtered = search_filtered(service, _query_source(query, config), args.collection, k, flt)
+                _print_filtered(query, filtered, service, args.json, n)
+                continue
             result = service.search(_query_source(query, config), args.collection, k)
         except AppError as exc:
             failed += 1
@@ -74,16 +89,32 @@ def cmd_search(args: argparse.Namespace) -> int:
         if args.json:
             out = {"query": query, "model": service.embedder.model.name,
                    "weights_id": service.embedder.weights_id, "engine": service.embedder.engine, **result.to_json()}
+            for hit in out["hits"]:
+                hit["band"] = band(hit["score"])
             print(json.dumps(out), flush=True)
             continue
-        rows = [(str(h.rank), f"{h.score:.4f}", h.label, h.path) for h in result.hits]
+        rows = [(str(h.rank), f"{h.score:.4f}", h.label, h.path, band(h.score)) for h in result.hits]
         print(("\n" if n else "") + (f"query: {query}\n" if len(queries) > 1 else "")
-              + table(("rank", "score", "label", "file"), rows))
+              + table(("rank", "score", "label", "file", "similarity"), rows))
         print(
             f"\n{len(result.hits)} hits in {args.collection} ({len(col)} images) | "
             f"decode {result.decode_ms:.1f} ms, embed {result.embed_ms:.1f} ms ({service.embedder.engine}), "
             f"search {result.search_ms:.2f} ms, total {result.total_ms:.1f} ms"
         )
     return EXIT_ERROR if failed else 0
+
+
+def _print_filtered(query: str, result, service, as_json: bool, n: int) -> None:
+    if as_json:
+        print(json.dumps({"query": query, "model": service.embedder.model.name,
+                          "weights_id": service.embedder.weights_id, "engine": service.embedder.engine,
+                          **result.to_json()}), flush=True)
+        return
+    rows = [(str(h["rank"]), f"{h['score']:.4f}", h["label"], h["path"], h["band"],
+             (h["meta"] or {}).get("taken", "")[:10], (h["meta"] or {}).get("camera") or "") for h in result.hits]
+    print(("\n" if n else "") + f"query: {query}\n"
+          + table(("rank", "score", "label", "file", "similarity", "taken", "camera"), rows))
+    print(f"\n{len(result.hits)} hits among {result.matching} matching images | "
+          f"search {result.timings_ms['search']:.1f} ms, total {result.timings_ms['total']:.1f} ms")
 
 

@@ -26,6 +26,7 @@ from app.core.datasets import Dataset, Item, load_dataset
 from app.core.embed import Embedder, embedder_for
 from app.core.features import CHUNK_SIZE, FeatureTable, embed_dataset, load_features, remove_parts
 from app.core.manifest import Manifest
+from app.core.photo_meta import missing_photo_meta
 from app.core.quantize import CALIBRATION_IMAGES, calibration_files
 from app.errors import IndexMismatchError, IndexMissingError
 from app.index.faiss_index import IndexConfig, build_index
@@ -96,11 +97,12 @@ def build_collection(config: Config, spec: BuildSpec, *, embedder: Embedder | No
         if existing is not None and _incremental(existing, spec, dataset, make_embedder):
             plan = plan_changes(existing.table, dataset.items, dataset.image_root, listed_skips=dataset.skipped,
                                 cancel=cancel, on_hashed=lambda n: reporter.step(n, 0))
-            patterns_changed = manifest_excludes(existing.manifest) != spec.exclude
+            # a commit even when no file changed: new exclude patterns, or metadata a migrated table lacks
+            must_commit = manifest_excludes(existing.manifest) != spec.exclude or missing_photo_meta(existing.table)
             existing = replace(existing, manifest=with_excludes(existing.manifest, spec.exclude))
             changes = apply_plan(config, existing, plan, kind=spec.kind, image_root=dataset.image_root,
                                  embedder=make_embedder, reporter=reporter, cancel=cancel, started=t0)
-            if patterns_changed and changes.generation == existing.manifest.generation:  # nothing else changed
+            if must_commit and changes.generation == existing.manifest.generation:  # nothing else changed
                 commit(config, name, existing.manifest, existing.table)
             changes = replace(changes, excluded=dataset.excluded)
             manifest = read_manifest(config.indexes_dir, name)

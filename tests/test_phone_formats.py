@@ -100,17 +100,27 @@ def phone_folder(tmp_path: Path) -> Path:
 
 
 def test_a_folder_of_phone_files_builds_with_every_readable_one_indexed(phone_folder, tmp_path):
+    """The issue's test folder: HEIC, AVIF, a DNG with a preview, 12 MP JPEGs, and NAS/app litter."""
     from app.config import Config
     from app.service.library import index_folder
 
-    scanned = {path for path, _ in scan_folder(phone_folder).files}
-    assert scanned == {"2024/blocks.heic", "2024/blocks.avif", "2024/blocks_orient6.dng", "2024/no_preview.dng",
-                       "2024/blocks.jpg", "IMG_0001.HEIC"}
+    big = UPRIGHT.resize((4032, 3024))
+    for i in range(2):
+        big.save(phone_folder / "2024" / f"IMG_{i}.JPG", quality=90 - i)
+    for litter in ("2024/@eaDir/blocks.heic", ".thumbnails/normal", "2024/@eaDir/IMG_0.JPG"):
+        (phone_folder / litter).mkdir(parents=True)
+        big.save(phone_folder / litter / "SYNOPHOTO_THUMB_XL.jpg", quality=80)
+    (phone_folder / ".DS_Store").write_bytes(b"litter")
+    scanned = scan_folder(phone_folder)
+    assert {path for path, _ in scanned.files} == {
+        "2024/blocks.heic", "2024/blocks.avif", "2024/blocks_orient6.dng", "2024/no_preview.dng", "2024/blocks.jpg",
+        "2024/IMG_0.JPG", "2024/IMG_1.JPG", "IMG_0001.HEIC"}
     config = Config(indexes_dir=tmp_path / "indexes", features_dir=tmp_path / "features", workers=0)
     summary = index_folder(config, "phone", phone_folder, embedder=FakeEmbedder())
-    assert summary.count == 5 and summary.added == 5
+    assert summary.count == 7 and summary.added == 7
     assert [(s["path"], "no readable embedded preview" in s["reason"]) for s in summary.skipped] == \
         [("2024/no_preview.dng", True)]
+    assert dict(summary.excluded) == {"@eaDir/": 1, ".thumbnails/": 1, ".DS_Store": 1}
 
 
 def test_a_heic_upload_becomes_a_query(tmp_path):

@@ -63,7 +63,7 @@ def test_capture_time_and_camera_are_read_from_exif_else_the_file_time(tmp_path)
     assert read_photo_meta(plain) == {"taken": "2018-05-01T08:00:00", "taken_from": "file time", "camera": None}
     bad = photo(tmp_path / "c.jpg", 3, taken="0000:00:00 00:00:00", mtime="2017-01-02T03:04:05")
     assert read_photo_meta(bad)["taken_from"] == "file time"  # cameras write zeros when the clock was not set
-    assert read_photo_meta(tmp_path / "missing.jpg") is None
+    assert read_photo_meta(tmp_path / "missing.jpg") == {"taken": None, "taken_from": "unknown", "camera": None}
 
 
 def test_a_format_2_table_migrates_and_the_next_update_records_the_metadata(tmp_path):

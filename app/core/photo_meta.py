@@ -5,6 +5,8 @@ Each feature-table row keeps a small dict (``meta``) or ``None`` while unknown::
 
     {"taken": "2021-07-04T12:30:05", "taken_from": "exif" | "file time", "camera": "Apple iPhone 12" | None}
 
+(``taken_from`` ``"unknown"``, ``taken`` None: the file could not be read when the change was committed.)
+
 Every access goes through the functions here (:func:`read_photo_meta`, :func:`fill_photo_meta`,
 :func:`item_meta`), so the table's storage (JSON today) can change without touching the callers.
 Only the file's header is read (Pillow opens without decoding pixels).
@@ -29,12 +31,16 @@ MAKE, MODEL = 0x010F, 0x0110
 _READABLE = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "AVIF", "HEIF")
 
 
-def read_photo_meta(path: str | os.PathLike) -> dict[str, Any] | None:
-    """The capture time and camera of the file at ``path`` (None when the file cannot be read at all)."""
+UNKNOWN: dict[str, Any] = {"taken": None, "taken_from": "unknown", "camera": None}
+
+
+def read_photo_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The capture time and camera of the file at ``path`` (:data:`UNKNOWN` when it cannot even be
+    ``stat``-ed: recorded as such, so it is not read again at every change)."""
     try:
         mtime = os.stat(path).st_mtime
     except OSError:
-        return None
+        return dict(UNKNOWN)
     taken, camera = _exif(path)
     if taken is None:
         return {"taken": datetime.fromtimestamp(mtime).isoformat(timespec="seconds"), "taken_from": "file time",

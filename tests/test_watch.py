@@ -87,11 +87,15 @@ def test_added_changed_moved_and_deleted_files_are_each_applied_within_5_s(built
         took = eventually(lambda: "home/img_01.jpg" not in live(config) and "trips/moved.jpg" in live(config))
         print(f"moved: {took:.2f} s")
         assert moved_id not in live(config).values()  # a move is a delete and an add (the vector reused)
+        os.rename(root / "trips" / "moved.jpg", root / "home" / "img_01.jpg")  # and back: indexed again
+        eventually(lambda: "home/img_01.jpg" in live(config) and "trips/moved.jpg" not in live(config))
+        assert read_state(config, "mine").table.excluded == []  # gone from disk is not "deleted on purpose"
 
         (root / "home" / "img_02.png").unlink()
         took = eventually(lambda: "home/img_02.png" not in live(config))
         print(f"deleted: {took:.2f} s")
 
+        eventually(lambda: run.watcher.status.message.startswith("removed: "))  # reported after its commit
         changes = run.watcher.status.changes
         staging = root.parent / "staging"  # written beside, then moved in at once: a burst, even on a busy machine
         staging.mkdir()

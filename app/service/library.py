@@ -132,9 +132,10 @@ def add_paths(config: Config, name: str, paths: Sequence[str | os.PathLike], *, 
 
 
 def delete_items(config: Config, name: str, *, ids: Sequence[int] = (),
-                 paths: Sequence[str | os.PathLike] = ()) -> ChangeSummary:
+                 paths: Sequence[str | os.PathLike] = (), on_purpose: bool = True) -> ChangeSummary:
     """Remove items from ``name`` by id, or by path (a file, or a folder: every item below it; as stored,
-    or as a path on disk). The files themselves are not touched; a rescan leaves them out."""
+    or as a path on disk). The files themselves are not touched; a rescan leaves them out (``on_purpose``
+    False: the files are gone from disk, and one that comes back is indexed again, as the watcher wants)."""
     t0 = time.perf_counter()
     with collection_lock(config, name):
         state = read_state(config, name)
@@ -143,7 +144,8 @@ def delete_items(config: Config, name: str, *, ids: Sequence[int] = (),
         plan = ChangePlan(removed=tuple(doomed), unchanged=table.live_count - len(doomed))
         summary = apply_plan(config, state, plan, kind=state.manifest.collection or "folder",
                              image_root=Path(table.image_root), embedder=lambda: embedder_for(config),
-                             reporter=Reporter(None), full=False, exclude=[table.paths[i] for i in doomed],
+                             reporter=Reporter(None), full=False,
+                             exclude=[table.paths[i] for i in doomed] if on_purpose else [],
                              started=t0)
     return _mirrored(config, summary)
 

@@ -179,7 +179,8 @@ class FolderWatcher:
         self._report("applying", f"applying {len(to_add)} new or changed, {len(gone_ids)} removed")
         ok = True
         if gone_ids:
-            done = self._change(lambda emb: delete_items(self.config, self.name, ids=sorted(gone_ids)))
+            done = self._change(lambda emb: delete_items(self.config, self.name, ids=sorted(gone_ids),
+                                                           on_purpose=False))
             ok = done is not None
             if done is not None:
                 self._changed(done, "removed")

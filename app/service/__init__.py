@@ -6,6 +6,7 @@ built collections, searching them (:class:`SearchService`), and getting the app 
 
 from app.service.build import BuildResult, BuildSpec, build_collection, quantize_for_collection
 from app.service.catalogue import Catalogue, Collection, CollectionInfo, open_store
+from app.service.filters import SearchFilter, parse_filter, search_filtered
 from app.service.library import (
     DropSummary,
     RenameSummary,
@@ -22,6 +23,7 @@ from app.service.progress import Progress
 from app.service.query_image import QueryImage, prepare_query
 from app.service.search import Hit, Searcher, SearchResult, SearchService
 from app.service.update import ChangeSummary
+from app.service.watch import FolderWatcher, WatchStatus
 
 __all__ = [
     "BuildResult",
@@ -31,13 +33,16 @@ __all__ = [
     "Collection",
     "CollectionInfo",
     "DropSummary",
+    "FolderWatcher",
     "Hit",
     "Progress",
     "QueryImage",
     "RenameSummary",
+    "SearchFilter",
     "SearchResult",
     "SearchService",
     "Searcher",
+    "WatchStatus",
     "add_paths",
     "build_collection",
     "count_items",
@@ -45,9 +50,11 @@ __all__ = [
     "drop_collection",
     "index_folder",
     "open_store",
+    "parse_filter",
     "prepare",
     "prepare_query",
     "quantize_for_collection",
     "rename_collection",
+    "search_filtered",
     "update_collection",
 ]

@@ -55,7 +55,7 @@ def test_full_run_on_a_tiny_caltech_layout(tmp_path, model_cache):
     cmd = [sys.executable, str(ROOT / "scripts" / "bench.py"), "--weights", "untrained", "--data", str(data),
            "--indexes", str(tmp_path / "indexes"), "--features", str(tmp_path / "features"),
            "--cache-dir", str(model_cache), "--queries", "30", "--build-images", "16", "--second-limit", "8",
-           "--startup-runs", "1", "--workers", "0", "--json"]
+           "--startup-runs", "1", "--workers", "0", "--phone-photos", "2", "--json"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
     r = json.loads(out.stdout)
@@ -72,3 +72,8 @@ def test_full_run_on_a_tiny_caltech_layout(tmp_path, model_cache):
     d = r["details"]
     assert d["second_is_substitute"] and d["collections"]["voc2012-substitute"] == 8
     assert "voc2012-substitute" in format_bench(r)
+    phone = r["phone"]  # 2 generated 12 MP JPEGs and HEICs beside 2 Caltech101 images
+    assert set(phone["rates"]) == {"caltech101", "jpeg-12mp", "heic-12mp"}
+    assert all(v["images"] == 2 and v["img_per_s"] > 0 for v in phone["rates"].values())
+    assert phone["jpeg_12mp_ratio"] > 0 and phone["stages_ms"]["heic-12mp"]["decode_full"] > 0
+    assert "12 MP JPEG builds at" in format_bench(r)

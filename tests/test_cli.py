@@ -49,10 +49,11 @@ def test_search_prints_a_table_with_k_rows(small_collection, cli_env):
     proc = run(search_args(config, query, "--collection", "shapes", "-k", "5"), cli_env)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0].split() == ["rank", "score", "label", "file"] and set(lines[1].replace(" ", "")) == {"-"}
+    assert lines[0].split() == ["rank", "score", "label", "file", "similarity"] and set(lines[1].replace(" ", "")) == {"-"}
     rows = [line.split() for line in lines[2 : lines.index("")]]
     assert [r[0] for r in rows] == ["1", "2", "3", "4", "5"]
-    assert rows[0][2:] == ["squares", "squares/" + query.name] and float(rows[0][1]) == pytest.approx(1.0, abs=1e-3)
+    assert rows[0][2:] == ["squares", "squares/" + query.name, "same", "photo"]  # the query itself: the top band
+    assert float(rows[0][1]) == pytest.approx(1.0, abs=1e-3)
     scores = [float(r[1]) for r in rows]
     assert scores == sorted(scores, reverse=True)
     assert "5 hits in shapes (24 images)" in proc.stdout
@@ -185,7 +186,7 @@ def test_search_many_queries_print_a_query_header_before_each_table(small_collec
     headers = [i for i, line in enumerate(lines) if line.startswith("query: ")]
     assert [lines[i] for i in headers] == [f"query: {q}" for q in queries]
     for i, query in zip(headers, queries, strict=True):
-        assert lines[i + 1].split() == ["rank", "score", "label", "file"]
+        assert lines[i + 1].split() == ["rank", "score", "label", "file", "similarity"]
         assert set(lines[i + 2].replace(" ", "")) == {"-"}
         rows = [line.split() for line in lines[i + 3 : i + 7]]
         assert [r[0] for r in rows] == ["1", "2", "3", "4"]

@@ -36,12 +36,12 @@ def test_build_count_then_3_added_2_deleted_1_changed_rerun_reports_exactly_that
     data = tmp_path / "photos"
     make_image_folder(data, classes=("cats", "dogs", "boats"), per_class=4, seed=2)
     (data / "dogs" / "broken.jpg").write_bytes(b"not a jpeg")  # not valid: never counted
-    (data / "IMG_7.HEIC").write_bytes(b"heic")
+    (data / "IMG_7.JXL").write_bytes(b"\xff\x0a jxl")
     first = run(build(data, tmp_path), cli_env)
     assert first.returncode == 0, first.stderr
     assert "built mine: 12 images indexed, 2 skipped" in first.stdout
     assert "added 12, changed 0, removed 0, unchanged 0" in first.stdout
-    assert "skipped IMG_7.HEIC: unsupported format (HEIC" in first.stderr
+    assert "skipped IMG_7.JXL: unsupported format (JPEG XL" in first.stderr
     assert count(tmp_path, cli_env) == 12
 
     for v in range(3):

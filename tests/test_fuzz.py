@@ -98,12 +98,16 @@ def _seeds() -> dict[str, bytes]:
         "tiff": _encode(rgb, "TIFF", compression="tiff_lzw"),
         "tiff-1bit": _encode(rgb.convert("1"), "TIFF", compression="group4"),
         "avif": _encode(rgb, "AVIF"),
+        "heic": (FUZZ_DATA.parent / "photos" / "blocks.heic").read_bytes(),
+        "heic-thumbnail": (FUZZ_DATA.parent / "photos" / "blocks_thumb.heic").read_bytes(),
+        "dng": (FUZZ_DATA.parent / "photos" / "blocks_orient6.dng").read_bytes(),
     }
 
 
 SEEDS = _seeds()
 MAGIC = [b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF89a", b"RIFF\0\0\0\0WEBPVP8 ", b"BM", b"II*\0", b"MM\0*",
-         b"\0\0\0\x1cftypavif", b"\0\0\0\x18ftypheic", b"<svg", b"%PDF-"]
+         b"\0\0\0\x1cftypavif", b"\0\0\0\x18ftypheic", b"<svg", b"%PDF-",
+         b"II*\0\x08\0\0\0\x01\0\x12\xc6\x01\0\x04\0\0\0\x01\x04\0\0"]  # the last: a DNG's first directory
 
 
 @st.composite
@@ -181,7 +185,14 @@ SAVED = {
     "gif-huge-frame.bin": "too large",  # a 10x10 GIF holding a 30000x30000 frame, 36 bytes
     "png-chunk-2gb.bin": "damaged or truncated PNG",  # a chunk announcing 2 GB in a 44-byte file
     "png-ztxt-bomb.bin": "PNG metadata",  # 4 MB of zTXt text in 4 kB
-    "heic-header.bin": "unsupported format",
+    "heic-header.bin": "damaged or truncated HEIF",
+    "heic-truncated.bin": "damaged or truncated",
+    "heic-grid-bomb.bin": "too large",  # a 128x128 HEIC grid whose ispe and grid box declare 8000x8000
+    "avif-ispe-bomb.bin": "too large",  # a 64x48 AVIF whose ispe declares 10000x10000
+    "dng-truncated-preview.bin": "camera RAW",  # cut inside its JPEG preview
+    "dng-preview-bomb.bin": "too large",  # a DNG whose JPEG preview declares 20000x20000
+    "dng-no-preview.bin": "no readable embedded preview",
+    "tiff-header-only.bin": "damaged or truncated TIFF",  # 4 bytes; once crashed the RAW sniffing (struct.error)
     "avif-truncated.bin": "damaged or truncated AVIF",
 }
 

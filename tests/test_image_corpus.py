@@ -282,8 +282,9 @@ def _ftyp(major: bytes, *compatible: bytes) -> bytes:
 
 @pytest.mark.parametrize("data", [_ftyp(b"heic", b"mif1", b"heic"), _ftyp(b"mif1", b"mif1", b"heic"),
                                   _ftyp(b"heix", b"mif1")], ids=["heic", "mif1-heic", "heix"])
-def test_heic_is_refused_as_an_unsupported_format(tmp_path, data):
-    refused(data, tmp_path, "IMG_0001.HEIC", "unsupported format", "HEIC", "convert it to JPEG")
+def test_a_heic_header_alone_is_a_damaged_heif(tmp_path, data):
+    assert sniff(data) == "HEIF"
+    refused(data, tmp_path, "IMG_0001.HEIC", "damaged or truncated HEIF")
 
 
 def test_truncated_avif_is_called_damaged_not_unsupported(tmp_path):

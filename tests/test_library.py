@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from app.config import Config
+from app.core.feature_table import TABLE_FORMAT
 from app.core.features import feature_paths
 from app.errors import (
     CollectionBusyError,
@@ -127,7 +128,7 @@ def test_add_files_and_folders_inside_and_outside_the_collection_folder(built, t
     new_picture(root / "circles" / "inside.jpg", 1)
     elsewhere = tmp_path / "elsewhere"
     make_image_folder(elsewhere, classes=("boats",), per_class=2, seed=9)
-    (elsewhere / "boats" / "IMG_1.heic").write_bytes(b"heic")
+    (elsewhere / "boats" / "IMG_1.jxl").write_bytes(b"\xff\x0a jxl")
     fake = FakeEmbedder()
     summary = add_paths(config, "pics", [root / "circles" / "inside.jpg", elsewhere, root / "squares"],
                         embedder=fake)
@@ -136,7 +137,7 @@ def test_add_files_and_folders_inside_and_outside_the_collection_folder(built, t
     paths = ids_by_path(config)
     outside = (elsewhere / "boats" / "img_00.jpg").as_posix()
     assert "circles/inside.jpg" in paths and outside in paths  # outside the folder: by absolute path
-    assert any("IMG_1.heic" in s["path"] and "unsupported format" in s["reason"] for s in summary.skipped)
+    assert any("IMG_1.jxl" in s["path"] and "unsupported format" in s["reason"] for s in summary.skipped)
     service = SearchService(config, embedder=FakeEmbedder())
     assert service.collection("pics").item_path(paths[outside]) == elsewhere / "boats" / "img_00.jpg"
     assert service.search_item("pics", paths[outside], k=1).hits[0].id == paths[outside]
@@ -291,7 +292,7 @@ def test_a_format_1_table_migrates_without_embedding_again(built):
     assert fake.rows == 0
     state = read_state(config, "pics")
     assert all(s is not None and s.hash for s in state.table.stamps)
-    assert json.loads((config.features_dir / state.manifest.table).read_text())["format"] == 2
+    assert json.loads((config.features_dir / state.manifest.table).read_text())["format"] == TABLE_FORMAT
 
 
 def test_a_running_service_sees_a_change_made_elsewhere(built):

@@ -77,13 +77,13 @@ def messy(tmp_path, monkeypatch):
     expected["cats/caf\\xe9.jpg"] = "not valid UTF-8"
     (root / "empty.jpg").write_bytes(b"")
     expected["empty.jpg"] = "empty file (0 bytes)"
-    (root / "IMG_0001.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic")
-    expected["IMG_0001.HEIC"] = "unsupported format (HEIC"
+    (root / "IMG_0001.JXL").write_bytes(b"\xff\x0a jxl")
+    expected["IMG_0001.JXL"] = "unsupported format (JPEG XL"
 
-    for hidden in (".thumbnails", "cats/.git"):
+    for hidden in (".cache", "cats/.git"):
         (root / hidden).mkdir()
         (root / hidden / "thumb.jpg").write_bytes(jpeg)
-    expected |= {".thumbnails": "hidden folder", "cats/.git": "hidden folder"}
+    expected |= {".cache": "hidden folder", "cats/.git": "hidden folder"}
     (root / ".secret.jpg").write_bytes(jpeg)
     expected[".secret.jpg"] = "hidden file"
     (root / "notes.txt").write_text("not an image, not reported")
@@ -106,7 +106,7 @@ def test_every_messy_entry_is_skipped_with_its_reason(messy):
 def test_hidden_folders_are_scanned_when_asked(messy):
     root, _, good = messy
     paths = {path for path, _ in scan_folder(root, include_hidden=True).files}
-    assert paths == good | {".thumbnails/thumb.jpg", "cats/.git/thumb.jpg", ".secret.jpg"}
+    assert paths == good | {".cache/thumb.jpg", "cats/.git/thumb.jpg", ".secret.jpg"}
 
 
 def test_deep_nesting_is_cut_and_reported(tmp_path):
@@ -125,17 +125,17 @@ def test_a_folder_collection_builds_from_a_messy_folder_and_reports_every_skip(m
     from app.service.build import BuildSpec, build_collection
 
     root, expected, good = messy
-    (root / "dogs" / "really_heic.jpg").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" * 20)
+    (root / "dogs" / "really_svg.jpg").write_bytes(b'<svg xmlns="http://www.w3.org/2000/svg"></svg>' * 20)
     ds = load_dataset("folder", root)
-    assert {it.path for it in ds.items} == good | {"dogs/really_heic.jpg"}
+    assert {it.path for it in ds.items} == good | {"dogs/really_svg.jpg"}
     assert all(it.labels == (it.path.split("/")[0],) for it in ds.items)
     config = Config(indexes_dir=tmp_path / "indexes", features_dir=tmp_path / "features", workers=0)
     result = finishes(build_collection, config, BuildSpec(kind="folder", data=root, name="messy", factory="Flat"),
                       embedder=FakeEmbedder(), progress_bar=False)
     assert result.manifest.count == len(good)
     reasons = {s["path"]: s["reason"] for s in result.skipped}
-    assert set(reasons) == set(expected) | {"dogs/really_heic.jpg"}
-    assert "unsupported format: HEIC" in reasons["dogs/really_heic.jpg"]  # named by its first bytes, not its suffix
+    assert set(reasons) == set(expected) | {"dogs/really_svg.jpg"}
+    assert "unsupported format: SVG" in reasons["dogs/really_svg.jpg"]  # named by its first bytes, not its suffix
     assert result.manifest.skipped == len(reasons)
 
 
@@ -161,7 +161,7 @@ def test_file_stamp_hashes_content_and_refuses_what_it_cannot_read(tmp_path, mon
 def test_a_folder_of_only_unusable_entries_says_why(tmp_path):
     root = tmp_path / "phone"
     root.mkdir()
-    (root / "IMG_1.heic").write_bytes(b"heic")
-    (root / "IMG_2.heic").write_bytes(b"heic")
-    with pytest.raises(DatasetError, match=r"No images found .*2 entries skipped.*unsupported format \(HEIC"):
+    (root / "IMG_1.jxl").write_bytes(b"\xff\x0a jxl")
+    (root / "IMG_2.jxl").write_bytes(b"\xff\x0a jxl")
+    with pytest.raises(DatasetError, match=r"No images found .*2 entries skipped.*unsupported format \(JPEG XL"):
         load_dataset("folder", root)

@@ -3,6 +3,7 @@
     python scripts/bench.py --data data/caltech101
     python scripts/bench.py --data data/caltech101 --model efficientnet-lite0
     python scripts/bench.py --data data/caltech101 --indexes /tmp/ix --features /tmp/ft --limit 1000 --json
+    python scripts/bench.py --data data/caltech101 --model efficientnet-lite0 --phone-only --phone-photos 24
 
 Needs a built caltech101 collection in --indexes/--features; builds what is missing (a --limit
 sample when given). If voc2012 is not built, a Caltech101 sample named voc2012-substitute is built
@@ -33,6 +34,10 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=None, help="build: image decoding worker processes")
     p.add_argument("--batch-size", type=int, default=None, help="build: images per model call")
     p.add_argument("--cache-dir", default=None, metavar="DIR", help="model cache (exported ONNX)")
+    p.add_argument("--phone-photos", type=int, default=32, metavar="N",
+                   help="build rates on N generated 12 MP JPEGs and N HEICs beside N Caltech101 images "
+                   "(default 32; 0 leaves them out)")
+    p.add_argument("--phone-only", action="store_true", help="measure only the phone-photo build rates")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--objects", action="store_true",
                    help="only the object figures (app/metrics/bench_objects.py) on --images photos of --data")
@@ -59,11 +64,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 0
     from app.metrics.bench import BenchOptions, format_bench, run_bench
 
+    if args.phone_photos < 0 or (args.phone_only and args.phone_photos < 1):
+        raise AppError("--phone-photos must be a positive number (0 leaves them out, not with --phone-only).")
+    if args.phone_only:
+        from app.metrics.bench_photos import format_phone, phone_bench
+
+        phone = phone_bench(config, Path(args.data), args.phone_photos,
+                            log=lambda m: print(m, file=sys.stderr, flush=True))
+        print(json.dumps(phone, indent=2) if args.json else format_phone(phone))
+        return 0
     if args.queries < 30:
         raise AppError("--queries must be at least 30.")
     options = BenchOptions(config, Path(args.data), limit=args.limit, queries=args.queries,
                            build_images=args.build_images, second_limit=args.second_limit,
-                           startup_runs=args.startup_runs)
+                           startup_runs=args.startup_runs, phone_photos=args.phone_photos)
     result = run_bench(options, log=lambda m: print(m, file=sys.stderr, flush=True))
     print(json.dumps(result, indent=2) if args.json else format_bench(result))
     return 0

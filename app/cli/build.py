@@ -42,6 +42,10 @@ def add_build_args(p: argparse.ArgumentParser) -> None:
                    help="a deterministic sample of N images spread over the labels")
     p.add_argument("--include", default="", help="Caltech101: comma-separated folders left out by default "
                    "(BACKGROUND_Google, Faces_easy)")
+    p.add_argument("--exclude", action="append", default=None, metavar="GLOB",
+                   help="leave out files and folders matching GLOB, read like a .gitignore line (repeatable; on "
+                   "top of known litter such as @eaDir/ and .thumbnails/, and the folder's .risignore). Stored with "
+                   "the collection: an update rescans with the same ones; given again, they replace them")
     add_common_args(p)
     p.add_argument("--workers", type=int, default=None, help="image decoding worker processes")
     p.add_argument("--batch-size", type=int, default=None)
@@ -85,6 +89,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace, config, result) -> int:
     from app.cli.manage import print_change
+    from app.core.exclude import excluded_line
 
     m, s, changes = result.manifest.to_json(), result.stats, result.changes
     assert changes is not None
@@ -98,6 +103,8 @@ def _report(args: argparse.Namespace, config, result) -> int:
         print(f"skipped {sk['path']}: {sk['reason']}", file=sys.stderr)
     _print_summary(m, s, args.target_recall)
     print(f"  {changes.line()}")
+    if changes.excluded:
+        print(f"  {excluded_line(changes.excluded)}")
     print(f"  files: {config.indexes_dir / m['index_file']}, {config.features_dir / m['features']}")
     if changes.milvus:
         print(f"  milvus: {changes.milvus['count']} vectors pushed to {config.milvus_uri}")
@@ -112,6 +119,7 @@ def _spec(args: argparse.Namespace):
         include=tuple(x.strip() for x in args.include.split(",") if x.strip()),
         factory=args.factory, nprobe=args.nprobe, target_recall=args.target_recall, max_ms=args.max_ms,
         chunk_size=args.chunk_size, rebuild=args.rebuild,
+        exclude=tuple(args.exclude) if args.exclude is not None else None,
     )
 
 

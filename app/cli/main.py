@@ -4,7 +4,7 @@ Commands: ``search`` (files, folders, URLs), ``list``, ``build`` (also ``scripts
 incremental when the collection exists), ``count``, ``add``, ``delete``, ``rename`` and ``drop``
 (managing a collection), ``evaluate`` and ``bench`` (``scripts/evaluate.py``, ``scripts/bench.py``),
 ``download`` (also ``data_download.sh``), ``sync`` (to Milvus), ``quantize`` (the INT8 model) and
-``prepare`` (``scripts/run.sh``).
+``prepare`` (``scripts/run.sh``), ``watch`` (keep a folder's collection current).
 Expected failures (a bad image, a missing index, offline weights) exit 2 with a one-line reason.
 """
 
@@ -32,6 +32,7 @@ from app.cli import (
     quantize,
     search,
     sync,
+    watch,
 )
 from app.cli.common import run
 
@@ -58,6 +59,8 @@ COMMANDS = {
     "evaluate-duplicates": ("precision and recall of duplicates on an edited-copy benchmark "
                             "(scripts/evaluate_duplicates.py)", evaluate_duplicates.add_evaluate_duplicates_args,
                             evaluate_duplicates.cmd_evaluate_duplicates, ""),
+    "watch": ("keep a folder's collection current: new, changed, moved and deleted files", watch.add_watch_args,
+              watch.cmd_watch, "every change applied so far is committed; the next start catches up"),
     "download": ("download the datasets or the ResNet-50 weights", download.add_download_args,
                  download.cmd_download, download.RESUME),
     "sync": ("push a built collection's vectors to Milvus", sync.add_sync_args, sync.cmd_sync, ""),

@@ -42,6 +42,10 @@ def add_add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--collection", "-c", required=True, help="collection name")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--exclude", action="append", default=None, metavar="GLOB",
+                   help="leave out files and folders matching GLOB, read like a .gitignore line (repeatable; "
+                   "on top of known litter such as @eaDir/ and .thumbnails/, the folder's .risignore and the "
+                   "collection's stored --exclude patterns)")
     add_common_args(p)
 
 
@@ -75,7 +79,7 @@ def cmd_add(args: argparse.Namespace) -> int:
 
     config = collection_config(config_from_args(args), args, args.collection)
     progress = None if args.no_progress or args.json else _progress_line
-    summary = add_paths(config, args.collection, args.paths, progress=progress)
+    summary = add_paths(config, args.collection, args.paths, progress=progress, exclude=tuple(args.exclude or ()))
     code = print_change(summary, args.json)
     from app.cli.objects import refresh_objects
 
@@ -141,6 +145,10 @@ def print_change(summary, as_json: bool) -> int:
     for sk in summary.skipped:
         print(f"skipped {sk['path']}: {sk['reason']}", file=sys.stderr)
     print(summary.line())
+    if getattr(summary, "excluded", ()):
+        from app.core.exclude import excluded_line
+
+        print(excluded_line(summary.excluded))
     index = f"index {summary.index}" + (f" ({summary.index_reason})" if summary.index_reason else "")
     print(f"{summary.collection}: {summary.count} images ({summary.model}), {index}, {summary.seconds:.1f} s"
           + (f"; {summary.reused} new files reused stored vectors" if summary.reused else ""))

@@ -11,6 +11,7 @@ from typing import Sequence
 from app.cli.common import EXIT_ERROR, add_common_args, config_from_args, notice, table
 from app.config import Config
 from app.errors import AppError
+from app.service.filters import BAND_NAMES, parse_filter
 
 
 def add_search_args(s: argparse.ArgumentParser) -> None:
@@ -27,6 +28,13 @@ def add_search_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--objects", action="store_true",
                    help="search the objects inside the collection's photos (built with --objects): every hit is "
                         "an object, with its box")
+    s.add_argument("--since", default=None, metavar="YYYY-MM-DD", help="only photos taken on or after this day "
+                   "(EXIF DateTimeOriginal, else the file time, as recorded at build time)")
+    s.add_argument("--until", default=None, metavar="YYYY-MM-DD", help="only photos taken on or before this day")
+    s.add_argument("--folder", default=None, metavar="SUB", help="only photos below this sub-folder of the collection")
+    s.add_argument("--camera", default=None, metavar="TEXT", help="only photos whose camera name contains TEXT")
+    s.add_argument("--min-band", default=None, choices=list(BAND_NAMES),
+                   help="leave out hits below this similarity band")
     add_common_args(s)
 
 
@@ -77,10 +85,13 @@ def cmd_search(args: argparse.Namespace) -> int:
 
         return search_objects_cli(args, service, col, service.clamp_k(args.k), queries,
                                   lambda q: _source(q, config, args.box))
+    where = parse_filter(since=args.since, until=args.until, folder=args.folder, camera=args.camera,
+                         min_band=args.min_band)
+    where = where if (where.selects or where.min_band) else None
     failed = 0
     for n, query in enumerate(queries):
         try:
-            result = service.search_new_image(_source(query, config, args.box), args.collection, args.k)
+            result = service.search_new_image(_source(query, config, args.box), args.collection, args.k, where=where)
         except AppError as exc:
             failed += 1
             message = " ".join(exc.user_message().split())
@@ -95,11 +106,13 @@ def cmd_search(args: argparse.Namespace) -> int:
                    "weights_id": service.embedder.weights_id, "engine": service.embedder.engine, **result.to_json()}
             print(json.dumps(out), flush=True)
             continue
-        rows = [(str(h.rank), f"{h.score:.4f}", h.label, h.path) for h in result.hits]
-        print(("\n" if n else "") + (f"query: {query}\n" if len(queries) > 1 else "")
-              + table(("rank", "score", "label", "file"), rows))
+        rows = [(str(h.rank), f"{h.score:.4f}", h.label, h.path, h.band, *_taken_and_camera(h, where))
+                for h in result.hits]
+        header = ("rank", "score", "label", "file", "similarity") + (("taken", "camera") if where else ())
+        print(("\n" if n else "") + (f"query: {query}\n" if len(queries) > 1 else "") + table(header, rows))
+        among = f" among {result.matching} matching images" if result.matching is not None else ""
         print(
-            f"\n{len(result.hits)} hits in {args.collection} ({len(col)} images) | "
+            f"\n{len(result.hits)} hits in {args.collection} ({len(col)} images){among} | "
             f"decode {result.ms('decode'):.1f} ms, preprocess {result.ms('preprocess'):.1f} ms, "
             f"embed {result.ms('embed'):.1f} ms ({service.embedder.engine}), "
             f"search {result.ms('search'):.2f} ms, total {result.ms('total'):.1f} ms"
@@ -107,3 +120,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     return EXIT_ERROR if failed else 0
 
 
+def _taken_and_camera(hit, where) -> tuple[str, ...]:
+    """The table's capture day and camera columns, shown when the search was filtered."""
+    if where is None:
+        return ()
+    meta = hit.meta or {}
+    return (str(meta.get("taken") or "")[:10], meta.get("camera") or "")

@@ -8,11 +8,13 @@ from app.core.datasets import Dataset, Item, image_files, load_dataset
 from app.core.detect import DetectedObject, Detector, clip_box, crop_box
 from app.core.detectors import DETECTORS, DetectorSpec, get_detector
 from app.core.embed import Embedder, embedder_for, l2_normalize
+from app.core.exclude import DEFAULT_EXCLUDES, ExcludeRules, exclude_rules
 from app.core.feature_table import FeatureTable, migrate_table_v1_to_v2
 from app.core.features import embed_dataset, extract_features, feature_paths, load_features
 from app.core.images import load_image
 from app.core.manifest import Manifest, migrate_v1_to_v2
 from app.core.models import MODELS, ModelSpec, Preprocessing, get_model, model_names
+from app.core.photo_meta import read_photo_meta
 from app.core.preprocess import preprocess
 from app.core.scan import FileStamp, Skipped, file_stamp, scan_folder, scan_paths
 from app.core.thumbnails import Rendition, Thumbnails
@@ -20,6 +22,7 @@ from app.core.weights import WeightsSpec, build_torch_model
 
 __all__ = [
     "DETECTORS",
+    "DEFAULT_EXCLUDES",
     "MODELS",
     "ChangePlan",
     "Dataset",
@@ -27,6 +30,7 @@ __all__ = [
     "Detector",
     "DetectorSpec",
     "Embedder",
+    "ExcludeRules",
     "FeatureTable",
     "FileStamp",
     "Item",
@@ -42,6 +46,7 @@ __all__ = [
     "crop_box",
     "embed_dataset",
     "embedder_for",
+    "exclude_rules",
     "extract_features",
     "feature_paths",
     "file_stamp",
@@ -57,6 +62,7 @@ __all__ = [
     "model_names",
     "plan_changes",
     "preprocess",
+    "read_photo_meta",
     "scan_folder",
     "scan_paths",
 ]

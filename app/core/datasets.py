@@ -55,6 +55,7 @@ class Dataset:
     image_root: Path  # the folder item paths are relative to
     items: tuple[Item, ...]
     skipped: tuple[Skipped, ...] = ()  # left out while listing, with the reason (folders)
+    excluded: tuple[tuple[str, int], ...] = ()  # (exclude pattern, entries it left out) (folders)
 
     def fingerprint(self) -> str:
         """A hash of the item list: a resumed build must see exactly the same list."""
@@ -77,19 +78,23 @@ def load_dataset(
     *,
     limit: int | None = None,
     include: tuple[str, ...] = (),
+    exclude: tuple[str, ...] = (),
 ) -> Dataset:
     """List the images of a collection. ``limit`` keeps a deterministic sample spread over labels.
 
     ``include`` (Caltech101 only) adds folders left out by default, e.g. ``("BACKGROUND_Google",)``.
+    ``exclude`` (folders only): gitignore-style patterns left out on top of the known litter and the
+    folder's ``.risignore`` (:mod:`app.core.exclude`).
     """
     root = Path(root).expanduser()
     skipped: tuple[Skipped, ...] = ()
+    excluded: tuple[tuple[str, int], ...] = ()
     if kind == "caltech101":
         image_root, items = _caltech101(root, include)
     elif kind == "voc2012":
         image_root, items = _voc2012(root)
     elif kind == "folder":
-        image_root, (items, skipped) = root, _folder(root)
+        image_root, (items, skipped, excluded) = root, _folder(root, exclude)
     else:
         raise DatasetError(f"Unknown collection type {kind!r}; expected one of {', '.join(COLLECTION_KINDS)}.")
     if not items:
@@ -101,7 +106,7 @@ def load_dataset(
     if limit is not None and limit < len(items):
         items = spread_sample(items, limit)
     return Dataset(kind=kind, root=root.resolve(), image_root=image_root.resolve(), items=tuple(items),
-                   skipped=skipped)
+                   skipped=skipped, excluded=excluded)
 
 
 def spread_sample(items: list[Item], n: int) -> list[Item]:
@@ -204,9 +209,10 @@ def folder_label(rel: str) -> tuple[str, ...]:
     return (parts[0],) if len(parts) > 1 else ()
 
 
-def _folder(root: Path) -> tuple[list[Item], tuple[Skipped, ...]]:
-    scan = scan_folder(root)
-    return [Item(rel, folder_label(rel), stamp) for rel, stamp in scan.files], scan.skipped
+def _folder(root: Path, exclude: tuple[str, ...] = ()) -> tuple[list[Item], tuple[Skipped, ...],
+                                                                tuple[tuple[str, int], ...]]:
+    scan = scan_folder(root, exclude=exclude)
+    return [Item(rel, folder_label(rel), stamp) for rel, stamp in scan.files], scan.skipped, scan.excluded
 
 
 def image_files(root: Path) -> list[str]:

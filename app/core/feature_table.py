@@ -19,10 +19,14 @@ Format versions (the ``format`` key):
 
 * **1**: id, path, label(s); no stamps, no tombstones.
 * **2**: per item ``size``, ``mtime_ns``, ``hash`` and ``deleted``; ``rows``; ``excluded``.
+* **3**: per item ``meta`` (capture time and camera, :mod:`app.core.photo_meta`), recorded when a
+  change is committed; absent while unknown.
 
 :func:`migrate_table_v1_to_v2` brings a format-1 object to format 2 with unknown stamps (``None``):
 an incremental build adopts the files it finds under those paths as unchanged (the build that made
 the table read them) and records their stamps, so no migrated item is embedded again.
+:func:`migrate_table_v2_to_v3` leaves every ``meta`` unknown: the next change records it (reading
+only the files' headers).
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from app.errors import IndexMismatchError
 from app.files.digest import file_sha256
 from app.files.layout import table_name, vectors_name
 
-TABLE_FORMAT = 2
+TABLE_FORMAT = 3
 
 
 @dataclass
@@ -61,12 +65,15 @@ class FeatureTable:
     stamps: list[FileStamp | None] = field(default_factory=list)  # per row; None: unknown (format 1)
     deleted: set[int] = field(default_factory=set)  # tombstoned rows: ids are never reused
     excluded: list[str] = field(default_factory=list)  # paths deleted on purpose: a rescan leaves them out
+    meta: list[dict[str, Any] | None] = field(default_factory=list)  # per row (app.core.photo_meta); None: unknown
 
     def __post_init__(self) -> None:
         if not self.stamps:
             self.stamps = [None] * len(self.paths)
-        if not (len(self.paths) == len(self.labels) == len(self.stamps)):
-            raise ValueError("a feature table needs one label and one stamp per path")
+        if len(self.meta) < len(self.paths):  # rows appended by a change: unknown until it is committed
+            self.meta = list(self.meta) + [None] * (len(self.paths) - len(self.meta))
+        if not (len(self.paths) == len(self.labels) == len(self.stamps) == len(self.meta)):
+            raise ValueError("a feature table needs one label, one stamp and one meta per path")
 
     def __len__(self) -> int:
         """Rows, deleted ones included (the vectors have as many)."""
@@ -119,8 +126,8 @@ class FeatureTable:
             "rows": len(self.paths),
             "fingerprint": self.fingerprint,
             "created": self.created,
-            "items": [_item_json(i, p, lab, st, i in self.deleted)
-                      for i, (p, lab, st) in enumerate(zip(self.paths, self.labels, self.stamps, strict=True))],
+            "items": [_item_json(i, p, lab, st, i in self.deleted, m) for i, (p, lab, st, m)
+                      in enumerate(zip(self.paths, self.labels, self.stamps, self.meta, strict=True))],
             "skipped": self.skipped,
             "excluded": self.excluded,
         }
@@ -147,13 +154,17 @@ class FeatureTable:
             stamps=[_stamp(it) for it in items],
             deleted={int(it["id"]) for it in items if it.get("deleted")},
             excluded=list(obj.get("excluded", [])),
+            meta=[it.get("meta") if isinstance(it.get("meta"), dict) else None for it in items],
         )
 
 
-def _item_json(i: int, path: str, labels: tuple[str, ...], stamp: FileStamp | None, deleted: bool) -> dict[str, Any]:
+def _item_json(i: int, path: str, labels: tuple[str, ...], stamp: FileStamp | None, deleted: bool,
+               meta: dict[str, Any] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"id": i, "path": path, "label": ", ".join(labels), "labels": list(labels),
                            "size": stamp.size if stamp else None, "mtime_ns": stamp.mtime_ns if stamp else None,
                            "hash": stamp.hash if stamp else None}
+    if meta is not None:
+        out["meta"] = meta
     if deleted:
         out["deleted"] = True
     return out
@@ -174,7 +185,13 @@ def migrate_table_v1_to_v2(obj: dict[str, Any]) -> dict[str, Any]:
     return {**obj, "format": 2, "items": items, "rows": len(items), "excluded": []}
 
 
-TABLE_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: migrate_table_v1_to_v2}
+def migrate_table_v2_to_v3(obj: dict[str, Any]) -> dict[str, Any]:
+    """A format-2 table object as format 3: every item's ``meta`` unknown (recorded by the next change)."""
+    return {**obj, "format": 3}
+
+
+TABLE_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: migrate_table_v1_to_v2,
+                                                                           2: migrate_table_v2_to_v3}
 
 
 def to_current_format(obj: dict[str, Any]) -> dict[str, Any]:

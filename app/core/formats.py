@@ -1,12 +1,13 @@
 """What a file's first bytes say it is, for messages: a damaged file of a format we read, or a format
-we do not read (HEIC, SVG, PDF, JPEG XL...) named as such. Decoding is :mod:`app.core.images`' job.
+we do not read (SVG, PDF, JPEG XL...) named as such. Decoding is :mod:`app.core.images`' job.
 """
 
 from __future__ import annotations
 
 HEAD_BYTES = 1024  # how much of a file :func:`sniff` looks at
 
-# ISO base media ("ftyp") brands: AV1 images (AVIF, read) and HEVC images (HEIC/HEIF, not read).
+# ISO base media ("ftyp") brands: AV1 images (AVIF, Pillow's plugin) and HEVC images (HEIC/HEIF, pillow-heif's
+# plugin, whose format name is "HEIF").
 _AVIF_BRANDS = {b"avif", b"avis"}
 _HEIC_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"}
 
@@ -22,7 +23,6 @@ _MAGIC: tuple[tuple[bytes, int, str], ...] = (  # (signature, offset, format nam
 )
 
 UNSUPPORTED = {
-    "HEIC": "HEIC/HEIF images (the iPhone camera format)",
     "SVG": "SVG drawings (vector graphics, not pixels)",
     "PDF": "PDF documents",
     "JXL": "JPEG XL images",
@@ -36,7 +36,7 @@ def sniff(head: bytes) -> str | None:
         brands = _ftyp_brands(head)
         if brands & _AVIF_BRANDS:
             return "AVIF"
-        return "HEIC" if brands & _HEIC_BRANDS else None
+        return "HEIF" if brands & _HEIC_BRANDS else None
     for signature, offset, name in _MAGIC:
         if head[offset : offset + len(signature)] == signature and (name != "WEBP" or head[:4] == b"RIFF"):
             return name

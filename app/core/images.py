@@ -15,12 +15,17 @@ from typing import IO, Union
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from app.core.camera_formats import apply_flip, jpeg_orientation, raw_kind, raw_preview, register_heif
 from app.core.formats import HEAD_BYTES, UNSUPPORTED, sniff
 from app.errors import InvalidImageError
 
 # Formats we decode. Anything else (including PIL's long tail of exotic plugins) is refused.
-# JPEG covers MPO (phone photos); AVIF is Pillow's own plugin (libavif in its wheels since 11.3).
-ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "AVIF")
+# JPEG covers MPO (phone photos); AVIF is Pillow's own plugin (libavif in its wheels since 11.3);
+# HEIF (HEIC) is pillow-heif's plugin (libheif). Camera RAW files are read from their embedded
+# preview (app.core.camera_formats), which then comes through here as a JPEG.
+ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "AVIF", "HEIF")
+# Formats with a cheaper decode at a reduced size: JPEG's DCT scaling, a HEIF's embedded thumbnail.
+_DRAFT_FORMATS = ("JPEG", "MPO", "HEIF")
 _CONVERT_HINT = "Convert it to JPEG or PNG and try again."
 # 50 megapixels covers every phone camera's default output; larger is treated as a bomb.
 DEFAULT_MAX_PIXELS = 50_000_000
@@ -60,13 +65,20 @@ def load_image(
         except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise many untyped errors
             raise InvalidImageError(f"The image could not be decoded ({exc}).") from exc
 
-    img, owned = _open(source)
+    fp, owned, name = _stream(source)
+    if raw_kind(name, _peek(fp)):
+        try:
+            return _load_raw(fp, name, max_pixels, draft_size)
+        finally:
+            if owned is not None:
+                owned.close()
+    img = _open(fp, owned, name)
     try:
         _check_pixels(img, max_pixels)
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             warnings.simplefilter("ignore", UserWarning)  # Pillow's "Corrupt EXIF data": EXIF is optional
-            if draft_size and img.format in ("JPEG", "MPO"):
+            if draft_size and img.format in _DRAFT_FORMATS:
                 img.draft("RGB", (draft_size, draft_size))
             img.seek(0)  # animated GIF/WebP/MPO: the first frame
             img.load()
@@ -83,15 +95,15 @@ def load_image(
     except Exception as exc:  # noqa: BLE001 - truncated data: OSError, SyntaxError, struct.error...
         if _is_chunk_bomb(exc):
             raise _chunk_bomb_error(exc) from exc
-        raise InvalidImageError(f"The image file is damaged or truncated ({exc}).") from exc
+        raise InvalidImageError(f"The image file is damaged or truncated ({_one_line(exc)}).") from exc
     finally:
         if owned is not None:
             img.close()  # our own handle: never leave it open (multi-frame files keep it)
             owned.close()
 
 
-def _open(source: ImageSource) -> tuple[Image.Image, IO[bytes] | None]:
-    """Open without decoding; returns the image and the file handle we opened (None: the caller's)."""
+def _stream(source: ImageSource) -> tuple[IO[bytes], IO[bytes] | None, str]:
+    """A readable stream for ``source``, the handle we opened (None: the caller's) and a name for messages."""
     owned: IO[bytes] | None = None
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
@@ -113,12 +125,18 @@ def _open(source: ImageSource) -> tuple[Image.Image, IO[bytes] | None]:
     else:
         fp = source
         name = getattr(source, "name", "the data")
+    return fp, owned, name
+
+
+def _open(fp: IO[bytes], owned: IO[bytes] | None, name: str) -> Image.Image:
+    """Open without decoding (Pillow reads the header: the declared size, not the pixels)."""
+    register_heif()
     start = _tell(fp)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             warnings.simplefilter("ignore", UserWarning)  # "Corrupt EXIF data": the decode decides
-            return Image.open(fp, formats=ALLOWED_FORMATS), owned
+            return Image.open(fp, formats=ALLOWED_FORMATS)
     except BaseException as exc:
         head = _head(fp, start) if isinstance(exc, Exception) else b""
         if owned is not None:
@@ -132,6 +150,34 @@ def _open(source: ImageSource) -> tuple[Image.Image, IO[bytes] | None]:
         raise
 
 
+def _peek(fp: IO[bytes]) -> bytes:
+    """The first bytes of ``fp``, leaving its position where it was (b"" when it cannot go back)."""
+    start = _tell(fp)
+    head = _head(fp, start)
+    if start is not None:
+        try:
+            fp.seek(start)
+        except (OSError, AttributeError, ValueError):
+            return b""
+    return head
+
+
+def _load_raw(fp: IO[bytes], name: str, max_pixels: int, draft_size: int | None) -> Image.Image:
+    """A camera RAW file's embedded preview, decoded by this loader (pixel cap, draft) and turned upright."""
+    try:
+        data = fp.read()
+    except OSError as exc:
+        raise InvalidImageError(f"Cannot read {name}: {exc.strerror or exc}.") from exc
+    if not data:
+        raise InvalidImageError(f"{_display(name)} is empty (0 bytes).")
+    preview = raw_preview(data, str(name), max_pixels)
+    if preview.jpeg is None:
+        return apply_flip(preview.image, preview.flip)
+    img = load_image(preview.jpeg, max_pixels=max_pixels, draft_size=draft_size)
+    # A preview with its own EXIF orientation was turned by load_image; otherwise the RAW's tag says.
+    return img if jpeg_orientation(preview.jpeg) != 1 else apply_flip(img, preview.flip)
+
+
 def _unreadable(name: object, head: bytes, exc: Exception) -> InvalidImageError:
     """The error for a file Pillow would not open: an unsupported format named as such, a damaged
     file of a format we read, or not an image at all."""
@@ -141,12 +187,17 @@ def _unreadable(name: object, head: bytes, exc: Exception) -> InvalidImageError:
             f"{_display(name)} is in an unsupported format: {UNSUPPORTED[kind]} cannot be read "
             f"(supported: {', '.join(ALLOWED_FORMATS)}).", hint=_CONVERT_HINT)
     if kind in ALLOWED_FORMATS:
-        detail = "" if isinstance(exc, UnidentifiedImageError) else f" ({exc})"  # its text is a repr of fp
+        detail = "" if isinstance(exc, UnidentifiedImageError) else f" ({_one_line(exc)})"  # its text: a repr of fp
         return InvalidImageError(f"{_display(name)} is a damaged or truncated {kind} file{detail}.")
     if isinstance(exc, UnidentifiedImageError):
         return InvalidImageError(
             f"{_display(name)} is not an image in a supported format ({', '.join(ALLOWED_FORMATS)}).")
-    return InvalidImageError(f"{_display(name)} could not be read ({exc}).")
+    return InvalidImageError(f"{_display(name)} could not be read ({_one_line(exc)}).")
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's text on one line (libheif's messages end in a newline)."""
+    return " ".join(str(exc).split())
 
 
 def _tell(fp: IO[bytes]) -> int | None:

@@ -8,9 +8,13 @@ Skipped and reported (a :class:`Skipped` each: the path relative to the root, an
 * unreadable files and folders (permission denied);
 * names that are not valid UTF-8 (they could not be shown, stored as JSON or served);
 * empty (zero-byte) image files;
-* formats the loader cannot decode, such as HEIC/HEIF, AVIF and camera RAW ("unsupported format");
+* formats the loader cannot decode, such as JPEG XL, Photoshop and SVG ("unsupported format");
 * hidden folders (``.thumbnails``, ``.git``...) and hidden image files, unless ``include_hidden``;
 * folders nested deeper than ``max_depth``.
+
+Entries the exclude rules match (:mod:`app.core.exclude`: known litter such as ``@eaDir``, ``--exclude``
+patterns, the folder's ``.risignore``) are left out before any of that, and only counted per pattern
+(``ScanResult.excluded``).
 
 Files with other extensions (documents, videos) are not images and are not reported. Symbolic links
 to files and folders are followed; each real folder is scanned once, which is what ends loops.
@@ -25,16 +29,18 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
+from app.core.camera_formats import HEIF_SUFFIXES, RAW_SUFFIXES
+from app.core.exclude import ExcludeRules, exclude_rules
 from app.errors import DatasetError, InvalidImageError
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".jfif", ".avif"})
-# Image formats people have in their photo folders that the loader (app.core.images) cannot decode.
-UNSUPPORTED_SUFFIXES = {
-    ".heic": "HEIC", ".heif": "HEIF", ".hif": "HEIF", ".jxl": "JPEG XL", ".psd": "Photoshop",
-    ".svg": "SVG", ".dng": "camera RAW", ".cr2": "camera RAW", ".cr3": "camera RAW", ".nef": "camera RAW",
-    ".arw": "camera RAW", ".orf": "camera RAW", ".rw2": "camera RAW", ".raf": "camera RAW",
-}
+# What the loader (app.core.images) decodes: HEIC/HEIF through pillow-heif, camera RAW files from their
+# embedded JPEG preview (app.core.camera_formats).
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".jfif", ".avif"}
+                           | HEIF_SUFFIXES | RAW_SUFFIXES)
+# Image formats people have in their photo folders that the loader cannot decode.
+UNSUPPORTED_SUFFIXES = {".jxl": "JPEG XL", ".psd": "Photoshop", ".svg": "SVG"}
 MAX_DEPTH = 64
 HASH_BLOCK = 1 << 20
 
@@ -69,6 +75,7 @@ class FileStamp:
 class ScanResult:
     files: tuple[tuple[str, FileStamp], ...]  # (relative posix path, stamp without hash), sorted by path
     skipped: tuple[Skipped, ...]
+    excluded: tuple[tuple[str, int], ...] = ()  # (pattern, entries it left out), most first
 
 
 def display_name(name: str) -> str:
@@ -109,8 +116,12 @@ def _stat_reason(exc: OSError, is_link: bool) -> str:
 
 
 def scan_folder(root: str | os.PathLike, *, include_hidden: bool = False, max_depth: int = MAX_DEPTH,
-                suffixes: frozenset[str] = IMAGE_SUFFIXES) -> ScanResult:
-    """Every image file below ``root`` (see the module docstring for what is skipped and reported)."""
+                suffixes: frozenset[str] = IMAGE_SUFFIXES, exclude: Sequence[str] = (),
+                default_excludes: bool = True) -> ScanResult:
+    """Every image file below ``root`` (see the module docstring for what is skipped and reported).
+
+    ``exclude``: gitignore-style patterns left out on top of the defaults (``default_excludes``) and
+    ``root/.risignore``."""
     root = Path(root)
     try:
         top = os.stat(root)
@@ -122,18 +133,21 @@ def scan_folder(root: str | os.PathLike, *, include_hidden: bool = False, max_de
                            hint="Pass --data pointing at a folder of images (sub-folders become labels).")
     files: list[tuple[str, FileStamp]] = []
     skipped: list[Skipped] = []
+    rules = exclude_rules(root, exclude, defaults=default_excludes)
     visited = {(top.st_dev, top.st_ino)}
     stack: list[tuple[str, str, int]] = [(str(root), "", 0)]  # (folder, its path relative to root, depth)
     while stack:
         folder, rel, depth = stack.pop()
-        subfolders = _scan_one(folder, rel, depth, include_hidden, max_depth, suffixes, visited, files, skipped)
+        subfolders = _scan_one(folder, rel, depth, include_hidden, max_depth, suffixes, visited, files, skipped,
+                               rules)
         stack.extend(reversed(subfolders))  # depth first, in name order
     files.sort(key=lambda f: f[0])
-    return ScanResult(tuple(files), tuple(sorted(skipped, key=lambda s: s.path)))
+    return ScanResult(tuple(files), tuple(sorted(skipped, key=lambda s: s.path)), rules.summary())
 
 
 def _scan_one(folder: str, rel: str, depth: int, include_hidden: bool, max_depth: int, suffixes: frozenset[str],
-              visited: set[tuple[int, int]], files: list, skipped: list) -> list[tuple[str, str, int]]:
+              visited: set[tuple[int, int]], files: list, skipped: list,
+              rules: ExcludeRules) -> list[tuple[str, str, int]]:
     """Scan one folder's entries into ``files``/``skipped``; returns the sub-folders to scan next."""
     try:
         with os.scandir(folder) as it:
@@ -152,8 +166,10 @@ def _scan_one(folder: str, rel: str, depth: int, include_hidden: bool, max_depth
             is_link = entry.is_symlink()
             st = os.stat(entry.path)  # follows links: a loop raises ELOOP here
         except OSError as exc:
-            if is_link or suffix in suffixes or suffix in UNSUPPORTED_SUFFIXES:
+            if (is_link or suffix in suffixes or suffix in UNSUPPORTED_SUFFIXES) and not rules.excluded(relpath, False):
                 skipped.append(Skipped(shown, _stat_reason(exc, is_link)))
+            continue
+        if rules.excluded(relpath, stat.S_ISDIR(st.st_mode)):
             continue
         if stat.S_ISDIR(st.st_mode):
             if name.startswith(".") and not include_hidden:
@@ -224,12 +240,14 @@ def file_stamp(path: str | os.PathLike) -> FileStamp:
         os.close(fd)
 
 
-def scan_paths(paths: "list[str | os.PathLike]", *, suffixes: frozenset[str] = IMAGE_SUFFIXES) -> ScanResult:
+def scan_paths(paths: "list[str | os.PathLike]", *, suffixes: frozenset[str] = IMAGE_SUFFIXES,
+               exclude: Sequence[str] = ()) -> ScanResult:
     """Files and folders a person named (``add``): a folder is scanned as :func:`scan_folder` does, a
     file is taken when a scan would take it (a hidden one too: it was named). Paths in the result are
     absolute (``os.path.abspath``: symbolic links are kept as given, as a folder scan keeps them)."""
     files: list[tuple[str, FileStamp]] = []
     skipped: list[Skipped] = []
+    excluded: dict[str, int] = {}
     for given in paths:
         path = os.path.abspath(os.path.expanduser(os.fspath(given)))
         try:
@@ -239,7 +257,9 @@ def scan_paths(paths: "list[str | os.PathLike]", *, suffixes: frozenset[str] = I
             skipped.append(Skipped(display_name(path), reason))
             continue
         if stat.S_ISDIR(st.st_mode):
-            found = scan_folder(path, suffixes=suffixes)
+            found = scan_folder(path, suffixes=suffixes, exclude=exclude)
+            for pattern, n in found.excluded:
+                excluded[pattern] = excluded.get(pattern, 0) + n
             files += [(os.path.join(path, rel), stamp) for rel, stamp in found.files]
             skipped += [Skipped(display_name(os.path.join(path, s.path)), s.reason) for s in found.skipped]
         elif not stat.S_ISREG(st.st_mode):
@@ -252,4 +272,5 @@ def scan_paths(paths: "list[str | os.PathLike]", *, suffixes: frozenset[str] = I
             else:
                 skipped.append(Skipped(display_name(path), reason or "not an image file (by its extension)"))
     files.sort(key=lambda f: f[0])
-    return ScanResult(tuple(files), tuple(sorted(skipped, key=lambda s: s.path)))
+    return ScanResult(tuple(files), tuple(sorted(skipped, key=lambda s: s.path)),
+                      tuple(sorted(excluded.items(), key=lambda kv: (-kv[1], kv[0]))))

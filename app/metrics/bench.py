@@ -59,6 +59,7 @@ class BenchOptions:
     build_images: int = 1024  # images for the end-to-end extraction measurement
     second_limit: int = 1000  # images of the substitute second collection, if voc2012 is not built
     startup_runs: int = 3
+    phone_photos: int = 0  # build rates on this many 12 MP JPEGs and HEICs (app.metrics.bench_photos)
     seed: int = 0
 
 
@@ -278,11 +279,17 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] = lambda m: None
         m["reuse_ms"] = timed(lambda: service.search_item(main, next(reuse_iter), 5), 200)
         log(f"build path: {options.build_images} images end to end, between two batch-32 floor measurements")
         m.update(_build_rounds(options, service.embedder, model, paths))
+        if options.phone_photos:
+            from app.metrics.bench_photos import phone_bench
+
+            m["phone"] = phone_bench(c, options.data, options.phone_photos, log=log)
         log("start-up: fresh processes")
         m["starts"] = startup(options, [main, second], paths[0])
     del model
     r = _summary(m)
     r["targets"] = check_targets(r)
+    if "phone" in m:
+        r["phone"] = m["phone"]
     r["details"] = {
         "engine": embedder.engine, "model": embedder.model.name, "weights_id": embedder.weights_id,
         "untrained": embedder.spec.untrained,
@@ -388,6 +395,10 @@ def format_bench(r: dict[str, Any]) -> str:
     ]
     if d["second_is_substitute"]:
         lines.append(f"note: voc2012 is not built; {SUBSTITUTE} (a Caltech101 sample) stands in as the second collection.")
+    if "phone" in r:
+        from app.metrics.bench_photos import format_phone
+
+        lines += ["", format_phone(r["phone"])]
     if d["untrained"]:
         lines.append("note: UNTRAINED weights: speed is the same as with real weights; the vectors mean nothing.")
     return "\n".join(lines)

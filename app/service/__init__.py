@@ -8,6 +8,7 @@ from app.service.build import BuildResult, BuildSpec, build_collection, quantize
 from app.service.catalogue import Catalogue, Collection, CollectionInfo, open_store
 from app.service.collection_store import CollectionStore, DropSummary, RenameSummary, open_collection
 from app.service.detector_install import install_detector
+from app.service.filters import SearchFilter, parse_filter
 from app.service.library import (
     add_paths,
     count_items,
@@ -24,6 +25,7 @@ from app.service.query_image import QueryImage, prepare_query
 from app.service.search import Hit, QueryResult, SearchService
 from app.service.timings import Timings
 from app.service.update import ChangeSummary
+from app.service.watch import FolderWatcher, WatchStatus
 
 __all__ = [
     "BuildResult",
@@ -34,6 +36,7 @@ __all__ = [
     "CollectionStore",
     "CollectionInfo",
     "DropSummary",
+    "FolderWatcher",
     "Hit",
     "ObjectStore",
     "Progress",
@@ -42,6 +45,8 @@ __all__ = [
     "QueryResult",
     "SearchService",
     "Timings",
+    "SearchFilter",
+    "WatchStatus",
     "add_paths",
     "build_collection",
     "build_objects",
@@ -53,6 +58,7 @@ __all__ = [
     "install_detector",
     "load_objects",
     "open_store",
+    "parse_filter",
     "prepare",
     "prepare_query",
     "quantize_for_collection",

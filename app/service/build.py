@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,6 +26,7 @@ from app.core.datasets import Dataset, Item, load_dataset
 from app.core.embed import Embedder, embedder_for
 from app.core.features import CHUNK_SIZE, EmbedOptions, FeatureTable, embed_dataset, load_features, remove_parts
 from app.core.manifest import Manifest
+from app.core.photo_meta import missing_photo_meta
 from app.core.quantize import CALIBRATION_IMAGES, calibration_files
 from app.errors import IndexMismatchError, IndexMissingError
 from app.files.layout import table_name, vectors_name
@@ -33,6 +34,7 @@ from app.index.faiss_index import IndexConfig, build_index
 from app.index.tune import DEFAULT_MAX_MS, DEFAULT_TARGET_RECALL, tune
 from app.service.collection_store import CollectionStore, open_collection
 from app.service.commit import State, check_name
+from app.service.excludes import EXCLUDE_KEY, manifest_excludes, stored_excludes, with_excludes
 from app.service.progress import CancelFn, ProgressFn, Reporter
 from app.service.update import ChangeOptions, ChangeSummary, apply_plan
 
@@ -56,6 +58,7 @@ class BuildSpec:
     max_ms: float = DEFAULT_MAX_MS
     chunk_size: int = CHUNK_SIZE  # images per saved chunk of features (resumable builds)
     rebuild: bool = False  # build from scratch even when an incremental update is possible
+    exclude: tuple[str, ...] | None = None  # folders: exclude patterns (None: those the collection has stored)
 
     @property
     def collection_name(self) -> str:
@@ -86,7 +89,9 @@ def build_collection(config: Config, spec: BuildSpec, *, embedder: Embedder | No
     name = check_name(spec.collection_name)
     reporter = Reporter(progress)
     reporter.phase("scanning")
-    dataset = load_dataset(spec.kind, spec.data, limit=spec.limit, include=spec.include)
+    if spec.exclude is None:
+        spec = replace(spec, exclude=stored_excludes(config, name))
+    dataset = load_dataset(spec.kind, spec.data, limit=spec.limit, include=spec.include, exclude=spec.exclude)
     make_embedder = _lazy(embedder, config)
     store = open_collection(config, name)
     with store.lock():
@@ -94,9 +99,15 @@ def build_collection(config: Config, spec: BuildSpec, *, embedder: Embedder | No
         if existing is not None and _incremental(existing, spec, dataset, make_embedder):
             plan = plan_changes(existing.table, dataset.items, dataset.image_root, listed_skips=dataset.skipped,
                                 cancel=cancel, on_hashed=lambda n: reporter.step(n, 0))
+            # a commit even when no file changed: new exclude patterns, or metadata a migrated table lacks
+            must_commit = manifest_excludes(existing.manifest) != spec.exclude or missing_photo_meta(existing.table)
+            existing = replace(existing, manifest=with_excludes(existing.manifest, spec.exclude))
             changes = apply_plan(store, existing, plan, ChangeOptions(
                 kind=spec.kind, image_root=dataset.image_root, embedder=make_embedder, reporter=reporter,
                 cancel=cancel, started=t0))
+            if must_commit and changes.generation == existing.manifest.generation:  # nothing else changed
+                store.commit(existing.manifest, existing.table)
+            changes = replace(changes, excluded=dataset.excluded)
             manifest = store.manifest()
             store.remove_stale_files(manifest)  # what a build killed after its commit left behind:
             remove_parts(store.files.parts)  # old generations, temp files, its resumable parts
@@ -150,7 +161,7 @@ def _full_build(store: CollectionStore, spec: BuildSpec, dataset: Dataset, embed
     reporter.phase("reading", total=len(dataset.items))
     plan = plan_changes(empty, dataset.items, dataset.image_root, listed_skips=dataset.skipped, cancel=cancel,
                         on_hashed=lambda n: reporter.step(n, len(dataset.items)))
-    dataset = Dataset(dataset.kind, dataset.root, dataset.image_root, plan.added, plan.skipped)
+    dataset = Dataset(dataset.kind, dataset.root, dataset.image_root, plan.added, plan.skipped, dataset.excluded)
     if getattr(embedder, "wants_int8", False) and not embedder.loaded:
         # The INT8 model is calibrated on a sample of this collection (made once, then cached).
         embedder.calibrate(calibration_files(dataset.image_root, dataset.items),
@@ -172,7 +183,8 @@ def _full_build(store: CollectionStore, spec: BuildSpec, dataset: Dataset, embed
     changes = ChangeSummary(name, added=len(table), count=len(table), skipped=tuple(table.skipped),
                             seconds=time.perf_counter() - started, model=embedder.model.name,
                             weights_id=embedder.weights_id, full_build=True, index="built", embedded=len(table),
-                            added_ids=tuple(range(len(table))), generation=manifest.generation)
+                            added_ids=tuple(range(len(table))), generation=manifest.generation,
+                            excluded=dataset.excluded)
     return BuildResult(name=name, manifest=manifest, stats=stats, skipped=table.skipped, changes=changes)
 
 
@@ -228,6 +240,7 @@ def manifest_fields(spec: BuildSpec, embedder: Embedder, dataset: Dataset, table
         "limit": spec.limit,
         "include": list(spec.include),
         "skipped": len(table.skipped),
+        EXCLUDE_KEY: list(spec.exclude or ()),
         "tuning": tuning,
         # engine onnx-int8: what its INT8 model was calibrated on (kept in Manifest.extra)
         **({"int8_calibration": embedder.int8_info} if getattr(embedder, "int8_info", None) else {}),

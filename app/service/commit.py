@@ -27,6 +27,7 @@ from app.config import Config
 from app.core.feature_table import FeatureTable
 from app.core.features import load_features
 from app.core.manifest import Manifest
+from app.core.photo_meta import fill_photo_meta
 from app.errors import DatasetError, IndexMismatchError
 from app.files.atomic import write_bytes, write_json, write_npy
 from app.files.digest import file_sha256
@@ -148,6 +149,7 @@ def commit(config: Config, name: str, manifest: Manifest | dict[str, Any], table
     if new.count != table.live_count:
         raise IndexMismatchError(f"Internal error: the {name} index holds {new.count} vectors for "
                                  f"{table.live_count} valid items; nothing was changed.")
+    fill_photo_meta(table, table.image_root)  # capture time and camera of the rows that have none yet
     write_json(table_path, table.to_json())
     sums = {"table_sha256": file_sha256(table_path)}
     if vectors is not None:

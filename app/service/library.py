@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -34,6 +35,7 @@ from app.errors import IndexMissingError, UnknownItemError
 from app.service.build import BuildResult, BuildSpec, build_collection
 from app.service.collection_store import DropSummary, RenameSummary, open_collection
 from app.service.commit import State
+from app.service.excludes import manifest_excludes
 from app.service.progress import CancelFn, ProgressFn, Reporter
 from app.service.update import ChangeOptions, ChangeSummary, apply_plan
 
@@ -55,11 +57,13 @@ def build(config: Config, spec: BuildSpec, *, embedder: Embedder | None = None, 
 
 def index_folder(config: Config, name: str, folder: str | os.PathLike, *, kind: str = "folder",
                  embedder: Embedder | None = None, progress: ProgressFn | None = None,
-                 cancel: CancelFn | None = None) -> ChangeSummary:
+                 cancel: CancelFn | None = None, exclude: Sequence[str] | None = None) -> ChangeSummary:
     """Build the collection ``name`` from ``folder`` (sub-folders are labels), or update it incrementally
-    when it exists (built from that folder with the same model). The model is ``config``'s."""
-    result = build(config, BuildSpec(kind=kind, data=folder, name=name), embedder=embedder, progress=progress,
-                   cancel=cancel)
+    when it exists (built from that folder with the same model). The model is ``config``'s. ``exclude``:
+    patterns to leave out, stored with the collection (None: those it has stored)."""
+    result = build(config, BuildSpec(kind=kind, data=folder, name=name,
+                                     exclude=tuple(exclude) if exclude is not None else None),
+                   embedder=embedder, progress=progress, cancel=cancel)
     assert result.changes is not None
     return result.changes
 
@@ -79,9 +83,11 @@ def update_collection(config: Config, name: str, *, embedder: Embedder | None = 
 
 
 def add_paths(config: Config, name: str, paths: Sequence[str | os.PathLike], *, embedder: Embedder | None = None,
-              progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> ChangeSummary:
+              progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+              exclude: Sequence[str] = ()) -> ChangeSummary:
     """Index the image files and folders ``paths`` in ``name`` (new or changed ones; unchanged ones are
-    counted as such). A path deleted on purpose earlier is taken back."""
+    counted as such). A path deleted on purpose earlier is taken back. Folders are scanned with the
+    collection's stored exclude patterns plus ``exclude``."""
     t0 = time.perf_counter()
     reporter = Reporter(progress)
     reporter.phase("scanning")
@@ -89,7 +95,7 @@ def add_paths(config: Config, name: str, paths: Sequence[str | os.PathLike], *, 
     with store.lock():
         state = store.read_state()
         root = Path(state.table.image_root)
-        found = scan_paths(list(paths))
+        found = scan_paths(list(paths), exclude=(*manifest_excludes(state.manifest), *exclude))
         items = [_item(path, stamp, root) for path, stamp in found.files]
         reporter.phase("reading", total=len(items))
         plan = plan_changes(state.table, items, root, full=False, include_excluded=True, listed_skips=found.skipped,
@@ -97,13 +103,14 @@ def add_paths(config: Config, name: str, paths: Sequence[str | os.PathLike], *, 
         summary = apply_plan(store, state, plan, ChangeOptions(
             kind=state.manifest.kind or "folder", image_root=root, embedder=_embedder(config, state, embedder),
             reporter=reporter, cancel=cancel, full=False, unexclude=tuple(it.path for it in items), started=t0))
-    return store.mirrored(summary)
+    return store.mirrored(replace(summary, excluded=found.excluded))
 
 
 def delete_items(config: Config, name: str, *, ids: Sequence[int] = (),
-                 paths: Sequence[str | os.PathLike] = ()) -> ChangeSummary:
+                 paths: Sequence[str | os.PathLike] = (), on_purpose: bool = True) -> ChangeSummary:
     """Remove items from ``name`` by id, or by path (a file, or a folder: every item below it; as stored,
-    or as a path on disk). The files themselves are not touched; a rescan leaves them out."""
+    or as a path on disk). The files themselves are not touched; a rescan leaves them out (``on_purpose``
+    False: the files are gone from disk, and one that comes back is indexed again, as the watcher wants)."""
     t0 = time.perf_counter()
     store = open_collection(config, name)
     with store.lock():
@@ -114,7 +121,7 @@ def delete_items(config: Config, name: str, *, ids: Sequence[int] = (),
         summary = apply_plan(store, state, plan, ChangeOptions(
             kind=state.manifest.kind or "folder", image_root=Path(table.image_root),
             embedder=lambda: embedder_for(config), reporter=Reporter(None), full=False,
-            exclude=tuple(table.paths[i] for i in doomed), started=t0))
+            exclude=tuple(table.paths[i] for i in doomed) if on_purpose else (), started=t0))
     return store.mirrored(summary)
 
 

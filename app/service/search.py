@@ -30,7 +30,9 @@ from PIL import Image
 
 from app.config import Config
 from app.core.embed import Embedder, embedder_for
+from app.core.photo_meta import item_meta
 from app.service.catalogue import Catalogue, Collection, CollectionInfo
+from app.service.filters import SearchFilter, band, band_floor, matching_ids
 from app.service.query_image import QueryImage, prepare_query
 from app.service.timings import Timings
 
@@ -49,9 +51,16 @@ class Hit:
     label: str
     score: float  # cosine similarity, 1.0 = identical
     abs_path: Path
+    meta: dict[str, Any] | None = None  # capture time and camera, as recorded at build time
+
+    @property
+    def band(self) -> str:
+        """The similarity band a person reads (:func:`app.service.filters.band`)."""
+        return band(self.score)
 
     def to_json(self) -> dict[str, Any]:
-        return {"rank": self.rank, "id": self.id, "path": self.path, "label": self.label, "score": round(self.score, 6)}
+        return {"rank": self.rank, "id": self.id, "path": self.path, "label": self.label, "score": round(self.score, 6),
+                "band": self.band, "meta": self.meta}
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,8 @@ class QueryResult:
     timings_ms: dict[str, float]
     reused: bool = False  # the query was a collection item: its stored vector was used, no model run
     image: QueryImage | None = None
+    where: SearchFilter | None = None  # what the search was limited to
+    matching: int | None = None  # with a filter that selects: the valid items that passed it
 
     def ms(self, stage: str) -> float:
         return self.timings_ms.get(stage, 0.0)
@@ -82,6 +93,7 @@ class QueryResult:
             "reused": self.reused,
             "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
             "hits": [h.to_json() for h in self.hits],
+            **({"filter": self.where.to_json(), "matching": self.matching} if self.where is not None else {}),
         }
 
 
@@ -133,21 +145,23 @@ class SearchService:
     # -- queries ---------------------------------------------------------------------------------
     def search_new_image(self, source: str | os.PathLike[str] | bytes | Image.Image, collection: str,
                          k: int | float | None = None, *, key: str | None = None,
-                         copy_dir: str | os.PathLike[str] | None = None) -> QueryResult:
+                         copy_dir: str | os.PathLike[str] | None = None,
+                         where: SearchFilter | None = None) -> QueryResult:
         """Search ``collection`` with a new image: a file path, its bytes, or pixels (a crop).
 
         Decoded once (:func:`~app.service.query_image.prepare_query`); ``copy_dir``: where the app's
         copy of it goes (None: no copy); ``key``: the image's identity when the caller knows it (default:
         a hash of its bytes or pixels). An image searched before (same key) reuses its remembered
-        vector: no model run.
+        vector: no model run. ``where``: only items that pass this filter (a sub-folder, dates, a camera:
+        applied before ranking, so k hits come back whenever k items pass) and no hit below its band.
         """
         t = Timings()
         with t.stage("total"):
             k = self.clamp_k(k)
             col = self.catalogue.get(collection)
             vec, prepared = self.query_vector(source, key=key, copy_dir=copy_dir, timings=t)
-            hits = self._ranked(col, vec, k, t)
-        return QueryResult(col.name, len(col), k, hits, t.ms, image=prepared)
+            hits, matching = self._ranked(col, vec, k, t, where)
+        return QueryResult(col.name, len(col), k, hits, t.ms, image=prepared, where=where, matching=matching)
 
     def query_vector(self, source: str | os.PathLike[str] | bytes | Image.Image, *, key: str | None = None,
                      copy_dir: str | os.PathLike[str] | None = None,
@@ -160,7 +174,7 @@ class SearchService:
         return self._vector(prepared, t), prepared
 
     def search_item(self, collection: str, item_id: int, k: int | float | None = None, *,
-                    source: str | None = None) -> QueryResult:
+                    source: str | None = None, where: SearchFilter | None = None) -> QueryResult:
         """Item ``item_id`` of ``source`` (default: ``collection``) as the query in ``collection``: its
         stored vector, no model run."""
         t = Timings()
@@ -170,15 +184,15 @@ class SearchService:
             src.check_id(item_id)
             col = src if (source or collection) == collection else self.catalogue.get(collection)
             vec = np.asarray(src.vectors[int(item_id)], dtype=np.float32)
-            hits = self._ranked(col, vec, k, t)
-        return QueryResult(col.name, len(col), k, hits, t.ms, reused=True)
+            hits, matching = self._ranked(col, vec, k, t, where)
+        return QueryResult(col.name, len(col), k, hits, t.ms, reused=True, where=where, matching=matching)
 
     def search_vector(self, collection: str, vector: np.ndarray, k: int | float | None = None) -> QueryResult:
         t = Timings()
         with t.stage("total"):
             k = self.clamp_k(k)
             col = self.catalogue.get(collection)
-            hits = self._ranked(col, np.asarray(vector, dtype=np.float32), k, t)
+            hits, _ = self._ranked(col, np.asarray(vector, dtype=np.float32), k, t)
         return QueryResult(col.name, len(col), k, hits, t.ms)
 
     def embed_image(self, image: Image.Image, timings: Timings | None = None) -> np.ndarray:
@@ -190,9 +204,16 @@ class SearchService:
         with t.stage("embed"):
             return embedder.embed_arrays(arr)[0]
 
-    def _ranked(self, col: Collection, vec: np.ndarray, k: int, t: Timings) -> list[Hit]:
-        """The top ``k`` of ``col`` for the query vector ``vec``, by exact cosine among the store's candidates."""
+    def _ranked(self, col: Collection, vec: np.ndarray, k: int, t: Timings,
+                where: SearchFilter | None = None) -> tuple[list[Hit], int | None]:
+        """The top ``k`` of ``col`` for the query vector ``vec``, by exact cosine among the store's candidates
+        (or, with a filter that selects, among every item passing it), and how many items passed."""
         with t.stage("search"):
+            if where is not None and where.selects:
+                ids = matching_ids(col, where)
+                scores = np.asarray(col.vectors[ids], dtype=np.float32) @ vec if len(ids) else np.zeros(0, np.float32)
+                order = np.argsort(-scores, kind="stable")[:k]
+                return self._hits(col, [int(i) for i in ids], scores, order, where), len(ids)
             n = len(col)
             with col.lock:
                 _, found = col.store.search(vec[None], max(1, candidates(k, n)))
@@ -207,11 +228,22 @@ class SearchService:
             # and re-ranking more candidates than k keeps a best match the lossy codes placed just below k.
             scores = np.asarray(col.vectors[ids], dtype=np.float32) @ vec if ids else np.zeros(0, np.float32)
             order = np.argsort(-scores, kind="stable")[:k]
-            return [
-                Hit(rank=r + 1, id=ids[j], path=col.table.paths[ids[j]], label=col.table.label(ids[j]),
-                    score=float(scores[j]), abs_path=col.image_root / col.table.paths[ids[j]])
-                for r, j in enumerate(order)
-            ]
+            return self._hits(col, ids, scores, order, where), None
+
+    @staticmethod
+    def _hits(col: Collection, ids: list[int], scores: np.ndarray, order: np.ndarray,
+              where: SearchFilter | None) -> list[Hit]:
+        """Hits for ``ids[order]``, stopping at the filter's band cut-off."""
+        floor = band_floor(where.min_band) if where is not None and where.min_band else -np.inf
+        hits: list[Hit] = []
+        for j in order:
+            if float(scores[j]) < floor:
+                break
+            i = ids[j]
+            hits.append(Hit(rank=len(hits) + 1, id=i, path=col.table.paths[i], label=col.table.label(i),
+                            score=float(scores[j]), abs_path=col.image_root / col.table.paths[i],
+                            meta=item_meta(col.table, i)))
+        return hits
 
     # -- browsing ------------------------------------------------------------------------------
     def examples(self, collection: str, n: int = 12, page: int = 0) -> list[Hit]:

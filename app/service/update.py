@@ -55,6 +55,7 @@ class ChangeSummary:
     milvus: dict[str, Any] | None = None  # what was mirrored to Milvus (backend milvus)
     generation: int = 0
     previous_fingerprint: str = ""  # of the table before the change (Milvus mirrors from it)
+    excluded: tuple[tuple[str, int], ...] = ()  # (exclude pattern, entries the scan left out)
 
     def line(self) -> str:
         return f"added {self.added}, changed {self.changed}, removed {self.removed}, unchanged {self.unchanged}"
@@ -62,6 +63,7 @@ class ChangeSummary:
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out["skipped"] = list(self.skipped)
+        out["excluded"] = dict(self.excluded)
         out["summary"] = self.line()
         return out
 

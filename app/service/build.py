@@ -30,6 +30,7 @@ from app.core.quantize import CALIBRATION_IMAGES, calibration_files
 from app.errors import IndexMismatchError, IndexMissingError
 from app.index.faiss_index import IndexConfig, build_index
 from app.index.faiss_store import read_manifest
+from app.service import dba
 from app.index.tune import DEFAULT_MAX_MS, DEFAULT_TARGET_RECALL, tune
 from app.service.commit import State, check_name, collection_lock, commit, read_state, remove_stale_files
 from app.service.progress import CancelFn, ProgressFn, Reporter
@@ -55,6 +56,7 @@ class BuildSpec:
     max_ms: float = DEFAULT_MAX_MS
     chunk_size: int = CHUNK_SIZE  # images per saved chunk of features (resumable builds)
     rebuild: bool = False  # build from scratch even when an incremental update is possible
+    dba: bool = True  # database-side augmentation (features/NAME.dba.npz, app.service.dba) for re-ranking
 
     @property
     def collection_name(self) -> str:
@@ -167,6 +169,9 @@ def _full_build(config: Config, spec: BuildSpec, dataset: Dataset, embedder: Emb
               "updates_since_training": 0}
     manifest = commit(config, name, fields, table, vectors=vectors, index=index, generation=generation)
     remove_parts(config.features_dir, name)
+    dba.remove(config.features_dir, name)  # a new build: the old rows' augmentation means nothing now
+    if spec.dba:
+        dba.refresh(config.features_dir, name, vectors, table.live_mask(), create=True)
     changes = ChangeSummary(name, added=len(table), count=len(table), skipped=tuple(table.skipped),
                             seconds=time.perf_counter() - started, model=embedder.model.name,
                             weights_id=embedder.weights_id, full_build=True, index="built", embedded=len(table),

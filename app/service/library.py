@@ -36,6 +36,7 @@ from app.files.atomic import write_json
 from app.files.digest import file_sha256
 from app.index.faiss_store import manifest_path
 from app.service.build import BuildResult, BuildSpec, build_collection
+from app.service import dba
 from app.service.commit import State, check_name, collection_lock, lock_path, own_files, read_state
 from app.service.milvus_mirror import mirror_change, push_collection
 from app.service.progress import CancelFn, ProgressFn, Reporter
@@ -185,6 +186,8 @@ def rename_collection(config: Config, old: str, new: str) -> RenameSummary:
         _link(feat / m.features, files[0])
         write_json(files[1], table.to_json())
         _link(idx / m.index_file, files[2])
+        if dba.dba_path(feat, old).exists():  # its augmentation goes with it (the same rows)
+            _link(dba.dba_path(feat, old), dba.dba_path(feat, new))
         new_manifest = m.with_(name=new, generation=0, features=files[0].name, table=files[1].name,
                                index_file=files[2].name, table_sha256=file_sha256(files[1]))  # the table names it
         write_json(manifest_path(config.indexes_dir, new), new_manifest.to_json())  # the new name exists
@@ -197,6 +200,7 @@ def rename_collection(config: Config, old: str, new: str) -> RenameSummary:
         manifest_path(config.indexes_dir, old).unlink()  # the old name is gone
         for path in own_files(config, old):
             path.unlink(missing_ok=True)
+        dba.remove(feat, old)
         _remove_parts(config, old)
     lock_path(config, old).unlink(missing_ok=True)
     return RenameSummary(old, new, table.live_count, tuple(str(f) for f in files), milvus)
@@ -218,6 +222,9 @@ def drop_collection(config: Config, name: str) -> DropSummary:
         for path in files:
             path.unlink(missing_ok=True)
             removed.append(str(path))
+        if dba.dba_path(config.features_dir, name).exists():
+            dba.remove(config.features_dir, name)
+            removed.append(str(dba.dba_path(config.features_dir, name)))
         removed += _remove_parts(config, name)
         milvus = _drop_milvus(config, name)
     lock = lock_path(config, name)

@@ -27,7 +27,9 @@ import numpy as np
 from app.config import Config
 from app.core.embed import Embedder, embedder_for
 from app.core.images import ImageSource, load_image
+from app.index.rerank import RerankOptions
 from app.service.catalogue import Catalogue, Collection, CollectionInfo, open_store
+from app.service.requery import requery
 
 __all__ = ["Catalogue", "Collection", "CollectionInfo", "Hit", "SearchResult", "SearchService", "Searcher",
            "candidates", "open_store"]
@@ -41,7 +43,7 @@ class Hit:
     id: int  # row of the collection's feature table
     path: str  # relative to the collection's image root
     label: str
-    score: float  # cosine similarity, 1.0 = identical
+    score: float  # cosine similarity, 1.0 = identical (a re-ranked list is ordered by app.service.requery's score)
     abs_path: Path
 
     def to_json(self) -> dict[str, Any]:
@@ -118,41 +120,52 @@ class Searcher:
         vec, decode_ms, embed_ms = self.embed(image)
         return self.ranked(col, vec, self.clamp_k(k), t0, decode_ms=decode_ms, embed_ms=embed_ms)
 
-    def search_item(self, collection: str, item_id: int, k: int | None = 5) -> SearchResult:
+    def search_item(self, collection: str, item_id: int, k: int | None = 5, *, rerank: bool | None = None
+                    ) -> SearchResult:
         """Use a collection item as the query: its stored vector, no model run."""
-        return self.search_item_in(collection, item_id, collection, k)
+        return self.search_item_in(collection, item_id, collection, k, rerank=rerank)
 
-    def search_item_in(self, source: str, item_id: int, collection: str, k: int | None = 5) -> SearchResult:
+    def search_item_in(self, source: str, item_id: int, collection: str, k: int | None = 5, *,
+                       rerank: bool | None = None) -> SearchResult:
         """Item ``item_id`` of collection ``source`` as the query in ``collection`` (stored vector, no model run)."""
         t0 = time.perf_counter()
         src = self.catalogue.get(source)
         src.check_id(item_id)
         col = src if source == collection else self.catalogue.get(collection)
         vec = np.asarray(src.vectors[int(item_id)], dtype=np.float32)
-        return self.ranked(col, vec, self.clamp_k(k), t0, reused=True)
+        return self.ranked(col, vec, self.clamp_k(k), t0, reused=True, rerank=self.rerank_options(rerank))
 
-    def search_vector(self, collection: str, vector: np.ndarray, k: int | None = 5) -> SearchResult:
+    def search_vector(self, collection: str, vector: np.ndarray, k: int | None = 5, *,
+                      rerank: bool | None = None) -> SearchResult:
         t0 = time.perf_counter()
-        return self.ranked(self.catalogue.get(collection), vector, self.clamp_k(k), t0)
+        return self.ranked(self.catalogue.get(collection), vector, self.clamp_k(k), t0,
+                           rerank=self.rerank_options(rerank))
 
     def search_image(self, image: ImageSource, collection: str, k: int | None = 5, *,
-                     key: str | None = None) -> SearchResult:
+                     key: str | None = None, rerank: bool | None = None) -> SearchResult:
         """:meth:`search`, remembering the query vector under ``key`` (a hash of the image).
+        ``rerank``: query expansion on or off for this search (None: the configuration's).
 
         The same image searched again (another k, another collection, a repeated UI event) uses the
         remembered vector: no decode, no model run (``decode_ms`` and ``embed_ms`` are then 0).
         Concurrent calls for an image not seen yet run the model once.
         """
-        if key is None:
-            return self.search(image, collection, k)
         t0 = time.perf_counter()
         col = self.catalogue.get(collection)
-        vec, decode_ms, embed_ms = self._remembered_vector(image, key)
-        return self.ranked(col, vec, self.clamp_k(k), t0, decode_ms=decode_ms, embed_ms=embed_ms)
+        vec, decode_ms, embed_ms = self.embed(image) if key is None else self._remembered_vector(image, key)
+        return self.ranked(col, vec, self.clamp_k(k), t0, decode_ms=decode_ms, embed_ms=embed_ms,
+                           rerank=self.rerank_options(rerank))
+
+    def rerank_options(self, rerank: bool | None = None) -> RerankOptions:
+        """The re-ranking a search uses: the configuration's (``--no-rerank`` turns it off), or ``rerank``."""
+        on = self.config.rerank if rerank is None else bool(rerank)
+        return RerankOptions() if on else RerankOptions.off()
 
     def ranked(self, col: Collection, vec: np.ndarray, k: int, t0: float, *, decode_ms: float = 0.0,
-               embed_ms: float = 0.0, reused: bool = False) -> SearchResult:
-        """The top ``k`` of ``col`` for the query vector ``vec``, by exact cosine among the store's candidates."""
+               embed_ms: float = 0.0, reused: bool = False, rerank: RerankOptions | None = None) -> SearchResult:
+        """The top ``k`` of ``col`` for the query vector ``vec``, by exact cosine among the store's candidates
+        (then re-ranked by query expansion, :func:`~app.service.requery.requery`, unless ``rerank`` is off)."""
+        rerank = self.rerank_options() if rerank is None else rerank
         t1 = time.perf_counter()
         n = len(col)
         with col.lock:
@@ -168,6 +181,9 @@ class Searcher:
         # and re-ranking more candidates than k keeps a best match the lossy codes placed just below k.
         scores = np.asarray(col.vectors[ids], dtype=np.float32) @ vec if ids else np.zeros(0, np.float32)
         order = np.argsort(-scores, kind="stable")[:k]
+        if rerank.enabled and ids:  # αQE: one more search; scores stay the cosines to vec
+            ids, scores = requery(col, vec, ids, scores, k, candidates(k, n), rerank)
+            order = np.arange(len(ids))
         hits = [
             Hit(rank=r + 1, id=ids[j], path=col.table.paths[ids[j]], label=col.table.label(ids[j]),
                 score=float(scores[j]), abs_path=col.image_root / col.table.paths[ids[j]])
@@ -258,21 +274,24 @@ class SearchService:
         """Search ``collection`` for the images most similar to ``image`` (path, bytes or PIL)."""
         return self.searcher.search(image, collection, k)
 
-    def search_item(self, collection: str, item_id: int, k: int | None = 5) -> SearchResult:
+    def search_item(self, collection: str, item_id: int, k: int | None = 5, *, rerank: bool | None = None
+                    ) -> SearchResult:
         """Use a collection item as the query: its stored vector, no model run."""
-        return self.searcher.search_item(collection, item_id, k)
+        return self.searcher.search_item(collection, item_id, k, rerank=rerank)
 
-    def search_item_in(self, source: str, item_id: int, collection: str, k: int | None = 5) -> SearchResult:
+    def search_item_in(self, source: str, item_id: int, collection: str, k: int | None = 5, *,
+                       rerank: bool | None = None) -> SearchResult:
         """Item ``item_id`` of collection ``source`` as the query in ``collection`` (stored vector, no model run)."""
-        return self.searcher.search_item_in(source, item_id, collection, k)
+        return self.searcher.search_item_in(source, item_id, collection, k, rerank=rerank)
 
-    def search_vector(self, collection: str, vector: np.ndarray, k: int | None = 5) -> SearchResult:
-        return self.searcher.search_vector(collection, vector, k)
+    def search_vector(self, collection: str, vector: np.ndarray, k: int | None = 5, *,
+                      rerank: bool | None = None) -> SearchResult:
+        return self.searcher.search_vector(collection, vector, k, rerank=rerank)
 
     def search_image(self, image: ImageSource, collection: str, k: int | None = 5, *,
-                     key: str | None = None) -> SearchResult:
+                     key: str | None = None, rerank: bool | None = None) -> SearchResult:
         """:meth:`Searcher.search_image`: :meth:`search`, remembering the query vector under ``key``."""
-        return self.searcher.search_image(image, collection, k, key=key)
+        return self.searcher.search_image(image, collection, k, key=key, rerank=rerank)
 
     def forget_query_vectors(self) -> None:
         """Forget the vectors :meth:`search_image` remembers (the next search of any image runs the model)."""

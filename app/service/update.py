@@ -24,6 +24,7 @@ from app.core.embed import Embedder
 from app.core.feature_table import FeatureTable
 from app.core.features import embed_dataset, remove_parts
 from app.errors import IndexMismatchError
+from app.service import dba
 from app.service.commit import UPDATE_PARTS, State, commit
 from app.service.progress import CancelFn, Reporter
 from app.service.reindex import update_index
@@ -111,6 +112,7 @@ def apply_plan(config: Config, state: State, plan: ChangePlan, *, kind: str, ima
     reporter.phase("saving")
     new_manifest = commit(config, name, manifest, new_table, vectors=vectors if rows.items else None, index=index)
     remove_parts(config.features_dir, UPDATE_PARTS.format(name=name))
+    dba.refresh(config.features_dir, name, vectors, new_table.live_mask(), create=False)  # only the rows it touches
     return ChangeSummary(**base, count=new_table.live_count, skipped=tuple(skipped), seconds=time.perf_counter() - t0,
                          index=index_state, index_reason=reason, embedded=rows.embedded, reused=rows.reused,
                          added_ids=tuple(int(i) for i in new_ids), removed_ids=tuple(int(i) for i in retired),

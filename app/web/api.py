@@ -64,7 +64,7 @@ class ApiHandlers:
         result = self.ctx.service.search_image(q.image, name, k, key=q.key)
         return self.answer(result, "uploaded image")
 
-    def search_url(self, url: str, collection: str, k: int) -> dict[str, Any]:
+    def search_url(self, url: str, collection: str, k: int, rerank: bool = True) -> dict[str, Any]:
         """Fetch an image URL (http/https; private and local addresses are refused) and search with it."""
         url = (url or "").strip()
         if not url:
@@ -73,12 +73,12 @@ class ApiHandlers:
         config = self.ctx.config
         data = fetch_url(url, allow_loopback=config.allow_loopback_urls, max_bytes=config.max_upload_bytes)
         q = self.ctx.prepare(data)
-        return self.answer(self.ctx.service.search_image(q.image, name, k, key=q.key), url)
+        return self.answer(self.ctx.service.search_image(q.image, name, k, key=q.key, rerank=_rerank(rerank)), url)
 
-    def search_item(self, collection: str, item_id: int, k: int) -> dict[str, Any]:
+    def search_item(self, collection: str, item_id: int, k: int, rerank: bool = True) -> dict[str, Any]:
         """Search with an item of ``collection`` (its stored vector: no model run)."""
         name = self.ctx.require(collection)
-        result = self.ctx.service.search_item(name, int(item_id), k)
+        result = self.ctx.service.search_item(name, int(item_id), k, rerank=_rerank(rerank))
         return self.answer(result, f"item {int(item_id)} of {name}")
 
     def collections(self) -> list[dict[str, Any]]:
@@ -108,6 +108,11 @@ class ApiHandlers:
                 "hits": hits}
 
 
+def _rerank(rerank: bool) -> bool | None:
+    """An API call's ``rerank``: True (the default) keeps the server's setting, False turns re-ranking off."""
+    return None if rerank else False
+
+
 def _missing(what: str) -> AppError:
     return AppError(f"Give {what}.")
 
@@ -134,12 +139,12 @@ def wire_api(api: ApiHandlers, lib: LibraryHandlers | None = None) -> None:
                   api_description=api.search_file.__doc__, show_progress="hidden", **common)
 
     @api_errors
-    def search_url(url: str, collection: str, k: int = 5) -> dict:
-        return api.search_url(url, collection, k)
+    def search_url(url: str, collection: str, k: int = 5, rerank: bool = True) -> dict:
+        return api.search_url(url, collection, k, rerank)
 
     @api_errors
-    def search_item(collection: str, item_id: int, k: int = 5) -> dict:
-        return api.search_item(collection, item_id, k)
+    def search_item(collection: str, item_id: int, k: int = 5, rerank: bool = True) -> dict:
+        return api.search_item(collection, item_id, k, rerank)
 
     @api_errors
     def collections() -> list:

@@ -44,7 +44,7 @@ class RerankOptions:
 class DbaParams:
     """Database-side augmentation: each vector averaged with its top ``n`` neighbours (itself included), sim^``alpha``."""
 
-    n: int = 3
+    n: int = 5
     alpha: float = 3.0
 
 

@@ -30,8 +30,8 @@ from app.core.quantize import CALIBRATION_IMAGES, calibration_files
 from app.errors import IndexMismatchError, IndexMissingError
 from app.index.faiss_index import IndexConfig, build_index
 from app.index.faiss_store import read_manifest
-from app.service import dba
 from app.index.tune import DEFAULT_MAX_MS, DEFAULT_TARGET_RECALL, tune
+from app.service import dba
 from app.service.commit import State, check_name, collection_lock, commit, read_state, remove_stale_files
 from app.service.progress import CancelFn, ProgressFn, Reporter
 from app.service.update import ChangeSummary, apply_plan

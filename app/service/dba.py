@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 SUFFIX = ".dba.npz"
 FORMAT = 1
+DEFAULT_PARAMS = DbaParams()
 
 
 @dataclass
@@ -116,7 +117,7 @@ def compute(raw: np.ndarray, live: np.ndarray, previous: Augmentation | None, pa
 
 
 def refresh(features_dir: str | Path, name: str, raw: np.ndarray, live: np.ndarray, *, create: bool,
-            params: DbaParams = DbaParams()) -> RefreshSummary | None:
+            params: DbaParams = DEFAULT_PARAMS) -> RefreshSummary | None:
     """Bring ``NAME.dba.npz`` up to date with the raw vectors and valid rows after a change (the caller holds
     the collection's lock). ``create``: make it when there is none (a new build with DBA on); otherwise a
     collection without one keeps having none. None: no augmentation."""

@@ -35,8 +35,8 @@ from app.errors import CollectionExistsError, IndexMissingError, UnknownItemErro
 from app.files.atomic import write_json
 from app.files.digest import file_sha256
 from app.index.faiss_store import manifest_path
-from app.service.build import BuildResult, BuildSpec, build_collection
 from app.service import dba
+from app.service.build import BuildResult, BuildSpec, build_collection
 from app.service.commit import State, check_name, collection_lock, lock_path, own_files, read_state
 from app.service.milvus_mirror import mirror_change, push_collection
 from app.service.progress import CancelFn, ProgressFn, Reporter

@@ -184,3 +184,28 @@ def test_requery_expands_and_reorders():
 
 def test_rerank_options_off():
     assert not RerankOptions.off().enabled and RerankOptions().enabled
+
+
+@pytest.mark.slow
+def test_evaluate_cli_heldout_json(small_collection):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    config, _, data = small_collection
+    root = Path(__file__).resolve().parent.parent
+    base = [sys.executable, str(root / "scripts" / "evaluate.py"), "--collection", "folder", "--name", "shapes",
+            "--data", str(data), "--weights", "untrained", "--indexes", str(config.indexes_dir),
+            "--features", str(config.features_dir), "--split", "heldout", "--json"]
+    runs = [subprocess.run(base + extra, capture_output=True, text=True, timeout=300, cwd=root)
+            for extra in ([], ["--no-rerank"])]
+    for out in runs:
+        assert out.returncode == 0, out.stderr
+    on, off = (json.loads(out.stdout) for out in runs)
+    assert on["split"] == "heldout" and on["queries"] == 4 and on["database"] == 20  # 4 classes x 6: one each
+    assert on["default"] == heldout.DEFAULT_NAME and set(on["variants"]) >= {"plain", heldout.DEFAULT_NAME}
+    for m in on["variants"].values():
+        assert {"precision_at_5", "map_at_10"} <= set(m)
+    assert off["default"] == "plain" and list(off["variants"]) == ["plain"]
+    assert off["variants"]["plain"] == on["variants"]["plain"]

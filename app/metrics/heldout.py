@@ -129,8 +129,12 @@ def rank_product(queries: np.ndarray, raw: np.ndarray, aug: np.ndarray, v: Varia
 
 def evaluate_variants(raw: np.ndarray, labels: Sequence[Sequence[str]], *, split: str = "heldout",
                       variants: Sequence[Variant] = DEFAULT_VARIANTS, mirror: np.ndarray | None = None,
-                      k: int = K) -> dict[str, Any]:
-    """P@5, mAP@10, mHR@10 of each variant on ``split`` (see the module docstring)."""
+                      k: int = K, augmented: np.ndarray | None = None, live: np.ndarray | None = None
+                      ) -> dict[str, Any]:
+    """P@5, mAP@10, mHR@10 of each variant on ``split`` (see the module docstring).
+
+    ``augmented``: the database's DBA vectors, given (rows as ``raw``; e.g. kept up to date incrementally)
+    instead of computed here; ``live``: rows left out of the database (deleted) are False."""
     raw = normalise(raw)
     if split == "heldout":
         q_pos, db_pos = heldout_split(labels)
@@ -138,6 +142,8 @@ def evaluate_variants(raw: np.ndarray, labels: Sequence[Sequence[str]], *, split
         q_pos, db_pos = np.arange(len(raw)), np.arange(len(raw))
     else:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    if live is not None:
+        db_pos = db_pos[np.asarray(live, bool)[db_pos]]
     n_rel = _relevant(labels, q_pos, db_pos)
     self_pos = np.searchsorted(db_pos, q_pos) if split == "loo" else None
     avg = normalise(raw + mirror) if mirror is not None else None
@@ -150,7 +156,10 @@ def evaluate_variants(raw: np.ndarray, labels: Sequence[Sequence[str]], *, split
         if key not in cache:
             base = avg if v.mirror_db else raw
             db = base[db_pos]
-            cache[key] = augment(db, None, DbaParams(v.dba_n, v.dba_alpha))[0] if v.dba_n else db
+            if v.dba_n and augmented is not None:
+                cache[key] = np.asarray(augmented, np.float32)[db_pos]
+            else:
+                cache[key] = augment(db, None, DbaParams(v.dba_n, v.dba_alpha))[0] if v.dba_n else db
         queries = (avg if v.mirror_query else raw)[q_pos]
         if v.product:
             base = (avg if v.mirror_db else raw)[db_pos]

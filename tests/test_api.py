@@ -68,6 +68,16 @@ def test_search_by_item_and_by_url_agree(api):
     assert [h["id"] for h in by_url["hits"]] == [h["id"] for h in by_file["hits"]]
 
 
+def test_rerank_false_gives_the_raw_neighbours_sorted_by_cosine(api):
+    client, *_ = api
+    raw = client.predict("shapes", 7, 8, False, api_name="/search_item")["hits"]
+    default = client.predict("shapes", 7, 8, api_name="/search_item")["hits"]
+    assert [h["score"] for h in raw] == sorted((h["score"] for h in raw), reverse=True)
+    assert raw[0]["id"] == default[0]["id"] == 7
+    assert {h["id"]: h["score"] for h in default}.items() <= {  # the same raw cosines, re-ranked order
+        h["id"]: h["score"] for h in client.predict("shapes", 7, 20, False, api_name="/search_item")["hits"]}.items()
+
+
 def test_collections_lists_count_model_and_status(api):
     client, *_ = api
     cols = {c["name"]: c for c in client.predict(api_name="/collections")}

@@ -158,7 +158,7 @@ class Searcher:
 
     def rerank_options(self, rerank: bool | None = None) -> RerankOptions:
         """The re-ranking a search uses: the configuration's (``--no-rerank`` turns it off), or ``rerank``."""
-        on = self.config.rerank if rerank is None else bool(rerank)
+        on = getattr(self.config, "rerank", True) if rerank is None else bool(rerank)
         return RerankOptions() if on else RerankOptions.off()
 
     def ranked(self, col: Collection, vec: np.ndarray, k: int, t0: float, *, decode_ms: float = 0.0,

@@ -16,7 +16,7 @@ import numpy as np
 
 
 def main(argv: list[str] | None = None) -> int:
-    from app.metrics.heldout import DEFAULT_VARIANTS, MIRROR_VARIANTS, Variant, evaluate_variants, format_variants
+    from app.metrics.heldout import DEFAULT_VARIANTS, MIRROR_VARIANTS, RerankVariant, evaluate_variants, format_variants
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("npz")
@@ -38,10 +38,10 @@ def main(argv: list[str] | None = None) -> int:
                 for qe_n in (0, 1, 2, 3, 5):
                     for a in (1.0, 3.0):
                         pre = "mirror db + " if mirror else ""
-                        variants.append(Variant(f"{pre}dba n={dba_n} a={a} + aqe n={qe_n} a={a}", qe_n=qe_n,
+                        variants.append(RerankVariant(f"{pre}dba n={dba_n} a={a} + aqe n={qe_n} a={a}", qe_n=qe_n,
                                                 qe_alpha=a, dba_n=dba_n, dba_alpha=a, mirror_db=mirror))
             for dba_n, qe_n in ((3, 2), (5, 3), (7, 3)):
-                variants.append(Variant(f"{pre}dba n={dba_n} + aqe n={qe_n} + k-reciprocal", qe_n=qe_n, dba_n=dba_n,
+                variants.append(RerankVariant(f"{pre}dba n={dba_n} + aqe n={qe_n} + k-reciprocal", qe_n=qe_n, dba_n=dba_n,
                                         mirror_db=mirror, krecip=True))
     if args.incremental_check:
         print(json.dumps(incremental_check(data["plain"], labels), indent=2))

@@ -20,7 +20,7 @@ from app.index.rerank import (
     top_k,
 )
 from app.metrics import heldout
-from app.metrics.heldout import Variant, evaluate_variants, heldout_split
+from app.metrics.heldout import RerankVariant, evaluate_variants, heldout_split
 from app.service.requery import requery
 
 
@@ -87,8 +87,8 @@ def test_incremental_dba_equals_a_full_rebuild(seed):
     # and the evaluation over it matches (queries: the valid rows, leave-one-out, DBA'd database)
     live = np.flatnonzero(after)
     lab = [labels[i] for i in live]
-    a = evaluate_variants(got[live], lab, split="loo", variants=[Variant("aqe", qe_n=2)])
-    b = evaluate_variants(full[live], lab, split="loo", variants=[Variant("aqe", qe_n=2)])
+    a = evaluate_variants(got[live], lab, split="loo", variants=[RerankVariant("aqe", qe_n=2)])
+    b = evaluate_variants(full[live], lab, split="loo", variants=[RerankVariant("aqe", qe_n=2)])
     for key in ("precision_at_5", "map_at_10"):
         assert abs(a["variants"]["aqe"][key] - b["variants"]["aqe"][key]) <= 0.002
 
@@ -127,7 +127,7 @@ def test_heldout_queries_never_reach_the_database_or_its_augmentation(monkeypatc
         return real(db, live, params)
 
     monkeypatch.setattr(heldout, "augment", spy)
-    r = evaluate_variants(x, labels, split="heldout", variants=[Variant("plain"), Variant("d", dba_n=3, qe_n=2)])
+    r = evaluate_variants(x, labels, split="heldout", variants=[RerankVariant("plain"), RerankVariant("d", dba_n=3, qe_n=2)])
     assert r["queries"] == len(q) and r["database"] == 300 - len(q)
     (db,) = seen
     assert len(db) == 300 - len(q)
@@ -139,8 +139,8 @@ def test_heldout_queries_never_reach_the_database_or_its_augmentation(monkeypatc
 def test_expansion_helps_on_clustered_data():
     """Not a fixed number: on clean clusters αQE and DBA+αQE do not lose to plain search."""
     x, labels = clusters(800, noise=1.6, seed=6)
-    r = evaluate_variants(x, labels, split="heldout", variants=[Variant("plain"), Variant("aqe", qe_n=3),
-                                                                Variant("dba", dba_n=3, qe_n=2)])["variants"]
+    r = evaluate_variants(x, labels, split="heldout", variants=[RerankVariant("plain"), RerankVariant("aqe", qe_n=3),
+                                                                RerankVariant("dba", dba_n=3, qe_n=2)])["variants"]
     assert r["aqe"]["map_at_10"] > r["plain"]["map_at_10"]
     assert r["dba"]["map_at_10"] > r["plain"]["map_at_10"]
 

@@ -6,7 +6,7 @@
 * **leave-one-out** (``--split loo``): every item is a query against all the others. DBA computed on
   the whole collection has seen the query then, so DBA figures on this split are optimistic.
 
-Search is exact (brute-force cosine over the vectors). Each variant is a :class:`Variant`: the
+Search is exact (brute-force cosine over the vectors). Each variant is a :class:`RerankVariant`: the
 database vectors (raw, or augmented by :func:`app.index.rerank.augment`), the query vectors (raw, or
 averaged with their mirror's), and the re-ranking (none, αQE, k-reciprocal). Keys per variant are
 those of :func:`app.metrics.retrieval.ranking_metrics`: ``precision_at_5``, ``map_at_10``, ``mhr_at_10``.
@@ -28,7 +28,7 @@ EVERY = 5
 
 
 @dataclass(frozen=True)
-class Variant:
+class RerankVariant:
     name: str
     qe_n: int = 0  # αQE over the top qe_n hits (0: none)
     qe_alpha: float = 3.0
@@ -45,19 +45,19 @@ class Variant:
         return self.mirror_db or self.mirror_query
 
 
-DEFAULT_VARIANTS: tuple[Variant, ...] = (
-    Variant("plain"),
-    Variant("aqe n=3 a=3", qe_n=3),
-    Variant("dba n=3 + aqe n=2", qe_n=2, dba_n=3),
-    Variant("dba n=5 + aqe n=3", qe_n=3, dba_n=5),
-    Variant("k-reciprocal", krecip=True),
-    Variant(DEFAULT_NAME, qe_n=3, dba_n=5, product=True, copies_first=True),
+DEFAULT_VARIANTS: tuple[RerankVariant, ...] = (
+    RerankVariant("plain"),
+    RerankVariant("aqe n=3 a=3", qe_n=3),
+    RerankVariant("dba n=3 + aqe n=2", qe_n=2, dba_n=3),
+    RerankVariant("dba n=5 + aqe n=3", qe_n=3, dba_n=5),
+    RerankVariant("k-reciprocal", krecip=True),
+    RerankVariant(DEFAULT_NAME, qe_n=3, dba_n=5, product=True, copies_first=True),
 )
-MIRROR_VARIANTS: tuple[Variant, ...] = (
-    Variant("mirror db (asymmetric)", mirror_db=True),
-    Variant("mirror db+query", mirror_db=True, mirror_query=True),
-    Variant("mirror db + dba n=3 + aqe n=2", mirror_db=True, qe_n=2, dba_n=3),
-    Variant("mirror db + dba n=5 + aqe n=3", mirror_db=True, qe_n=3, dba_n=5),
+MIRROR_VARIANTS: tuple[RerankVariant, ...] = (
+    RerankVariant("mirror db (asymmetric)", mirror_db=True),
+    RerankVariant("mirror db+query", mirror_db=True, mirror_query=True),
+    RerankVariant("mirror db + dba n=3 + aqe n=2", mirror_db=True, qe_n=2, dba_n=3),
+    RerankVariant("mirror db + dba n=5 + aqe n=3", mirror_db=True, qe_n=3, dba_n=5),
 )
 
 
@@ -86,7 +86,7 @@ def _relevant(labels: Sequence[Sequence[str]], q: np.ndarray, db: np.ndarray) ->
     return out
 
 
-def rank(queries: np.ndarray, db: np.ndarray, v: Variant, *, db_ids: np.ndarray, self_pos: np.ndarray | None,
+def rank(queries: np.ndarray, db: np.ndarray, v: RerankVariant, *, db_ids: np.ndarray, self_pos: np.ndarray | None,
          k: int = K) -> np.ndarray:
     """Ranked database ids (positions into the collection) for each query under variant ``v``.
 
@@ -105,7 +105,7 @@ def rank(queries: np.ndarray, db: np.ndarray, v: Variant, *, db_ids: np.ndarray,
     return db_ids[ids[:, :k]]
 
 
-def rank_product(queries: np.ndarray, raw: np.ndarray, aug: np.ndarray, v: Variant, *, db_ids: np.ndarray,
+def rank_product(queries: np.ndarray, raw: np.ndarray, aug: np.ndarray, v: RerankVariant, *, db_ids: np.ndarray,
                  self_pos: np.ndarray | None, k: int = K) -> np.ndarray:
     """:func:`rank` the way :mod:`app.service.requery` searches: candidates from the raw vectors, the
     augmented ones (``aug``) order them and expand the query."""
@@ -128,7 +128,7 @@ def rank_product(queries: np.ndarray, raw: np.ndarray, aug: np.ndarray, v: Varia
 
 
 def evaluate_variants(raw: np.ndarray, labels: Sequence[Sequence[str]], *, split: str = "heldout",
-                      variants: Sequence[Variant] = DEFAULT_VARIANTS, mirror: np.ndarray | None = None,
+                      variants: Sequence[RerankVariant] = DEFAULT_VARIANTS, mirror: np.ndarray | None = None,
                       k: int = K, augmented: np.ndarray | None = None, live: np.ndarray | None = None
                       ) -> dict[str, Any]:
     """P@5, mAP@10, mHR@10 of each variant on ``split`` (see the module docstring).
@@ -182,7 +182,7 @@ def format_variants(r: dict[str, Any]) -> str:
 
 
 def evaluate_collection_variants(config: Any, name: str, *, split: str = "heldout", rerank: bool = True,
-                                 variants: Sequence[Variant] | None = None) -> dict[str, Any]:
+                                 variants: Sequence[RerankVariant] | None = None) -> dict[str, Any]:
     """:func:`evaluate_variants` on the stored (raw) vectors of a built collection's valid items; no model is run.
     ``rerank=False``: the plain variant only. The result names the search path's default variant."""
     from app.core.features import load_features

@@ -41,7 +41,7 @@ DEFAULT_PARAMS = DbaParams()
 
 
 @dataclass
-class Augmentation:
+class StoredAugmentation:
     vectors: np.ndarray  # (N, d) float32: augmented rows; deleted rows hold their raw vector
     thresholds: np.ndarray  # (N,) float32
     live: np.ndarray  # (N,) bool: the valid rows it was computed for
@@ -67,7 +67,7 @@ def raw_digest(raw: np.ndarray) -> str:
     return hashlib.blake2b(np.ascontiguousarray(raw, dtype=np.float32).tobytes(), digest_size=16).hexdigest()
 
 
-def load(features_dir: str | Path, name: str) -> Augmentation | None:
+def load(features_dir: str | Path, name: str) -> StoredAugmentation | None:
     """The stored augmentation of ``name``, or None (none, or unreadable: it is then recomputed)."""
     path = dba_path(features_dir, name)
     if not path.is_file():
@@ -76,14 +76,14 @@ def load(features_dir: str | Path, name: str) -> Augmentation | None:
         with np.load(path, allow_pickle=False) as z:
             if int(z["format"]) != FORMAT:
                 return None
-            return Augmentation(np.asarray(z["vectors"], np.float32), np.asarray(z["thresholds"], np.float32),
+            return StoredAugmentation(np.asarray(z["vectors"], np.float32), np.asarray(z["thresholds"], np.float32),
                                 np.asarray(z["live"], bool), DbaParams(int(z["n"]), float(z["alpha"])), str(z["digest"]))
     except (OSError, ValueError, KeyError, EOFError) as exc:
         log.warning("ignoring %s (%s): it is recomputed", path, exc)
         return None
 
 
-def save(features_dir: str | Path, name: str, aug: Augmentation) -> Path:
+def save(features_dir: str | Path, name: str, aug: StoredAugmentation) -> Path:
     """Write ``aug`` atomically (:func:`app.files.atomic.atomic_writer`)."""
     buf = io.BytesIO()
     np.savez(buf, format=FORMAT, vectors=aug.vectors, thresholds=aug.thresholds, live=aug.live,
@@ -94,8 +94,8 @@ def save(features_dir: str | Path, name: str, aug: Augmentation) -> Path:
     return path
 
 
-def compute(raw: np.ndarray, live: np.ndarray, previous: Augmentation | None, params: DbaParams
-            ) -> tuple[Augmentation, RefreshSummary]:
+def compute(raw: np.ndarray, live: np.ndarray, previous: StoredAugmentation | None, params: DbaParams
+            ) -> tuple[StoredAugmentation, RefreshSummary]:
     """The augmentation of ``raw`` over the ``live`` rows: from ``previous`` when it describes an earlier
     state of the same rows (incremental), else from scratch."""
     t = time.perf_counter()
@@ -112,7 +112,7 @@ def compute(raw: np.ndarray, live: np.ndarray, previous: Augmentation | None, pa
     else:
         vectors, thresholds = augment(raw, live, params)
         mode, count = "full", int(live.sum())
-    aug = Augmentation(vectors, thresholds, live.copy(), params, raw_digest(raw))
+    aug = StoredAugmentation(vectors, thresholds, live.copy(), params, raw_digest(raw))
     return aug, RefreshSummary(mode, count, time.perf_counter() - t)
 
 

@@ -129,3 +129,20 @@ def test_a_damaged_file_is_recomputed(built):
 def _raw_live(config):
     state = read_state(config, "pics", mmap=False)
     return np.asarray(state.vectors, np.float32), state.table.live_mask()
+
+
+def test_a_full_disk_while_writing_it_does_not_fail_the_committed_change(built, monkeypatch):
+    from app.errors import StorageError
+
+    config, _ = built
+
+    def full(*_a, **_k):
+        raise StorageError("No space left on device")
+
+    monkeypatch.setattr(dba, "save", full)
+    summary = delete_items(config, "pics", ids=[6])  # committed, though the sidecar could not be written
+    assert summary.removed == 1
+    monkeypatch.undo()
+    col = SearchService(config, embedder=FakeEmbedder()).collection("pics")
+    want, live = full_augmentation(config)
+    assert not live[6] and np.abs(col.augmented[live] - want[live]).max() < 1e-5  # recomputed when read

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from app.errors import StorageError
 from app.files.atomic import atomic_writer
 from app.index.rerank import DbaParams, augment, augment_update
 
@@ -54,7 +55,7 @@ class StoredAugmentation:
 
 @dataclass(frozen=True)
 class RefreshSummary:
-    mode: str  # "full", "incremental", "unchanged"
+    mode: str  # "full", "incremental", "unchanged", "unsaved" (computed, but the file could not be written)
     rows: int  # rows recomputed
     seconds: float
 
@@ -126,7 +127,11 @@ def refresh(features_dir: str | Path, name: str, raw: np.ndarray, live: np.ndarr
         return None
     aug, summary = compute(raw, live, previous, previous.params if previous is not None else params)
     if summary.mode != "unchanged":
-        save(features_dir, name, aug)
+        try:
+            save(features_dir, name, aug)
+        except (StorageError, OSError) as exc:  # the change itself is committed: readers recompute, the next change catches up
+            log.warning("%s: the DBA file was not updated (%s); it is recomputed when read", name, exc)
+            return RefreshSummary("unsaved", summary.rows, summary.seconds)
     return summary
 
 

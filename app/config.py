@@ -43,6 +43,7 @@ class Config:
     milvus_timeout_s: float = 10.0  # connecting and each Milvus call (app.index.milvus_store)
     default_k: int = 5
     max_k: int = 20
+    rerank: bool = True  # query expansion on the search path (app.index.rerank); --no-rerank: raw neighbours
 
     # Server.
     host: str = "127.0.0.1"

@@ -51,7 +51,7 @@ def test_search_by_file_gives_structured_hits(api):
     assert [h["rank"] for h in hits] == [1, 2, 3, 4] and all(set(h) == HIT_KEYS for h in hits)
     assert hits[0]["file"] == "circles/img_01.jpg" and hits[0]["label"] == "circles"  # itself, relative path
     assert hits[0]["score"] == pytest.approx(1.0, abs=1e-3)
-    assert all(a["score"] >= b["score"] for a, b in zip(hits, hits[1:], strict=False))
+    assert all(h["score"] <= hits[0]["score"] for h in hits)  # re-ranked: the copy first, not always sorted
     with urllib.request.urlopen(url.rstrip("/") + hits[0]["thumbnail_url"], timeout=10) as resp:  # noqa: S310
         assert resp.status == 200 and resp.read(3) == b"\xff\xd8\xff"  # a JPEG the app rendered
 
@@ -95,6 +95,16 @@ def test_one_decode_per_new_query_through_the_api(api, monkeypatch):
     client.predict(handle_file(str(data / "stripes" / "img_02.png")), "shapes", 3, api_name="/search_file")
     # the query's one decode; the hits' thumbnails, made the first time a file is shown, read collection files
     assert len([c for c in calls if not str(c[0]).startswith(str(data))]) == 1, calls
+
+
+def test_rerank_false_gives_the_raw_neighbours_sorted_by_cosine(api):
+    client, *_ = api
+    raw = client.predict("shapes", 7, 8, False, api_name="/search_item")["hits"]
+    default = client.predict("shapes", 7, 8, api_name="/search_item")["hits"]
+    assert [h["score"] for h in raw] == sorted((h["score"] for h in raw), reverse=True)
+    assert raw[0]["id"] == default[0]["id"] == 7
+    assert {h["id"]: h["score"] for h in default}.items() <= {  # the same raw cosines, re-ranked order
+        h["id"]: h["score"] for h in client.predict("shapes", 7, 20, False, api_name="/search_item")["hits"]}.items()
 
 
 def test_collections_lists_count_model_and_status(api):

@@ -46,7 +46,7 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
 def test_search_prints_a_table_with_k_rows(small_collection, cli_env):
     config, _, data = small_collection
     query = sorted(data.glob("squares/*.jpg"))[1]
-    proc = run(search_args(config, query, "--collection", "shapes", "-k", "5"), cli_env)
+    proc = run(search_args(config, query, "--collection", "shapes", "-k", "5", "--no-rerank"), cli_env)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].split() == ["rank", "score", "label", "file", "similarity"] and set(lines[1].replace(" ", "")) == {"-"}
@@ -63,7 +63,8 @@ def test_search_prints_a_table_with_k_rows(small_collection, cli_env):
 def test_search_json_is_parseable_with_hits(small_collection, cli_env):
     config, _, data = small_collection
     query = DATA / "photo_rocket.jpg"
-    proc = run(search_args(config, query, "--collection", "shapes", "-k", "7", "--json"), cli_env)
+    # raw neighbours, sorted by their cosine (re-ranked lists: tests/test_rerank.py, tests/test_dba.py)
+    proc = run(search_args(config, query, "--collection", "shapes", "-k", "7", "--json", "--no-rerank"), cli_env)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["collection"] == "shapes" and out["query"] == str(query)

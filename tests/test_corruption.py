@@ -2,7 +2,7 @@
 with a typed error that gives the rebuild command, and the other collections still load and search.
 
 Both collections are built here (FakeEmbedder, seeded images) and opened the way the app opens them:
-``SearchService.collections()`` (the menu) and ``search_item``/``search_image`` (a query).
+``SearchService.collections()`` (the menu) and ``search_item``/``search_new_image`` (a query).
 """
 
 from __future__ import annotations

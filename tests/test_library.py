@@ -198,7 +198,7 @@ def test_a_crash_mid_change_leaves_the_previous_state_loadable(built, monkeypatc
     assert rebuild(config, root, fake).changes.line() == "added 1, changed 0, removed 1, unchanged 23"
     assert fake.rows == 0  # the new file's vector was saved before the crash
     assert count_items(config, "pics") == 24
-    assert sorted(p.name for p in config.features_dir.iterdir()) == ["pics.g1.json", "pics.g1.npy"]
+    assert sorted(p.name for p in config.features_dir.iterdir()) == ["pics.dba.npz", "pics.g1.json", "pics.g1.npy"]
 
 
 def test_rename_keeps_ids_and_drop_removes_only_that_collections_files(built, tmp_path):
@@ -220,9 +220,10 @@ def test_rename_keeps_ids_and_drop_removes_only_that_collections_files(built, tm
     assert not cache.exists() and (config.features_dir / "holiday.dedup.npz").read_bytes() == b"cache"
     dropped = drop_collection(config, "holiday")
     names = sorted(os.path.basename(p) for p in dropped.removed)
-    assert names == ["holiday.dedup.npz", "holiday.faiss", "holiday.json", "holiday.manifest.json", "holiday.npy"]
+    assert names == ["holiday.dba.npz", "holiday.dedup.npz", "holiday.faiss", "holiday.json", "holiday.manifest.json",
+                     "holiday.npy"]
     assert count_items(config, "pics-2") == 8 and (root / "circles" / "img_01.jpg").is_file()
-    assert sorted(p.name for p in config.features_dir.iterdir()) == ["pics-2.json", "pics-2.npy"]
+    assert sorted(p.name for p in config.features_dir.iterdir()) == ["pics-2.dba.npz", "pics-2.json", "pics-2.npy"]
     with pytest.raises(Exception, match="no collection named"):
         drop_collection(config, "holiday")
 

@@ -102,13 +102,14 @@ def test_k_larger_than_the_collection_returns_everything(shapes):
 
 
 def test_scores_are_exact_cosines_sorted_descending(shapes):
+    """Without re-ranking; with it, scores are the same cosines (tests/test_rerank.py) in the re-ranked order."""
     service, *_ = shapes
     col = service.collection("shapes")
     rng = np.random.default_rng(0)
     for _ in range(5):
         q = col.vectors[int(rng.integers(0, len(col)))] + rng.normal(0, 0.01, 2048).astype(np.float32)
         q = (q / np.linalg.norm(q)).astype(np.float32)
-        result = service.search_vector("shapes", q, k=10)
+        result = service.search_vector("shapes", q, k=10, rerank=False)
         scores = [h.score for h in result.hits]
         assert scores == sorted(scores, reverse=True)
         for h in result.hits:
@@ -132,9 +133,11 @@ def test_approximate_index_never_drops_the_best_match_or_returns_missing_ids(app
             result = service.search_item("approx", item_id, k=k)
             assert len(result.hits) == k
             assert result.hits[0].id == item_id  # itself, though nprobe=1 and PQ codes are lossy
-        everything = service.search_item("approx", item_id, k=100)
+        everything = service.search_item("approx", item_id, k=100, rerank=False)
         assert sorted(h.id for h in everything.hits) == list(range(n))  # all 40, though nprobe=1 of 8 lists
         assert [h.id for h in everything.hits][:3] == list(np.argsort(-exact[item_id], kind="stable")[:3])
+        reranked = service.search_item("approx", item_id, k=100)
+        assert sorted(h.id for h in reranked.hits) == list(range(n)) and reranked.hits[0].id == item_id
 
 
 def test_query_images_find_themselves_in_the_approximate_index(approx):

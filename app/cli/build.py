@@ -58,6 +58,8 @@ def add_build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-ms", type=float, default=1.0, help="tuning: max ms per query (default 1.0)")
     p.add_argument("--rebuild", action="store_true", help="build from scratch even when the collection exists "
                    "(new ids); by default a re-run is an incremental update")
+    p.add_argument("--no-dba", action="store_true",
+                   help="a new build without database-side augmentation (features/NAME.dba.npz, used by re-ranking)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--objects", action=argparse.BooleanOptionalAction, default=None,
@@ -118,7 +120,7 @@ def _spec(args: argparse.Namespace):
         kind=kind_from_args(args), data=args.data, name=args.name, limit=args.limit,
         include=tuple(x.strip() for x in args.include.split(",") if x.strip()),
         factory=args.factory, nprobe=args.nprobe, target_recall=args.target_recall, max_ms=args.max_ms,
-        chunk_size=args.chunk_size, rebuild=args.rebuild,
+        chunk_size=args.chunk_size, rebuild=args.rebuild, dba=not getattr(args, "no_dba", False),
         exclude=tuple(args.exclude) if args.exclude is not None else None,
     )
 

@@ -32,6 +32,8 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
                    help="inference engine: ONNX Runtime fp32 (onnx), ONNX Runtime INT8 (onnx-int8: calibrated on a "
                         "collection's images, see 'quantize'), or torch (default: auto: onnx on a CPU, torch on CUDA)")
     p.add_argument("--threads", type=int, default=None, help="inference threads (default: all cores)")
+    p.add_argument("--no-rerank", action="store_true",
+                   help="no query expansion: the raw nearest neighbours (default: re-ranked by alpha query expansion)")
 
 
 def add_kind_args(p: argparse.ArgumentParser, *, required: bool, default: str | None = None) -> None:
@@ -71,6 +73,7 @@ def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Co
         backend=getattr(args, "backend", None),
         milvus_uri=getattr(args, "milvus_uri", None),
         threads=getattr(args, "threads", None),
+        rerank=False if getattr(args, "no_rerank", False) else None,
     )
 
 

@@ -28,6 +28,10 @@ def add_evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sweep", action="store_true", help="also measure a grid of index configurations")
     p.add_argument("--retune", action="store_true",
                    help="first re-run the index tuner on the stored features and save the new index")
+    p.add_argument("--split", default="loo", choices=("loo", "heldout"),
+                   help="loo: every item against the rest (the product path, default); heldout: every 5th item "
+                        "of each class is a query kept out of the database and its augmentation, and the "
+                        "re-ranking variants are compared (exact search)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     add_common_args(p)
 
@@ -46,6 +50,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.retune:
         m = retune_collection(config, name)
         log(f"retuned {name}: {m['factory']} nprobe={m['nprobe']} ({m['tuning']['seconds']} s)")
+    if args.split == "heldout":
+        from app.metrics.heldout import evaluate_collection_variants, format_variants
+
+        result = evaluate_collection_variants(config, name, split="heldout", rerank=config.rerank)
+        print(json.dumps(result, indent=2) if args.json else format_variants(result))
+        return 0
     result = evaluate_collection(config, name, queries=args.queries, seed=args.seed, sweep=args.sweep, log=log)
     print(json.dumps(result, indent=2) if args.json else format_result(result))
     return 0

@@ -3,8 +3,9 @@
 A collection ``NAME`` is, in ``features/``: the vectors ``NAME.npy`` and the id table ``NAME.json``
 (``NAME.gN.npy``, ``NAME.gN.json`` from generation N >= 1 on), the resumable parts of a build
 ``NAME.parts/`` and of an incremental change ``NAME.update.parts/``, and the parts that other
-features keep beside the vectors (the duplicate finder's ``NAME.dedup.npz`` and
-``NAME.dedup-pairs.npz``: caches of the images, remade when missing); in ``indexes/``: the faiss
+features keep beside the vectors: re-ranking's augmented vectors ``NAME.dba.npz``, the duplicate
+finder's ``NAME.dedup.npz`` and ``NAME.dedup-pairs.npz`` (caches of the images, remade when missing),
+the object vectors ``NAME.objects.json`` with ``NAME.objects.<sha8>.npy``; in ``indexes/``: the faiss
 index ``NAME.faiss`` (``NAME.gN.faiss``), the manifest ``NAME.manifest.json`` (the commit record: it
 names the current generation's files) and the lock ``NAME.lock``. A file being written atomically
 is ``.NAME....tmp`` beside its target (:mod:`app.files.atomic`).
@@ -124,9 +125,14 @@ class CollectionFiles:
         return sorted(p for p in self.features_dir.glob(f"{glob_escape(self.name)}.objects.*") if p.is_file()
                       and (p == self.objects_record or vectors.fullmatch(p.name)))
 
+    @property
+    def dba(self) -> Path:
+        """The database-side augmented vectors that re-ranking orders candidates by (:mod:`app.service.dba`)."""
+        return self.features_dir / f"{self.name}.dba.npz"
+
     def part_files(self) -> list[Path]:
-        """The extra parts kept beside the vectors (caches: a rename carries them, a drop removes them)."""
-        return [self.dedup_photos, self.dedup_pairs]
+        """The extra parts kept beside the vectors, row for row (a rename carries them, a drop removes them)."""
+        return [self.dba, self.dedup_photos, self.dedup_pairs]
 
     def _data_re(self) -> re.Pattern[str]:
         return re.compile(rf"^{re.escape(self.name)}(\.g\d+)?\.(npy|json|faiss)$")

@@ -32,6 +32,7 @@ from app.errors import IndexMismatchError, IndexMissingError
 from app.files.layout import table_name, vectors_name
 from app.index.faiss_index import IndexConfig, build_index
 from app.index.tune import DEFAULT_MAX_MS, DEFAULT_TARGET_RECALL, tune
+from app.service import dba
 from app.service.collection_store import CollectionStore, open_collection
 from app.service.commit import State, check_name
 from app.service.excludes import EXCLUDE_KEY, manifest_excludes, stored_excludes, with_excludes
@@ -59,6 +60,7 @@ class BuildSpec:
     chunk_size: int = CHUNK_SIZE  # images per saved chunk of features (resumable builds)
     rebuild: bool = False  # build from scratch even when an incremental update is possible
     exclude: tuple[str, ...] | None = None  # folders: exclude patterns (None: those the collection has stored)
+    dba: bool = True  # database-side augmentation (features/NAME.dba.npz, app.service.dba) for re-ranking
 
     @property
     def collection_name(self) -> str:
@@ -180,6 +182,9 @@ def _full_build(store: CollectionStore, spec: BuildSpec, dataset: Dataset, embed
               "updates_since_training": 0}
     manifest = store.commit(fields, table, vectors=vectors, index=index, generation=generation)
     remove_parts(store.files.parts)
+    dba.remove(config.features_dir, name)  # a new build: the old rows' augmentation means nothing now
+    if spec.dba:
+        dba.refresh(config.features_dir, name, vectors, table.live_mask(), create=True)
     changes = ChangeSummary(name, added=len(table), count=len(table), skipped=tuple(table.skipped),
                             seconds=time.perf_counter() - started, model=embedder.model.name,
                             weights_id=embedder.weights_id, full_build=True, index="built", embedded=len(table),

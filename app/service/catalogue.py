@@ -26,6 +26,7 @@ from app.errors import BackendUnavailableError, IndexMismatchError, IndexMissing
 from app.files.layout import collection_names
 from app.index.faiss_store import build_command, read_manifest
 from app.index.store import VectorStore
+from app.service import dba
 from app.service.collection_store import open_collection
 from app.service.commit import check_agrees, files_of, manifest_files, manifest_sums, rebuild_advice
 
@@ -53,6 +54,7 @@ class Collection:
     image_root: Path
     lock: threading.Lock = field(default_factory=threading.Lock)
     stamp: tuple[int, int, int] = (0, 0, 0)  # the manifest file's (inode, size, mtime_ns) when loaded
+    augmented: np.ndarray | None = None  # DBA vectors that order the candidates (app.service.dba), or None
 
     def __post_init__(self) -> None:
         self.live_mask = self.table.live_mask()  # False for deleted rows (tombstones)
@@ -164,7 +166,9 @@ class Catalogue:
         if manifest.dataset_root is None:
             manifest = manifest.with_(dataset_root=table.dataset_root)
         check_agrees(name, manifest, table)
-        return Collection(name, store, manifest, table, vectors, self._image_root(name, manifest))
+        col = Collection(name, store, manifest, table, vectors, self._image_root(name, manifest))
+        col.augmented = dba.searched_vectors(cfg.features_dir, name, vectors, col.live_mask)
+        return col
 
     def _image_root(self, name: str, manifest: Manifest) -> Path:
         """Where the images are: the build's root, or the same layout under --data when given."""

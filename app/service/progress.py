@@ -42,6 +42,8 @@ class Reporter:
     """Turns ``(done, total)`` steps into :class:`Progress` reports with a rate and an ETA."""
 
     def __init__(self, fn: ProgressFn | None) -> None:
+        if fn is not None and not callable(fn):  # a bool meant for progress_bar= (the bar) lands here
+            raise TypeError(f"progress is a callback taking a Progress, not {fn!r}; progress_bar= is the bar")
         self.fn = fn
         self.phase_name = ""
         self._t0 = time.perf_counter()

@@ -31,9 +31,11 @@ from PIL import Image
 from app.config import Config
 from app.core.embed import Embedder, embedder_for
 from app.core.photo_meta import item_meta
+from app.index.rerank import RerankOptions
 from app.service.catalogue import Catalogue, Collection, CollectionInfo
 from app.service.filters import SearchFilter, band, band_floor, matching_ids
 from app.service.query_image import QueryImage, prepare_query
+from app.service.requery import requery
 from app.service.timings import Timings
 
 __all__ = ["Hit", "QueryResult", "SearchService", "candidates"]
@@ -49,7 +51,7 @@ class Hit:
     id: int  # row of the collection's feature table
     path: str  # relative to the collection's image root
     label: str
-    score: float  # cosine similarity, 1.0 = identical
+    score: float  # cosine similarity, 1.0 = identical (a re-ranked list is ordered by app.service.requery's score)
     abs_path: Path
     meta: dict[str, Any] | None = None  # capture time and camera, as recorded at build time
 
@@ -145,22 +147,23 @@ class SearchService:
     # -- queries ---------------------------------------------------------------------------------
     def search_new_image(self, source: str | os.PathLike[str] | bytes | Image.Image, collection: str,
                          k: int | float | None = None, *, key: str | None = None,
-                         copy_dir: str | os.PathLike[str] | None = None,
-                         where: SearchFilter | None = None) -> QueryResult:
+                         copy_dir: str | os.PathLike[str] | None = None, where: SearchFilter | None = None,
+                         rerank: bool | None = None) -> QueryResult:
         """Search ``collection`` with a new image: a file path, its bytes, or pixels (a crop).
 
         Decoded once (:func:`~app.service.query_image.prepare_query`); ``copy_dir``: where the app's
         copy of it goes (None: no copy); ``key``: the image's identity when the caller knows it (default:
         a hash of its bytes or pixels). An image searched before (same key) reuses its remembered
         vector: no model run. ``where``: only items that pass this filter (a sub-folder, dates, a camera:
-        applied before ranking, so k hits come back whenever k items pass) and no hit below its band.
+        applied before ranking, so k hits come back whenever k items pass) and no hit below its band;
+        ``rerank``: query expansion on or off for this search (None: the configuration's, ``--no-rerank``).
         """
         t = Timings()
         with t.stage("total"):
             k = self.clamp_k(k)
             col = self.catalogue.get(collection)
             vec, prepared = self.query_vector(source, key=key, copy_dir=copy_dir, timings=t)
-            hits, matching = self._ranked(col, vec, k, t, where)
+            hits, matching = self._ranked(col, vec, k, t, where, self.rerank_options(rerank))
         return QueryResult(col.name, len(col), k, hits, t.ms, image=prepared, where=where, matching=matching)
 
     def query_vector(self, source: str | os.PathLike[str] | bytes | Image.Image, *, key: str | None = None,
@@ -174,7 +177,8 @@ class SearchService:
         return self._vector(prepared, t), prepared
 
     def search_item(self, collection: str, item_id: int, k: int | float | None = None, *,
-                    source: str | None = None, where: SearchFilter | None = None) -> QueryResult:
+                    source: str | None = None, where: SearchFilter | None = None,
+                    rerank: bool | None = None) -> QueryResult:
         """Item ``item_id`` of ``source`` (default: ``collection``) as the query in ``collection``: its
         stored vector, no model run."""
         t = Timings()
@@ -184,15 +188,16 @@ class SearchService:
             src.check_id(item_id)
             col = src if (source or collection) == collection else self.catalogue.get(collection)
             vec = np.asarray(src.vectors[int(item_id)], dtype=np.float32)
-            hits, matching = self._ranked(col, vec, k, t, where)
+            hits, matching = self._ranked(col, vec, k, t, where, self.rerank_options(rerank))
         return QueryResult(col.name, len(col), k, hits, t.ms, reused=True, where=where, matching=matching)
 
-    def search_vector(self, collection: str, vector: np.ndarray, k: int | float | None = None) -> QueryResult:
+    def search_vector(self, collection: str, vector: np.ndarray, k: int | float | None = None, *,
+                      rerank: bool | None = None) -> QueryResult:
         t = Timings()
         with t.stage("total"):
             k = self.clamp_k(k)
             col = self.catalogue.get(collection)
-            hits, _ = self._ranked(col, np.asarray(vector, dtype=np.float32), k, t)
+            hits, _ = self._ranked(col, np.asarray(vector, dtype=np.float32), k, t, rerank=self.rerank_options(rerank))
         return QueryResult(col.name, len(col), k, hits, t.ms)
 
     def embed_image(self, image: Image.Image, timings: Timings | None = None) -> np.ndarray:
@@ -204,10 +209,16 @@ class SearchService:
         with t.stage("embed"):
             return embedder.embed_arrays(arr)[0]
 
-    def _ranked(self, col: Collection, vec: np.ndarray, k: int, t: Timings,
-                where: SearchFilter | None = None) -> tuple[list[Hit], int | None]:
-        """The top ``k`` of ``col`` for the query vector ``vec``, by exact cosine among the store's candidates
-        (or, with a filter that selects, among every item passing it), and how many items passed."""
+    def rerank_options(self, rerank: bool | None = None) -> RerankOptions:
+        """The re-ranking a search uses: the configuration's (``--no-rerank`` turns it off), or ``rerank``."""
+        on = self.config.rerank if rerank is None else bool(rerank)
+        return RerankOptions() if on else RerankOptions.off()
+
+    def _ranked(self, col: Collection, vec: np.ndarray, k: int, t: Timings, where: SearchFilter | None = None,
+                rerank: RerankOptions | None = None) -> tuple[list[Hit], int | None]:
+        """The top ``k`` of ``col`` for the query vector ``vec``, by exact cosine among the store's candidates,
+        then re-ranked by query expansion (:func:`~app.service.requery.requery`) unless ``rerank`` is off; or,
+        with a filter that selects, by exact cosine among every item passing it. Also how many items passed."""
         with t.stage("search"):
             if where is not None and where.selects:
                 ids = matching_ids(col, where)
@@ -228,6 +239,9 @@ class SearchService:
             # and re-ranking more candidates than k keeps a best match the lossy codes placed just below k.
             scores = np.asarray(col.vectors[ids], dtype=np.float32) @ vec if ids else np.zeros(0, np.float32)
             order = np.argsort(-scores, kind="stable")[:k]
+            if rerank is not None and rerank.enabled and ids:  # αQE: one more search; scores stay the cosines to vec
+                ids, scores = requery(col, vec, ids, scores, k, candidates(k, n), rerank)
+                order = np.arange(len(ids))
             return self._hits(col, ids, scores, order, where), None
 
     @staticmethod

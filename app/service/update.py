@@ -23,6 +23,7 @@ from app.core.embed import Embedder
 from app.core.feature_table import FeatureTable
 from app.core.features import EmbedOptions, embed_dataset, remove_parts
 from app.errors import IndexMismatchError
+from app.service import dba
 from app.service.commit import State
 from app.service.progress import CancelFn, Reporter
 from app.service.reindex import update_index
@@ -131,6 +132,7 @@ def apply_plan(store: CollectionStore, state: State, plan: ChangePlan, options: 
     o.reporter.phase("saving")
     new_manifest = store.commit(manifest, new_table, vectors=vectors if rows.items else None, index=index)
     remove_parts(store.files.update_parts)
+    dba.refresh(store.config.features_dir, name, vectors, new_table.live_mask(), create=False)  # only rows it touches
     return ChangeSummary(**base, count=new_table.live_count, skipped=tuple(skipped), seconds=time.perf_counter() - t0,
                          index=index_state, index_reason=reason, embedded=rows.embedded, reused=rows.reused,
                          added_ids=tuple(int(i) for i in new_ids), removed_ids=tuple(int(i) for i in retired),

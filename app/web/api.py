@@ -78,7 +78,7 @@ class ApiHandlers:
         name = self.ctx.searchable(collection)
         return self.answer(self.ctx.service.search_new_image(image, name, k), "uploaded image")
 
-    def search_url(self, url: str, collection: str, k: int) -> dict[str, Any]:
+    def search_url(self, url: str, collection: str, k: int, rerank: bool = True) -> dict[str, Any]:
         """Fetch an image URL (http/https; private and local addresses are refused) and search with it."""
         url = (url or "").strip()
         if not url:
@@ -86,12 +86,12 @@ class ApiHandlers:
         name = self.ctx.searchable(collection)
         config = self.ctx.config
         data = fetch_url(url, allow_loopback=config.allow_loopback_urls, max_bytes=config.max_upload_bytes)
-        return self.answer(self.ctx.service.search_new_image(data, name, k), url)
+        return self.answer(self.ctx.service.search_new_image(data, name, k, rerank=_rerank(rerank)), url)
 
-    def search_item(self, collection: str, item_id: int, k: int) -> dict[str, Any]:
+    def search_item(self, collection: str, item_id: int, k: int, rerank: bool = True) -> dict[str, Any]:
         """Search with an item of ``collection`` (its stored vector: no model run)."""
         name = self.ctx.searchable(collection)
-        result = self.ctx.service.search_item(name, int(item_id), k)
+        result = self.ctx.service.search_item(name, int(item_id), k, rerank=_rerank(rerank))
         return self.answer(result, f"item {int(item_id)} of {name}")
 
     def collections(self) -> list[dict[str, Any]]:
@@ -120,6 +120,11 @@ class ApiHandlers:
                 "hits": hits}
 
 
+def _rerank(rerank: bool) -> bool | None:
+    """An API call's ``rerank``: True (the default) keeps the server's setting, False turns re-ranking off."""
+    return None if rerank else False
+
+
 def _missing(what: str) -> AppError:
     return AppError(f"Give {what}.")
 
@@ -146,12 +151,12 @@ def wire_api(api: ApiHandlers, lib: LibraryHandlers | None = None, dups: Duplica
                   api_description=api.search_file.__doc__, show_progress="hidden", **endpoint)
 
     @api_errors
-    def search_url(url: str, collection: str, k: int = 5) -> dict:
-        return api.search_url(url, collection, k)
+    def search_url(url: str, collection: str, k: int = 5, rerank: bool = True) -> dict:
+        return api.search_url(url, collection, k, rerank)
 
     @api_errors
-    def search_item(collection: str, item_id: int, k: int = 5) -> dict:
-        return api.search_item(collection, item_id, k)
+    def search_item(collection: str, item_id: int, k: int = 5, rerank: bool = True) -> dict:
+        return api.search_item(collection, item_id, k, rerank)
 
     @api_errors
     def collections() -> list:

@@ -66,11 +66,11 @@ def make_phone_photos(data: Path, out: Path, n: int, log: Callable[[str], None] 
 
 def build_rate(config: Config, embedder: Embedder, dataset) -> dict[str, Any]:
     """End-to-end extraction of ``dataset`` into a temporary folder, as a build runs it."""
-    from app.core.features import extract_features
+    from app.core.features import EmbedOptions, extract_features
 
     with tempfile.TemporaryDirectory(prefix="bench-phone-features-") as tmp:
-        _, _, stats = extract_features(dataset, embedder, tmp, "bench", batch_size=config.batch_size,
-                                       workers=config.workers, progress=False)
+        _, _, stats = extract_features(dataset, embedder, tmp, "bench", EmbedOptions(
+            batch_size=config.batch_size, workers=config.workers, progress_bar=False))
     return {"images": stats["embedded"], "seconds": round(stats["seconds"], 2), "img_per_s": round(stats["img_per_s"], 2)}
 
 

@@ -22,9 +22,15 @@ def error_md(text: str) -> str:
 
 
 def status_html(result: QueryResult, engine: str, seq: int) -> str:
-    """The status line after a search: how many results of how many images, each stage's time, the engine.
+    """The status line after a search: how many results of how many images (of how many matching, for a
+    limited search; its cut-off band), each stage's time, the engine.
     ``data-seq`` (searches so far) and ``data-top`` (the best match's caption) are for scripts and tests."""
     parts = [f"<b>{len(result.hits)}</b> of {result.size:,} images in <b>{html.escape(result.collection)}</b>"]
+    if result.matching is not None:  # a search limited to a folder, dates or a camera
+        parts[0] = (f"<b>{len(result.hits)}</b> of {result.matching:,} matching ({result.size:,} images) in "
+                    f"<b>{html.escape(result.collection)}</b>")
+    if result.where is not None and result.where.min_band:
+        parts.append(f"{html.escape(result.where.min_band)} or closer")
     if result.reused:
         parts.append("stored vector, model not run")
     elif result.ms("embed") == 0:

@@ -16,7 +16,7 @@ from tests.helpers import spy_load_image
 
 pytestmark = pytest.mark.slow
 
-HIT_KEYS = {"rank", "id", "label", "score", "file", "thumbnail_url"}
+HIT_KEYS = {"rank", "id", "label", "score", "band", "file", "meta", "thumbnail_url"}
 
 
 @pytest.fixture(scope="module")

@@ -126,3 +126,18 @@ def test_watching_needs_a_folder_under_a_root(lib, tmp_path):
     outside = handlers(tmp_path, tmp_path / "outside").library
     with pytest.raises(AppError, match="not under a library root"):
         outside.watch("trip", True)
+
+
+def test_several_roots_are_browsed_one_at_a_time(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    (a / "x").mkdir(parents=True)
+    (b / "y" / "z").mkdir(parents=True)
+    config = Config(indexes_dir=tmp_path / "indexes", features_dir=tmp_path / "features",
+                    cache_dir=tmp_path / "cache", workers=0, library_roots=(a, b))
+    h = Handlers(SearchService(config, embedder=FakeEmbedder()), config, work_dir=tmp_path / "q")
+    lib = h.library
+    assert lib.browse("").folder == str(a.resolve()) and lib.browse("").subfolders == ["x"]
+    y = lib.browse(str(b), "y")
+    assert y.subfolders == ["z"] and lib.browse(y.folder, up=True).folder == str(b.resolve())
+    assert lib.browse(str(b), up=True).folder == str(b.resolve())  # b's root: not up into tmp_path
+    assert "`" + str(a) + "`, `" + str(b) + "`" in lib.roots_md()

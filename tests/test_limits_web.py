@@ -50,7 +50,10 @@ def test_limits_reach_the_search_and_stay_with_the_session(mine, tmp_path):
     assert "same photo or closer" in view.status and s.results and all(hit.score >= 0.95 for hit in s.results)
     before = s.where
     bad = h.limits.on_limits("", "2021-13-01", "", "", ANY_BAND, "mine", 5, s)
-    assert "is not a date" in bad.message and bad.results is SKIP and s.where is before  # nothing changed
+    assert "Taken since: '2021\\-13\\-01' is not a date" in bad.message and "YYYY\\-MM\\-DD" in bad.message
+    assert bad.results is SKIP and s.where is before  # nothing changed
+    later = h.limits.on_limits("", "2021-02-01", "2021-01-01", "", ANY_BAND, "mine", 5, s)
+    assert "is after" in later.message and s.where is before
     h.limits.on_limits("", "", "", "", ANY_BAND, "mine", 5, s)
     assert s.where is None and "36 images" in h.session.on_k(4, "mine", s).status
 

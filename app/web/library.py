@@ -9,7 +9,10 @@ while it runs. The page polls :meth:`LibraryHandlers.progress_html` (a ``gr.Time
 :mod:`app.web.library_tab`) for its progress (phase, done/total, images/s, ETA); Cancel stops it between
 steps, leaving the collection as it was.
 Every change goes through :mod:`app.service.library` (locked, atomic, mirrored to Milvus with
-``--backend milvus``); errors become one-line messages here.
+``--backend milvus``); errors become one-line messages in the tab's guards. A folder is chosen by
+browsing under the roots (:mod:`app.web.library_browse`) or typed; the table and a collection's details
+come from :mod:`app.web.library_info`; the "Watch this folder" switch starts and stops a
+:class:`~app.service.watch.FolderWatcher` thread (:mod:`app.web.library_watch`).
 """
 
 from __future__ import annotations

@@ -12,10 +12,12 @@ again. Bad dates or an unknown band are the service's typed errors, shown as one
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import gradio as gr
 
+from app.errors import AppError
 from app.service.filters import BAND_NAMES, SearchFilter, parse_filter
 from app.web.context import Context
 from app.web.guarded import guarded
@@ -64,9 +66,20 @@ def limit_filter(folder: str | None, since: str | None, until: str | None, camer
                  min_band: str | None) -> SearchFilter | None:
     """The filter the fields describe (None: no limit); the service's typed error when one is invalid."""
     band = None if not min_band or min_band == ANY_BAND else min_band
+    for value, label in ((since, "Taken since"), (until, "Taken until")):  # the page's names, not the CLI's flags
+        if value and value.strip() and not _is_day(value.strip()):
+            raise AppError(f"{label}: {value.strip()!r} is not a date; write it as YYYY-MM-DD (e.g. 2020-01-01).")
     where = parse_filter(since=since or None, until=until or None, folder=folder or None, camera=camera or None,
                          min_band=band)
     return where if where.selects or where.min_band else None
+
+
+def _is_day(text: str) -> bool:
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 
 def limits_line(where: SearchFilter | None) -> str:

@@ -102,6 +102,7 @@ def test_the_watch_switch_keeps_the_collection_current_and_stops(lib):
     lib, root = lib
     lib.index_now(str(root / "trip"), "trip")
     assert "Watching" in lib.watch("trip", True)
+    assert lib.watchers._watches["trip"].watcher._embedder is lib.ctx.service.embedder  # built with the app's model
     assert lib.watchers.watching("trip") and {r[0]: r for r in lib.rows()}["trip"][6] == "yes"
     assert wait_for(lambda: lib.watchers.status_line("trip").startswith("watching")), lib.watchers.status_line("trip")
     synthetic_image(2, 50, seed=5).save(root / "trip" / "dots" / "new.jpg")

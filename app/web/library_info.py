@@ -115,3 +115,9 @@ def folder_of(ctx: Context, name: str) -> Path | None:
     m = _manifest(ctx, name)
     folder = (m.image_root or m.dataset_root) if m is not None else None
     return Path(folder) if folder else None
+
+
+def built_with(ctx: Context, name: str) -> tuple[str, str] | None:
+    """The (model, weights id) ``name`` was built with (None when its manifest cannot be read)."""
+    m = _manifest(ctx, name)
+    return (m.model_name, m.weights_id) if m is not None else None

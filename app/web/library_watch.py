@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from app.errors import AppError
 from app.service.watch import FolderWatcher, WatchStatus
 from app.web.context import Context
+from app.web.library_info import built_with
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +58,9 @@ class Watchers:
             current = self._watches.get(name)
             if current is not None and current.thread.is_alive():
                 return f"{name} is watched already."
-            embedder = self.ctx.service.embedder
+            embedder = self.ctx.service.embedder  # the app's model, when the collection was built with it
             watcher = FolderWatcher(self.ctx.config, name, on_status=lambda s: self._seen(name, s),
-                                    embedder=embedder if _same_model(watcher_model(self.ctx, name), embedder) else None)
+                                    embedder=embedder if built_with(self.ctx, name) == _model_of(embedder) else None)
             watch = Watch(watcher, threading.Thread(target=self._run, args=(name,), name=f"watch-{name}", daemon=True))
             self._watches[name] = watch
             if not self._atexit:
@@ -109,10 +110,5 @@ class Watchers:
         return f"{s.state}: {s.message}" + (f" ({s.changes} changes applied)" if s.changes else "")
 
 
-def watcher_model(ctx: Context, name: str) -> str:
-    info = ctx.info(name)
-    return info.model if info is not None else ""
-
-
-def _same_model(model: str, embedder) -> bool:
-    return bool(model) and model == embedder.model.name
+def _model_of(embedder) -> tuple[str, str]:
+    return embedder.model.name, embedder.weights_id

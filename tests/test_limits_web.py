@@ -48,6 +48,8 @@ def test_limits_reach_the_search_and_stay_with_the_session(mine, tmp_path):
     assert "of 2 matching" in view.status and sorted(h.path for h in s.results) == ["trips/t0.jpg", "trips/t1.jpg"]
     view = h.limits.on_limits("", "", "", "", "same photo", "mine", 5, s)
     assert "same photo or closer" in view.status and s.results and all(hit.score >= 0.95 for hit in s.results)
+    none = h.limits.on_limits("nowhere", "", "", "", ANY_BAND, "mine", 5, s)
+    assert none.results == [] and "of 0 matching" in none.status and "No image passes the limits" in none.message
     before = s.where
     bad = h.limits.on_limits("", "2021-13-01", "", "", ANY_BAND, "mine", 5, s)
     assert "Taken since: '2021\\-13\\-01' is not a date" in bad.message and "YYYY\\-MM\\-DD" in bad.message

@@ -19,7 +19,7 @@ from app.web.gallery import caption, history_items, result_items
 from app.web.query import Query
 from app.web.session import Session
 from app.web.signature import signature
-from app.web.text import md_escape, missing_md, status_html
+from app.web.text import md_escape, missing_md, nothing_within_md, status_html
 from app.web.view import SKIP, View
 
 
@@ -74,7 +74,7 @@ class QueryRunner:
             query_image=query.path if show_in_query_image else SKIP,
             results=items,
             status=status_html(result, self.ctx.engine(), session.seq),
-            message=missing_md(missing, name),
+            message=missing_md(missing, name) or nothing_within_md(result),
             last=query.path,
             last_caption=f"**Last searched:** {md_escape(query.label)}",
             history=history_items(thumbs, session.history),

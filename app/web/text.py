@@ -62,3 +62,13 @@ def missing_md(missing: list[Hit], collection: str) -> str:
     return (f"⚠️ {n} result image{'s are' if n > 1 else ' is'} missing on disk or unreadable ({names}); "
             f"{'they show' if n > 1 else 'it shows'} as a placeholder. Rebuild {md_escape(collection)} "
             "to bring the collection up to date.")
+
+
+def nothing_within_md(result: QueryResult) -> str:
+    """The message when a limited search found nothing (the limits say why), else ""."""
+    if result.hits or result.where is None:
+        return ""
+    if result.matching == 0:
+        return "⚠️ No image passes the limits (*Limit to*): widen the folder, dates or camera."
+    return (f"⚠️ No result is {md_escape(result.where.min_band or '')} or closer: lower *At least* under "
+            "*Limit to*.")

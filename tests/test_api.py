@@ -16,7 +16,7 @@ from tests.helpers import spy_load_image
 
 pytestmark = pytest.mark.slow
 
-HIT_KEYS = {"rank", "id", "label", "score", "file", "thumbnail_url"}
+HIT_KEYS = {"rank", "id", "label", "score", "band", "file", "meta", "thumbnail_url"}
 
 
 @pytest.fixture(scope="module")
@@ -99,12 +99,12 @@ def test_one_decode_per_new_query_through_the_api(api, monkeypatch):
 
 def test_rerank_false_gives_the_raw_neighbours_sorted_by_cosine(api):
     client, *_ = api
-    raw = client.predict("shapes", 7, 8, False, api_name="/search_item")["hits"]
+    raw = client.predict("shapes", 7, 8, rerank=False, api_name="/search_item")["hits"]
     default = client.predict("shapes", 7, 8, api_name="/search_item")["hits"]
     assert [h["score"] for h in raw] == sorted((h["score"] for h in raw), reverse=True)
     assert raw[0]["id"] == default[0]["id"] == 7
     assert {h["id"]: h["score"] for h in default}.items() <= {  # the same raw cosines, re-ranked order
-        h["id"]: h["score"] for h in client.predict("shapes", 7, 20, False, api_name="/search_item")["hits"]}.items()
+        h["id"]: h["score"] for h in client.predict("shapes", 7, 20, rerank=False, api_name="/search_item")["hits"]}.items()
 
 
 def test_collections_lists_count_model_and_status(api):

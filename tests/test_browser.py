@@ -135,7 +135,7 @@ def test_upload_shows_k_results(page, app_server):
     time.sleep(0.3)
     assert sent == ["upload", "queue/join"], sent  # one upload, one event: one search
     caps = captions(page)
-    assert len(caps) == 5 and all(c.count(" · ") == 2 for c in caps)
+    assert len(caps) == 5 and all(c.count(" · ") == 3 for c in caps)  # label · band · score · file
     assert "embed" in page.locator("#status").inner_text()
     assert "UNTRAINED" in page.locator("#ris-notice").inner_text()
     assert settle(spy) - before_calls == 1  # one model run for one new image

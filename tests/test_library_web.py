@@ -80,7 +80,9 @@ def test_index_a_folder_in_the_background_then_search_it(setup, monkeypatch):
     assert "Skipped 1" in summary and "notes\\.jpg" in summary  # Markdown-escaped
     assert "Finished" in lib.progress_html()
     rows = {r[0]: r for r in lib.rows()}
-    assert rows["trip"][1:] == [12, "resnet50", "ready"]
+    assert rows["trip"][1:4] == [12, "resnet50", "ready"]
+    assert rows["trip"][4] == str((root / "trip").resolve()) and rows["trip"][6:] == ["no", 1]
+    assert rows["trip"][5][:2] == "20"  # the last update: YYYY-MM-DD HH:MM
     assert ("trip · 12 images · resnet50", "trip") in h.collections.collection_choices()
     s = h.collections.initial_session("trip")
     view = h.queries.on_example(0, "trip", 5, s)
@@ -132,17 +134,17 @@ def test_manage_add_delete_rename_drop(setup):
     lib = h.library
     lib.index_now(str(root / "trip"), "trip")
     make_image_folder(root / "more", classes=("dots",), per_class=2, seed=9)
-    assert "added 2" in lib.manage("trip", "add a file or folder", str(root / "more"))
+    assert "added 2" in lib.add_text("trip", str(root / "more"))
     assert lib.count("trip") == 14
-    assert "removed 2" in lib.manage("trip", "delete ids or paths", "0, 1")
+    assert "removed 2" in lib.delete_text("trip", "0, 1")
     assert lib.count("trip") == 12
     with pytest.raises(AppError, match="confirm"):
-        lib.manage("trip", "drop", "nope")
-    assert "Renamed trip to holiday" in lib.manage("trip", "rename to", "holiday")
-    assert "Dropped holiday" in lib.manage("holiday", "drop", "holiday")
+        lib.drop_text("trip", "nope")
+    assert "Renamed trip to holiday" in lib.rename_text("trip", "holiday")
+    assert "Dropped holiday" in lib.drop_text("holiday", "holiday")
     assert "holiday" not in {r[0] for r in lib.rows()}
     with pytest.raises(AppError, match="not under a library root"):
-        lib.manage("caltech101", "add a file or folder", "/etc")
+        lib.add_text("caltech101", "/etc")
 
 
 @pytest.mark.slow

@@ -109,8 +109,8 @@ def test_search_by_image_gives_k_results_with_captions(h, spy, query_img):
     assert len(view.results) == 5
     for (path, cap), hit in zip(view.results, s.results, strict=True):
         assert Path(path).is_file() and Path(path).is_relative_to(h.ctx.thumbs.root)  # a thumbnail, not the file
-        label, score, name = cap.split(" · ")
-        assert label in ("circles", "stripes", "squares", "checks")
+        label, band, score, name = cap.split(" · ")
+        assert label in ("circles", "stripes", "squares", "checks") and band == hit.band
         assert -1.0 <= float(score) <= 1.0001
         assert name == Path(hit.path).name
     assert "embed" in view.status and "ms" in view.status and "24 images" in view.status

@@ -18,7 +18,6 @@ from app.config import PROJECT_ROOT
 from app.service.search import SearchService
 from app.web.handlers import Handlers
 from app.web.layout import build_page, build_ui
-from app.web.library import ACTIONS
 from app.web.outputs import SearchOutputs
 from app.web.view import View
 from tests.fakes import SpyEmbedder
@@ -126,7 +125,11 @@ ELEM_IDS = {"crop-src", "ris-header-row", "ris-header", "collection", "ris-notic
             "compare", "tab-examples", "examples", "more-examples", "tab-history", "last", "last-caption",
             "last-to-query", "query-to-last", "history", "api-search-file", "tab-collections", "lib-table",
             "lib-roots", "lib-folder", "lib-name", "lib-model", "lib-index", "lib-cancel", "lib-progress", "lib-summary",
-            "lib-collection", "lib-action", "lib-arg", "lib-apply", "tab-duplicates", "dup-collection", "dup-tier",
+            "lib-root", "lib-up", "lib-browse", "lib-collection", "lib-details", "lib-watch", "lib-watch-status",
+            "lib-skipped-box", "lib-skipped", "lib-add-use-folder",
+            *(f"lib-{c}{part}" for c in ("add", "delete", "rename", "drop") for part in ("", "-arg", "-msg")),
+            "limits", "limit-folder", "limit-since", "limit-until", "limit-camera", "limit-band", "limit-apply",
+            "tab-duplicates", "dup-collection", "dup-tier",
             "dup-strictness", "dup-find", "dup-roots", "dup-status", "dup-groups", "dup-members", "dup-left",
             "dup-right", "dup-compare", "dup-facts", "dup-keep", "dup-clean", "dup-undo", "dup-confirm-box",
             "dup-confirm-text", "dup-confirm", "dup-cancel"}
@@ -139,6 +142,8 @@ EVENTS = {("query", "upload"): "on_upload", ("crop", "click"): "on_crop_open",
           ("results", "select"): "on_result", ("history", "select"): "on_history",
           ("compare-pick", "input"): "on_compare", ("last-to-query", "click"): "on_use_last",
           ("api-search-file", "click"): "search_file",
+          **{(f"limit-{c}", "submit"): "on_limits" for c in ("folder", "since", "until", "camera")},
+          ("limit-band", "input"): "on_limits", ("limit-apply", "click"): "on_limits",
           ("tab-duplicates", "select"): "refresh_choices", ("dup-find", "click"): "start", (None, "tick"): "poll",
           ("dup-groups", "select"): "on_group", ("dup-members", "select"): "on_member", ("dup-left", "input"): "on_pair",
           ("dup-right", "input"): "on_pair", ("dup-clean", "click"): "on_ask", ("dup-confirm", "click"): "on_clean",
@@ -172,7 +177,10 @@ def test_build_ui_lays_out_and_wires_every_component(small_collection, embedder,
     public2 = {dep.api_name for dep in demo2.fns.values() if dep.api_visibility == "public"}
     assert public2 == public | {"index_folder", "count", "add", "delete", "rename", "drop"}
     wired2 = {(demo2.blocks[b].elem_id, ev) for dep in demo2.fns.values() for b, ev in dep.targets}
-    assert {("lib-index", "click"), ("lib-cancel", "click"), ("lib-apply", "click")} <= wired2
+    assert {("lib-index", "click"), ("lib-cancel", "click"), ("lib-browse", "input"), ("lib-up", "click"),
+            ("lib-watch", "input"), ("lib-collection", "change"), ("lib-add-use-folder", "click")} <= wired2
+    for change in ("add", "delete", "rename", "drop"):  # each change: its own button (and Enter in its box)
+        assert {(f"lib-{change}", "click"), (f"lib-{change}-arg", "submit")} <= wired2
 
 
 def test_the_query_image_hands_over_the_file_undecoded(tmp_path):
@@ -215,7 +223,7 @@ def test_search_events_answer_dicts_keyed_by_their_outputs(small_collection, emb
     assert len(_ids(out.components)) == len(set(_ids(out.components)))
     events = _events(demo)
     search = [dep for dep in demo.fns.values() if dep.concurrency_id == "search"]
-    assert len(search) == 14
+    assert len(search) == 15
     for dep in search:
         assert _ids(dep.outputs) == _ids(out.components)
     session, outputs = h.collections.initial_session("shapes"), set(_ids(out.components))
@@ -238,22 +246,36 @@ def test_search_events_answer_dicts_keyed_by_their_outputs(small_collection, emb
 def test_collections_tab_events_answer_dicts_keyed_by_their_outputs(small_collection, embedder, tmp_path):
     config, _, _ = small_collection
     config = config.with_(library_roots=(tmp_path,))
+    (tmp_path / "album" / "2021").mkdir(parents=True)
     h = Handlers(SearchService(config, embedder=SpyEmbedder(embedder)), config, work_dir=tmp_path / "q")
     demo, page = build_page(h)
     events, tab = _events(demo), page.library
-    apply = events[("lib-apply", "click")]
-    answer = apply.fn("shapes", ACTIONS[3], "not the name")  # drop, unconfirmed: a message, nothing dropped
-    assert _ids(answer) == _ids(apply.outputs) == _ids([tab.summary, tab.table, tab.collection,
-                                                        page.header.collection])
-    assert "give its name again" in answer[tab.summary] and "shapes" in [row[0] for row in answer[tab.table]]
+    drop = events[("lib-drop", "click")]
+    answer = drop.fn("shapes", "not the name")  # unconfirmed: its own message, nothing dropped
+    assert set(_ids(answer)) <= set(_ids(drop.outputs))
+    assert set(_ids(drop.outputs)) == set(_ids([tab.drop.message, tab.table, tab.collection, page.header.collection,
+                                               tab.drop.arg]))
+    assert "give its name again" in answer[tab.drop.message] and "shapes" in [row[0] for row in answer[tab.table]]
+    assert tab.drop.arg not in answer  # the box keeps what was typed
     cancel = events[("lib-cancel", "click")]
     assert cancel.fn() == {tab.summary: "Nothing is being indexed."} and _ids(cancel.outputs) == [tab.summary._id]
-    tick = next(dep for dep in demo.fns.values() if any(ev == "tick" for _, ev in dep.targets))
+    tick = next(dep for dep in demo.fns.values() if any(ev == "tick" for _, ev in dep.targets)
+                and tab.timer._id in _ids(dep.outputs))
     polled = tick.fn()  # no job: the last state, the timer off, the table and menus read again
     assert set(_ids(polled)) == set(_ids(tick.outputs))
     start = events[("lib-index", "click")]
     started = start.fn(str(tmp_path / "nowhere"), "x", "")
     assert set(_ids(started)) == set(_ids(start.outputs)) and "does not exist" in started[tab.summary]
+    browse = events[("lib-browse", "input")]
+    into = browse.fn(str(tmp_path), "album")
+    assert set(_ids(into)) <= set(_ids(browse.outputs)) and into[tab.folder] == str((tmp_path / "album").resolve())
+    assert into[tab.browse].choices == [("2021", "2021")]
+    up = events[("lib-up", "click")].fn(into[tab.folder])
+    assert up[tab.folder] == str(tmp_path.resolve())
+    shown = events[("lib-collection", "change")]
+    picked = shown.fn("shapes")
+    assert set(_ids(picked)) == set(_ids(shown.outputs)) and picked[tab.watch] is False
+    assert "shapes" in picked[tab.details] and "not watched" in picked[tab.details]
 
 
 def test_duplicates_tab_events_answer_dicts_keyed_by_their_outputs(tmp_path):

@@ -5,8 +5,13 @@ Every endpoint answers JSON-able values. A search answers::
     {"collection": "caltech101", "model": "efficientnet-lite0", "weights_id": "...", "engine": "...",
      "k": 5, "query": "...", "timings_ms": {"hash": ..., "decode": ..., "copy": ..., "preprocess": ...,
                                           "embed": ..., "search": ..., "total": ...},
-     "hits": [{"rank": 1, "id": 42, "label": "cup", "score": 0.91, "file": "cup/image_0001.jpg",
+     "hits": [{"rank": 1, "id": 42, "label": "cup", "score": 0.91, "band": "very similar",
+               "file": "cup/image_0001.jpg", "meta": {"taken": "2021-06-01T12:00:00", "camera": "..."},
                "thumbnail_url": "/gradio_api/file=..."}, ...]}
+
+The search endpoints take optional limits after their old arguments (``folder``, ``since``, ``until``:
+YYYY-MM-DD, ``camera``, ``min_band``: "same photo", "very similar" or "similar"; empty: no limit); a
+limited search's answer adds ``filter`` (the limits) and ``matching`` (how many items passed them).
 
 ``file`` is the image's path relative to the collection's folder; ``thumbnail_url`` is relative to
 the app's address (a 256 px JPEG the app renders: the collection's own files are never served). No
@@ -29,6 +34,7 @@ import gradio as gr
 
 from app.errors import AppError
 from app.net.fetch import fetch_url
+from app.service.filters import SearchFilter, parse_filter
 from app.service.search import QueryResult
 from app.web.components import QueryImageInput
 from app.web.context import Context
@@ -71,27 +77,32 @@ class ApiHandlers:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
-    def search_file(self, image: str | bytes | None, collection: str, k: int) -> dict[str, Any]:
-        """Search ``collection`` for the ``k`` images most similar to an uploaded image file."""
+    def search_file(self, image: str | bytes | None, collection: str, k: int, *limits: str | None) -> dict[str, Any]:
+        """Search ``collection`` for the ``k`` images most similar to an uploaded image file; optionally
+        limited to a sub-folder, capture dates (since, until: YYYY-MM-DD), a camera, and hits at or above
+        a band (min_band: "same photo", "very similar", "similar")."""
         if image is None:
             raise _missing("an image file")
-        name = self.ctx.searchable(collection)
-        return self.answer(self.ctx.service.search_new_image(image, name, k), "uploaded image")
+        name, where = self.ctx.searchable(collection), api_filter(*limits)
+        return self.answer(self.ctx.service.search_new_image(image, name, k, where=where), "uploaded image")
 
-    def search_url(self, url: str, collection: str, k: int, rerank: bool = True) -> dict[str, Any]:
-        """Fetch an image URL (http/https; private and local addresses are refused) and search with it."""
+    def search_url(self, url: str, collection: str, k: int, *limits: str | None, rerank: bool = True) -> dict[str, Any]:
+        """Fetch an image URL (http/https; private and local addresses are refused) and search with it;
+        the same optional limits as ``/search_file``."""
         url = (url or "").strip()
         if not url:
             raise _missing("an image URL")
-        name = self.ctx.searchable(collection)
+        name, where = self.ctx.searchable(collection), api_filter(*limits)
         config = self.ctx.config
         data = fetch_url(url, allow_loopback=config.allow_loopback_urls, max_bytes=config.max_upload_bytes)
-        return self.answer(self.ctx.service.search_new_image(data, name, k, rerank=_rerank(rerank)), url)
+        return self.answer(self.ctx.service.search_new_image(data, name, k, where=where, rerank=_rerank(rerank)), url)
 
-    def search_item(self, collection: str, item_id: int, k: int, rerank: bool = True) -> dict[str, Any]:
-        """Search with an item of ``collection`` (its stored vector: no model run)."""
-        name = self.ctx.searchable(collection)
-        result = self.ctx.service.search_item(name, int(item_id), k, rerank=_rerank(rerank))
+    def search_item(self, collection: str, item_id: int, k: int, *limits: str | None, rerank: bool = True
+                    ) -> dict[str, Any]:
+        """Search with an item of ``collection`` (its stored vector: no model run); the same optional limits
+        as ``/search_file``."""
+        name, where = self.ctx.searchable(collection), api_filter(*limits)
+        result = self.ctx.service.search_item(name, int(item_id), k, where=where, rerank=_rerank(rerank))
         return self.answer(result, f"item {int(item_id)} of {name}")
 
     def collections(self) -> list[dict[str, Any]]:
@@ -111,13 +122,23 @@ class ApiHandlers:
 
     def answer(self, result: QueryResult, query: str) -> dict[str, Any]:
         embedder = self.ctx.service.embedder
-        hits = [{"rank": h.rank, "id": h.id, "label": h.label, "score": round(h.score, 6), "path": h.path,
+        hits = [{"rank": h.rank, "id": h.id, "label": h.label, "score": round(h.score, 6), "band": h.band,
+                 "path": h.path, "meta": h.meta,
                  "thumbnail_url": f"/gradio_api/file={self.ctx.thumbs.thumb(h.abs_path).path}"}
                 for h in result.hits]
+        limited = {"filter": result.where.to_json(), "matching": result.matching} if result.where is not None else {}
         return {"collection": result.collection, "model": embedder.model.name, "weights_id": embedder.weights_id,
                 "engine": embedder.engine, "k": len(hits), "query": query,
                 "timings_ms": {stage: round(ms, 3) for stage, ms in result.timings_ms.items()},
-                "hits": hits}
+                "hits": hits, **limited}
+
+
+def api_filter(folder: str | None = None, since: str | None = None, until: str | None = None,
+               camera: str | None = None, min_band: str | None = None) -> SearchFilter | None:
+    """The search endpoints' optional limits as a filter (None when none is given); empty means none."""
+    where = parse_filter(folder=folder or None, since=since or None, until=until or None, camera=camera or None,
+                         min_band=min_band or None)
+    return where if where.selects or where.min_band else None
 
 
 def _rerank(rerank: bool) -> bool | None:
@@ -127,6 +148,10 @@ def _rerank(rerank: bool) -> bool | None:
 
 def _missing(what: str) -> AppError:
     return AppError(f"Give {what}.")
+
+
+# The search endpoints' optional limits, after their old arguments (app.service.filters).
+LIMITS = ("folder", "since", "until", "camera", "min_band")
 
 
 # -- the endpoints: names, arguments, and the Gradio wiring (called inside the page's Blocks) ---------
@@ -144,19 +169,22 @@ def wire_api(api: ApiHandlers, lib: LibraryHandlers | None = None, dups: Duplica
         image = QueryImageInput(type="filepath", image_mode=None, label="image", sources=["upload"])
         collection = gr.Textbox(label="collection")
         k = gr.Number(value=5, precision=0, label="k", minimum=1)
+        limits = [gr.Textbox(value="", label=name) for name in LIMITS]  # optional, last: old calls still work
         out = gr.JSON(label="result")
         trigger = gr.Button("search_file", elem_id="api-search-file")
     endpoint = dict(concurrency_id="api", concurrency_limit=API_CONCURRENCY, api_visibility="public")
-    trigger.click(api_errors(api.search_file), [image, collection, k], out, api_name="search_file",
+    trigger.click(api_errors(api.search_file), [image, collection, k, *limits], out, api_name="search_file",
                   api_description=api.search_file.__doc__, show_progress="hidden", **endpoint)
 
     @api_errors
-    def search_url(url: str, collection: str, k: int = 5, rerank: bool = True) -> dict:
-        return api.search_url(url, collection, k, rerank)
+    def search_url(url: str, collection: str, k: int = 5, folder: str = "", since: str = "", until: str = "",
+                   camera: str = "", min_band: str = "", rerank: bool = True) -> dict:
+        return api.search_url(url, collection, k, folder, since, until, camera, min_band, rerank=rerank)
 
     @api_errors
-    def search_item(collection: str, item_id: int, k: int = 5, rerank: bool = True) -> dict:
-        return api.search_item(collection, item_id, k, rerank)
+    def search_item(collection: str, item_id: int, k: int = 5, folder: str = "", since: str = "", until: str = "",
+                    camera: str = "", min_band: str = "", rerank: bool = True) -> dict:
+        return api.search_item(collection, item_id, k, folder, since, until, camera, min_band, rerank=rerank)
 
     @api_errors
     def collections() -> list:

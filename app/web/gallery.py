@@ -11,7 +11,8 @@ from app.web.query import Query
 
 
 def caption(hit: Hit) -> str:
-    return f"{hit.label} · {hit.score:.3f} · {Path(hit.path).name}"
+    """``label · band · score · file``: the band a person reads beside the raw cosine."""
+    return f"{hit.label} · {hit.band} · {hit.score:.3f} · {Path(hit.path).name}"
 
 
 def example_caption(hit: Hit) -> str:

@@ -4,7 +4,8 @@ is where the core's typed errors become messages for people (the API's endpoints
 :func:`app.web.api.api_errors`); no traceback ever reaches the browser.
 
 * :func:`guarded`: for the methods of a handler group, which answer a :class:`~app.web.view.View`;
-* :func:`guarded_text`: for the Collections tab's actions, which answer one line of Markdown.
+* :func:`guarded_text`: for the Collections tab's actions, which answer one line of Markdown;
+* :func:`guarded_answer`: for its events that answer a dict (the error's line goes where ``answer`` puts it).
 """
 
 from __future__ import annotations
@@ -49,15 +50,21 @@ def guarded(action: str, answer: Callable[[str], Any] | None = None) -> Callable
 
 def guarded_text(fn: Callable[..., str]) -> Callable[..., str]:
     """``fn``'s one-line answer; a typed error's message, or a generic one (the traceback is logged)."""
+    return guarded_answer(fn, lambda line: line)
+
+
+def guarded_answer(fn: Callable[..., Any], answer: Callable[[str], Any]) -> Callable[..., Any]:
+    """``fn``'s answer; on an error, what ``answer`` makes of the error's line (Markdown): a typed error's
+    message, or a generic one (the traceback is logged). For the Collections tab's events."""
 
     @functools.wraps(fn)
-    def wrapper(*args: Any) -> str:
+    def wrapper(*args: Any) -> Any:
         try:
             return fn(*args)
         except AppError as exc:
-            return error_md(exc.user_message())
+            return answer(error_md(exc.user_message()))
         except Exception:  # noqa: BLE001 - the page gets a message, the log the traceback
-            log.exception("Collections tab: %s failed", fn.__name__)
-            return error_md("Something went wrong. The details are in the server log.")
+            log.exception("Collections tab: %s failed", getattr(fn, "__name__", "an event"))
+            return answer(error_md("Something went wrong. The details are in the server log."))
 
     return wrapper

@@ -8,6 +8,7 @@
   history, compare, "Back to the query");
 * ``collections`` (:class:`app.web.collections.CollectionHandlers`): the collection menu, start-up texts,
   examples;
+* ``limits`` (:class:`app.web.limits.LimitHandlers`): the query panel's "Limit to" filter;
 * ``library`` (:class:`app.web.library.LibraryHandlers`): the Collections tab (index a folder, manage
   collections);
 * ``duplicates`` (:class:`app.web.duplicates.DuplicateHandlers`): the Duplicates tab (find, compare, clean
@@ -30,6 +31,7 @@ from app.web.collections import CollectionHandlers
 from app.web.context import Context
 from app.web.duplicates import DuplicateHandlers
 from app.web.library import LibraryHandlers
+from app.web.limits import LimitHandlers
 from app.web.queries import QueryHandlers
 from app.web.runner import QueryRunner
 from app.web.session_handlers import SessionHandlers
@@ -45,6 +47,7 @@ class Handlers:
         self.queries = QueryHandlers(self.ctx, runner)
         self.session = SessionHandlers(self.ctx, runner)
         self.collections = CollectionHandlers(self.ctx, runner)
+        self.limits = LimitHandlers(self.ctx, runner)
         self.library = LibraryHandlers(self.ctx)
         self.duplicates = DuplicateHandlers(self.ctx)
         self.api = ApiHandlers(self.ctx)

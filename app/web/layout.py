@@ -23,6 +23,8 @@ Events, and why:
   event): an explicit search of the query image.
 * k slider: ``release`` / ``change`` (one event, the last one wins); collection dropdown: ``change``;
   compare picker: ``input``.
+* "Limit to" (:mod:`app.web.limits`): its Apply button, Enter in its boxes and its band menu (one event)
+  keep the limits in the session and search the query on screen again with them.
 * the Collections and Duplicates tabs: their own events, outside the search group
   (:func:`app.web.library_tab.wire_collections_tab`, :func:`app.web.duplicates_tab.wire_duplicates_tab`).
 """
@@ -38,6 +40,7 @@ from app.web.duplicates_tab import duplicates_tab, wire_duplicates_tab
 from app.web.gallery import example_items
 from app.web.handlers import Handlers
 from app.web.library_tab import collections_tab, wire_collections_tab
+from app.web.limits import LimitHandlers, limit_panel
 from app.web.outputs import SearchOutputs
 from app.web.page import Page, examples_tab, header, history_tab, query_panel, results_panel
 from app.web.queries import QueryHandlers
@@ -61,6 +64,7 @@ def build_page(h: Handlers) -> tuple[gr.Blocks, Page]:
         with gr.Row(equal_height=False):
             with gr.Column(scale=5, min_width=340):
                 query = query_panel(h.config, crop_src)
+                limits = limit_panel()
             with gr.Column(scale=7, min_width=420):
                 results = results_panel(h.collections.idle_status(default))
         with gr.Tabs():
@@ -68,7 +72,7 @@ def build_page(h: Handlers) -> tuple[gr.Blocks, Page]:
             history = history_tab()
             library = collections_tab(h.library)
             dups = duplicates_tab(h.duplicates)
-        page = Page(session, top, query, results, examples, history, library, dups)
+        page = Page(session, top, query, results, examples, history, library, dups, limits)
         _wire(page, h)
         wire_collections_tab(library, h.library, top.collection, h.collections.collection_choices)
         wire_duplicates_tab(dups, h.duplicates)
@@ -86,6 +90,7 @@ def _wire(page: Page, h: Handlers) -> None:
     _wire_queries(page, h.queries, out, ev)
     _wire_session(page, h.session, out, ev)
     _wire_collections(page, h.collections, out, ev)
+    _wire_limits(page, h.limits, out, ev)
 
 
 def _wire_queries(page: Page, q: QueryHandlers, out: SearchOutputs, ev: dict) -> None:
@@ -115,3 +120,11 @@ def _wire_collections(page: Page, c: CollectionHandlers, out: SearchOutputs, ev:
     collection = page.header.collection
     collection.change(out.event(c.on_collection), [collection, page.query.k, page.session], **ev)
     page.examples.more.click(out.event(c.on_more_examples), [collection, page.session], **ev)
+
+
+def _wire_limits(page: Page, lh: LimitHandlers, out: SearchOutputs, ev: dict) -> None:
+    lim = page.limits
+    triggers = [lim.apply.click, lim.folder.submit, lim.since.submit, lim.until.submit, lim.camera.submit,
+                lim.min_band.input]
+    gr.on(triggers, out.event(lh.on_limits), [*lim.fields, page.header.collection, page.query.k, page.session],
+          **ev)

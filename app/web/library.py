@@ -9,7 +9,10 @@ while it runs. The page polls :meth:`LibraryHandlers.progress_html` (a ``gr.Time
 :mod:`app.web.library_tab`) for its progress (phase, done/total, images/s, ETA); Cancel stops it between
 steps, leaving the collection as it was.
 Every change goes through :mod:`app.service.library` (locked, atomic, mirrored to Milvus with
-``--backend milvus``); errors become one-line messages here.
+``--backend milvus``); errors become one-line messages in the tab's guards. A folder is chosen by
+browsing under the roots (:mod:`app.web.library_browse`) or typed; the table and a collection's details
+come from :mod:`app.web.library_info`; the "Watch this folder" switch starts and stops a
+:class:`~app.service.watch.FolderWatcher` thread (:mod:`app.web.library_watch`).
 """
 
 from __future__ import annotations
@@ -28,12 +31,12 @@ from app.errors import AppError, OperationCancelled
 from app.service import library
 from app.service.progress import Progress
 from app.web.context import Context
+from app.web.library_browse import Place, go_into, go_up, place
+from app.web.library_info import code_span, collection_rows, folder_of
+from app.web.library_watch import Watchers
 from app.web.text import md_escape
 
 log = logging.getLogger(__name__)
-
-ACTIONS = ("add a file or folder", "delete ids or paths", "rename to", "drop")
-
 
 class LibraryRootError(AppError):
     """A path outside the library roots, or indexing from the page is off."""
@@ -80,6 +83,7 @@ class LibraryHandlers:
         self.ctx = ctx
         self.roots: tuple[Path, ...] = tuple(Path(r) for r in ctx.config.library_roots)
         self.job: Job | None = None
+        self.watchers = Watchers(ctx)
         self._lock = threading.Lock()
 
     @property
@@ -88,21 +92,15 @@ class LibraryHandlers:
 
     # -- the table -----------------------------------------------------------------------------------
     def rows(self) -> list[list[Any]]:
-        self.ctx.refresh()
-        running = self.ctx.running_model
-        out = []
-        for info in self.ctx.infos:
-            status = "ready" if info.ready else (f"built with {info.model}" if info.model and info.model != running
-                                                 else "not built")
-            out.append([info.name, info.size if info.ready else 0, info.model or "", status])
-        return out
+        """The table of collections (:data:`app.web.library_info.HEADERS`)."""
+        return collection_rows(self.ctx, self.watchers.names())
 
     def roots_md(self) -> str:
         if not self.enabled:
             return ("Indexing your own folders from this page is off. Start the app with "
                     "`--library-root DIR` to allow folders under `DIR` (the command line can index any folder: "
                     "`python scripts/build_index.py --kind folder --data DIR --name NAME`).")
-        return "Folders under " + ", ".join(f"`{md_escape(r)}`" for r in self.roots) + " can be indexed."
+        return "Folders under " + ", ".join(code_span(r) for r in self.roots) + " can be indexed."
 
     # -- an index job ---------------------------------------------------------------------------------
     def start(self, folder: str, name: str, model: str | None) -> str:
@@ -185,7 +183,7 @@ class LibraryHandlers:
     def running(self) -> bool:
         return self.job is not None and not self.job.done.is_set()
 
-    # -- management (the tab's Apply, and the API's endpoints) -----------------------------------------
+    # -- management (the tab's controls, and the API's endpoints) ------------------------------------
     def _allowed(self) -> None:
         if not self.enabled:
             raise LibraryRootError("Changing collections from the app is off.",
@@ -209,32 +207,56 @@ class LibraryHandlers:
 
     def rename(self, collection: str, new_name: str):
         self._allowed()
-        return library.rename_collection(self.ctx.config, self.ctx.existing(collection), (new_name or "").strip())
+        name = self.ctx.existing(collection)
+        self.watchers.stop(name)  # a watcher holds the old name
+        return library.rename_collection(self.ctx.config, name, (new_name or "").strip())
 
     def drop(self, collection: str, confirm: str):
         self._allowed()
         name = self.ctx.existing(collection)
         if (confirm or "").strip() != name:
             raise AppError(f"To drop {name}, give its name again to confirm.")
+        self.watchers.stop(name)
         return library.drop_collection(self.ctx.config, name)
 
     def count(self, collection: str) -> int:
         return library.count_items(self.ctx.config, self.ctx.existing(collection))
 
-    def manage(self, collection: str, action: str, arg: str) -> str:
-        """The tab's Apply: one action of :data:`ACTIONS` on ``collection``; a one-line result."""
-        arg = (arg or "").strip()
-        if action == ACTIONS[0]:
-            s = self.add(collection, arg)
-            return f"{s.collection}: {s.line()}; {s.count:,} images."
-        if action == ACTIONS[1]:
-            words = arg.replace(",", " ").split()
-            s = self.delete(collection, [int(w) for w in words if w.isdigit()], [w for w in words if not w.isdigit()])
-            return f"{s.collection}: {s.line()}; {s.count:,} images."
-        if action == ACTIONS[2]:
-            r = self.rename(collection, arg)
-            return f"Renamed {r.old} to {r.new} ({r.count:,} images)."
-        if action == ACTIONS[3]:
-            d = self.drop(collection, arg)
-            return f"Dropped {d.collection} ({len(d.removed)} files removed; the images were not touched)."
-        raise AppError(f"Unknown action {action!r}.")
+    # -- the tab's one-line answers: each change has its own control ---------------------------------
+    def add_text(self, collection: str, path: str) -> str:
+        s = self.add(collection, path)
+        return f"{md_escape(s.collection)}: {s.line()}; {s.count:,} images."
+
+    def delete_text(self, collection: str, arg: str) -> str:
+        words = (arg or "").replace(",", " ").split()
+        s = self.delete(collection, [int(w) for w in words if w.isdigit()], [w for w in words if not w.isdigit()])
+        return f"{md_escape(s.collection)}: {s.line()}; {s.count:,} images."
+
+    def rename_text(self, collection: str, new_name: str) -> str:
+        r = self.rename(collection, new_name)
+        return f"Renamed {md_escape(r.old)} to {md_escape(r.new)} ({r.count:,} images)."
+
+    def drop_text(self, collection: str, confirm: str) -> str:
+        d = self.drop(collection, confirm)
+        return f"Dropped {md_escape(d.collection)} ({len(d.removed)} files removed; the images were not touched)."
+
+    # -- browsing for a folder, and watching ------------------------------------------------------------
+    def browse(self, folder: str, into: str | None = None, *, up: bool = False) -> Place:
+        """The folder browser: ``folder`` (a root when empty), one of its sub-folders, or its parent."""
+        self._allowed()
+        here = library_path(self.roots, folder or str(self.roots[0]), must_be_dir=True)
+        if into:
+            return go_into(self.roots, here, into)
+        return go_up(self.roots, here) if up else place(here)
+
+    def watch(self, collection: str, on: bool) -> str:
+        """Start or stop watching ``collection``'s folder (its folder must be under a library root)."""
+        self._allowed()
+        name = self.ctx.existing(collection)
+        if not on:
+            return self.watchers.stop(name)
+        folder = folder_of(self.ctx, name)
+        if folder is None:
+            raise AppError(f"{name} records no folder to watch.")
+        library_path(self.roots, str(folder), must_be_dir=True)
+        return self.watchers.start(name)

@@ -3,7 +3,8 @@
 One service call per query (:meth:`app.service.search.SearchService.search_new_image` or
 :meth:`~app.service.search.SearchService.search_item`), then everything that depends on its results
 (gallery, status line, history, compare picker) as a :class:`~app.web.view.View`, recorded in the
-:class:`~app.web.session.Session`.
+:class:`~app.web.session.Session`. The session's "Limit to" filter (:mod:`app.web.limits`) goes with every
+call as ``where=``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from app.web.gallery import caption, history_items, result_items
 from app.web.query import Query
 from app.web.session import Session
 from app.web.signature import signature
-from app.web.text import md_escape, missing_md, status_html
+from app.web.text import md_escape, missing_md, nothing_within_md, status_html
 from app.web.view import SKIP, View
 
 
@@ -36,7 +37,8 @@ class QueryRunner:
         :meth:`~app.service.search.SearchService.search_new_image`, which decodes it once and copies it
         for the page. ``skip_if_shown``: nothing to do when the page shows this image's results already."""
         name = self.ctx.searchable(collection)
-        result = self.ctx.service.search_new_image(source, name, k, key=key, copy_dir=self.ctx.work_dir)
+        result = self.ctx.service.search_new_image(source, name, k, key=key, copy_dir=self.ctx.work_dir,
+                                                   where=session.where)
         prepared = result.image
         assert prepared is not None and prepared.copy is not None
         query = Query("image", str(prepared.copy), prepared.key, label, size=prepared.shown.size, origin=origin,
@@ -53,9 +55,9 @@ class QueryRunner:
         name = self.ctx.searchable(collection)
         service = self.ctx.service
         if query.kind == "item":
-            result = service.search_item(name, query.item_id, k, source=query.collection)
+            result = service.search_item(name, query.item_id, k, source=query.collection, where=session.where)
         else:  # its remembered vector (or, once forgotten, the page's copy of it) under the same key
-            result = service.search_new_image(query.path, name, k, key=query.key)
+            result = service.search_new_image(query.path, name, k, key=query.key, where=session.where)
         return self.render(query, result, session, show_in_query_image=show_in_query_image)
 
     def render(self, query: Query, result: QueryResult, session: Session, *,
@@ -72,7 +74,7 @@ class QueryRunner:
             query_image=query.path if show_in_query_image else SKIP,
             results=items,
             status=status_html(result, self.ctx.engine(), session.seq),
-            message=missing_md(missing, name),
+            message=missing_md(missing, name) or nothing_within_md(result),
             last=query.path,
             last_caption=f"**Last searched:** {md_escape(query.label)}",
             history=history_items(thumbs, session.history),

@@ -150,5 +150,8 @@ def serve(config: Config, *, allowed_extra: Iterable[str] = ()) -> int:
     for notice in service.notices():
         print(f"note: {notice}", flush=True)
     server = make_server(app, config)
-    server.run()
+    try:
+        server.run()
+    finally:
+        handlers.library.watchers.stop_all()  # folders watched from the Collections tab
     return 0 if server.started else 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from app.service.filters import SearchFilter
 from app.service.search import Hit
 from app.web.query import Query
 
@@ -34,6 +35,7 @@ class Session:
     seq: int = 0  # searches run so far (exposed as data-seq on the status line)
     shown_in_query_image: list[tuple[float, Query]] = field(  # (time, query) the app put there
         default_factory=list)
+    where: SearchFilter | None = None  # the "Limit to" filter every search of the session applies
 
     def record(self, query: Query, collection: str, k: int, hits: list[Hit], *, in_query_image: bool = False) -> None:
         """``query`` was searched in ``collection`` for ``k`` results: they are on screen, it is the newest

@@ -22,9 +22,15 @@ def error_md(text: str) -> str:
 
 
 def status_html(result: QueryResult, engine: str, seq: int) -> str:
-    """The status line after a search: how many results of how many images, each stage's time, the engine.
+    """The status line after a search: how many results of how many images (of how many matching, for a
+    limited search; its cut-off band), each stage's time, the engine.
     ``data-seq`` (searches so far) and ``data-top`` (the best match's caption) are for scripts and tests."""
     parts = [f"<b>{len(result.hits)}</b> of {result.size:,} images in <b>{html.escape(result.collection)}</b>"]
+    if result.matching is not None:  # a search limited to a folder, dates or a camera
+        parts[0] = (f"<b>{len(result.hits)}</b> of {result.matching:,} matching ({result.size:,} images) in "
+                    f"<b>{html.escape(result.collection)}</b>")
+    if result.where is not None and result.where.min_band:
+        parts.append(f"{html.escape(result.where.min_band)} or closer")
     if result.reused:
         parts.append("stored vector, model not run")
     elif result.ms("embed") == 0:
@@ -56,3 +62,13 @@ def missing_md(missing: list[Hit], collection: str) -> str:
     return (f"⚠️ {n} result image{'s are' if n > 1 else ' is'} missing on disk or unreadable ({names}); "
             f"{'they show' if n > 1 else 'it shows'} as a placeholder. Rebuild {md_escape(collection)} "
             "to bring the collection up to date.")
+
+
+def nothing_within_md(result: QueryResult) -> str:
+    """The message when a limited search found nothing (the limits say why), else ""."""
+    if result.hits or result.where is None:
+        return ""
+    if result.matching == 0:
+        return "⚠️ No image passes the limits (*Limit to*): widen the folder, dates or camera."
+    return (f"⚠️ No result is {md_escape(result.where.min_band or '')} or closer: lower *At least* under "
+            "*Limit to*.")

@@ -104,6 +104,7 @@ class ApiClient:
 
         self.url = url.rstrip("/")
         self.http = httpx.Client(timeout=timeout)
+        self._info: dict[str, Any] | None = None
 
     def file(self, path: Path) -> dict[str, Any]:
         with open(path, "rb") as fh:
@@ -112,11 +113,23 @@ class ApiClient:
             raise ApiError(f"upload: HTTP {r.status_code} {r.text[:200]}")
         return {"path": r.json()[0], "orig_name": path.name, "meta": {"_type": "gradio.FileData"}}
 
+    def defaults(self, api_name: str) -> list[Any]:
+        """The endpoint's parameter defaults, from the app's API description (Gradio's REST call needs every
+        argument: the ones not given are filled in with these, as ``gradio_client`` does)."""
+        if self._info is None:
+            r = self.http.get(f"{self.url}/gradio_api/info")
+            if r.status_code != 200:
+                raise ApiError(f"info: HTTP {r.status_code} {r.text[:200]}")
+            self._info = r.json().get("named_endpoints", {})
+        params = self._info.get(api_name, {}).get("parameters", [])
+        return [q.get("parameter_default") for q in params]
+
     def predict(self, *data: Any, api_name: str) -> Any:
         import json
 
         name = api_name.strip("/")
-        r = self.http.post(f"{self.url}/gradio_api/call/{name}", json={"data": list(data)})
+        full = list(data) + self.defaults(api_name)[len(data):]
+        r = self.http.post(f"{self.url}/gradio_api/call/{name}", json={"data": full})
         if r.status_code != 200:
             raise ApiError(f"HTTP {r.status_code} {r.text[:200]}")
         event_id = r.json()["event_id"]

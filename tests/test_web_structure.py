@@ -129,7 +129,8 @@ ELEM_IDS = {"crop-src", "ris-header-row", "ris-header", "collection", "ris-notic
             "lib-collection", "lib-action", "lib-arg", "lib-apply", "tab-duplicates", "dup-collection", "dup-tier",
             "dup-strictness", "dup-find", "dup-roots", "dup-status", "dup-groups", "dup-members", "dup-left",
             "dup-right", "dup-compare", "dup-facts", "dup-keep", "dup-clean", "dup-undo", "dup-confirm-box",
-            "dup-confirm-text", "dup-confirm", "dup-cancel"}
+            "dup-confirm-text", "dup-confirm", "dup-cancel", "search-mode", "objects-box", "objects-note",
+            "objects-image", "objects", "api-objects", "api-search-objects"}
 EVENTS = {("query", "upload"): "on_upload", ("crop", "click"): "on_crop_open",
           ("crop-close", "click"): "on_crop_close", ("crop-editor", "change"): "on_crop",
           ("crop-editor", "apply"): "on_crop", ("crop-src", "change"): None, ("search", "click"): "on_search",
@@ -142,7 +143,9 @@ EVENTS = {("query", "upload"): "on_upload", ("crop", "click"): "on_crop_open",
           ("tab-duplicates", "select"): "refresh_choices", ("dup-find", "click"): "start", (None, "tick"): "poll",
           ("dup-groups", "select"): "on_group", ("dup-members", "select"): "on_member", ("dup-left", "input"): "on_pair",
           ("dup-right", "input"): "on_pair", ("dup-clean", "click"): "on_ask", ("dup-confirm", "click"): "on_clean",
-          ("dup-cancel", "click"): "on_cancel", ("dup-undo", "click"): "on_undo"}
+          ("dup-cancel", "click"): "on_cancel", ("dup-undo", "click"): "on_undo",
+          (None, "success"): "on_detect", ("objects", "select"): "on_pick", ("search-mode", "input"): "on_mode",
+          ("api-objects", "click"): "objects", ("api-search-objects", "click"): "search_objects"}
 
 
 def test_build_ui_lays_out_and_wires_every_component(small_collection, embedder, tmp_path):
@@ -160,18 +163,19 @@ def test_build_ui_lays_out_and_wires_every_component(small_collection, embedder,
     for dep in demo.fns.values():
         for block_id, event in dep.targets:
             name = getattr(dep.fn, "__name__", None) if dep.fn else None
-            wired[(demo.blocks[block_id].elem_id, event)] = name
+            wired[(_elem_id(demo, block_id), event)] = name
     assert wired == EVENTS
     # The API: exactly the named endpoints are public; every UI event is hidden from the API page. Without a
     # library root, the Collections tab only lists (no index or change events, no management endpoints).
     public = {dep.api_name for dep in demo.fns.values() if dep.api_visibility == "public"}
-    assert public == {"search_file", "search_url", "search_item", "collections", "duplicates"}
+    assert public == {"search_file", "search_url", "search_item", "collections", "duplicates", "objects",
+                      "search_objects"}
     lib = Handlers(SearchService(config, embedder=SpyEmbedder(embedder)), config.with_(library_roots=(tmp_path,)),
                    work_dir=tmp_path / "q2")
     demo2 = build_ui(lib)
     public2 = {dep.api_name for dep in demo2.fns.values() if dep.api_visibility == "public"}
     assert public2 == public | {"index_folder", "count", "add", "delete", "rename", "drop"}
-    wired2 = {(demo2.blocks[b].elem_id, ev) for dep in demo2.fns.values() for b, ev in dep.targets}
+    wired2 = {(_elem_id(demo2, b), ev) for dep in demo2.fns.values() for b, ev in dep.targets}
     assert {("lib-index", "click"), ("lib-cancel", "click"), ("lib-apply", "click")} <= wired2
 
 
@@ -195,8 +199,13 @@ def test_the_query_image_hands_over_the_file_undecoded(tmp_path):
     assert comp.preprocess(ImageData(url=f"data:image/png;base64,{data}")) == b"\x89PNG..."
 
 
+def _elem_id(demo: gr.Blocks, block_id: int | None) -> str | None:
+    """A trigger's component's elem_id (None for a chained ``.then`` / ``.success``, which has none)."""
+    return demo.blocks[block_id].elem_id if block_id is not None else None
+
+
 def _events(demo: gr.Blocks) -> dict[tuple[str, str], object]:
-    return {(demo.blocks[b].elem_id, ev): dep for dep in demo.fns.values() for b, ev in dep.targets}
+    return {(_elem_id(demo, b), ev): dep for dep in demo.fns.values() for b, ev in dep.targets}
 
 
 def _ids(blocks) -> list[int]:
@@ -215,7 +224,7 @@ def test_search_events_answer_dicts_keyed_by_their_outputs(small_collection, emb
     assert len(_ids(out.components)) == len(set(_ids(out.components)))
     events = _events(demo)
     search = [dep for dep in demo.fns.values() if dep.concurrency_id == "search"]
-    assert len(search) == 14
+    assert len(search) == 24  # 14 searches, the objects' detection after 8 of them, a pick, the mode
     for dep in search:
         assert _ids(dep.outputs) == _ids(out.components)
     session, outputs = h.collections.initial_session("shapes"), set(_ids(out.components))

@@ -13,6 +13,7 @@ from app.web.collections import CollectionHandlers
 from app.web.components import QueryImageInput
 from app.web.duplicates_tab import DuplicatesTab
 from app.web.library_tab import LibraryTab
+from app.web.objects_panel import ObjectsPanel
 
 # 640x480 is plenty for the model (224 px) and keeps the page responsive (the default is 1920x1440).
 WEBCAM = gr.WebcamOptions(mirror=False, constraints={"video": {"width": {"ideal": 640}, "height": {"ideal": 480}}})
@@ -162,3 +163,4 @@ class Page:
     history: HistoryTab
     library: LibraryTab
     duplicates: DuplicatesTab
+    objects: ObjectsPanel

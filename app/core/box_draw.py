@@ -8,7 +8,7 @@ import hashlib
 import os
 from typing import Sequence
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from app.core.images import load_image
 from app.core.thumbnails import Rendition, Thumbnails, fit, jpeg_bytes
@@ -24,15 +24,17 @@ def draw_boxes(img: Image.Image, boxes: Sequence[tuple[Sequence[float], str]], *
     times ``1 / scale``: ``scale`` maps the box's image onto ``img``)."""
     out = img.convert("RGB").copy()
     draw = ImageDraw.Draw(out)
-    width = max(2, round(max(out.size) / 160))
+    width = max(2, round(max(out.size) / 200))
+    font = ImageFont.load_default(size=max(10, round(max(out.size) / 45)))
     for box, label in boxes:
         x1, y1, x2, y2 = (float(v) * scale for v in box)
         draw.rectangle((x1, y1, x2, y2), outline=BOX_RGB, width=width)
         if label:
-            tx, ty = x1 + width, max(0.0, y1 - 12 - width) if y1 >= 14 else y1 + width
-            text_box = draw.textbbox((tx, ty), label)
-            draw.rectangle(text_box, fill=BOX_RGB)
-            draw.text((tx, ty), label, fill=(255, 255, 255))
+            left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
+            h = bottom - top + 2 * width
+            tx, ty = x1, (y1 - h if y1 >= h else y1)  # above the box, or inside it at the top edge
+            draw.rectangle((tx, ty, tx + right - left + 2 * width, ty + h), fill=BOX_RGB)
+            draw.text((tx + width - left, ty + width - top), label, fill=(255, 255, 255), font=font)
     return out
 
 

@@ -29,7 +29,7 @@ def objects_panel() -> ObjectsPanel:
         note = gr.Markdown("", elem_id="objects-note")
         image = gr.Image(label="Objects in the query image", type="filepath", interactive=False, height=300,
                          visible=False, elem_id="objects-image", buttons=["fullscreen"])
-        picks = gr.Radio(choices=[], label="Search one object alone", type="index", visible=False,
+        picks = gr.Radio(choices=[], label="Search one object alone", type="index", visible=False, interactive=True,
                          elem_id="objects")
     return ObjectsPanel(mode, image, picks, note)
 

@@ -157,7 +157,7 @@ def _with_objects(config: Config, name: str, summary: ChangeSummary, wanted: boo
     """``summary`` with the object vectors' refresh after a committed change (when there was one to do)."""
     if wanted is None and not (summary.added or summary.changed or summary.removed or summary.full_build):
         return summary
-    done = refresh_objects(config, name, wanted=wanted, embedder=embedder, progress=progress)
+    done = refresh_objects(config, name, wanted=wanted, new=summary.full_build, embedder=embedder, progress=progress)
     return replace(summary, objects=done.to_json()) if done is not None else summary
 
 

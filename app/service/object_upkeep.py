@@ -2,8 +2,10 @@
 calls these, so the CLI, the Collections tab and the API alike keep them):
 
 * :func:`refresh_objects`: after a build, an update or an add, detect and embed the new photos' objects
-  when the collection has object vectors, or when asked to (``wanted``), or by default when its kind holds
-  photos of several objects (:data:`OBJECTS_BY_DEFAULT`) and the detector is installed. Without the
+  when the collection has object vectors, or when asked to (``wanted``), or by default when it was just
+  built from scratch, its kind holds photos of several objects (:data:`OBJECTS_BY_DEFAULT`) and the
+  detector is installed (a collection built without them, e.g. ``--no-objects``, does not get them later
+  unasked). Without the
   detector, a default refresh leaves a one-line note; an asked-for one raises DetectorUnavailableError.
 * :func:`prune_objects`: after a delete, drop the deleted photos' objects at once (no detector needed).
 """
@@ -39,10 +41,12 @@ class ObjectsRefresh:
                 "note": self.note or None}
 
 
-def refresh_objects(config: Config, name: str, *, wanted: bool | None = None, embedder: Embedder | None = None,
-                    detector: Detector | None = None, progress: ProgressFn | None = None) -> ObjectsRefresh | None:
+def refresh_objects(config: Config, name: str, *, wanted: bool | None = None, new: bool = False,
+                    embedder: Embedder | None = None, detector: Detector | None = None,
+                    progress: ProgressFn | None = None) -> ObjectsRefresh | None:
     """Bring ``name``'s object vectors up to date (module docstring); None when it neither has them nor
-    wants them. ``wanted``: True asks for them, False never stores them, None: has them, or its kind's default."""
+    wants them. ``wanted``: True asks for them, False never stores them, None: when it has them, or when it
+    is ``new`` (just built from scratch) and its kind holds photos of several objects."""
     if wanted is False:
         return None
     try:
@@ -50,7 +54,7 @@ def refresh_objects(config: Config, name: str, *, wanted: bool | None = None, em
     except IndexMissingError:
         store = None
     manifest = read_state(config, name).manifest
-    if store is None and not wanted and (manifest.kind or "folder") not in OBJECTS_BY_DEFAULT:
+    if store is None and not wanted and (not new or (manifest.kind or "folder") not in OBJECTS_BY_DEFAULT):
         return None
     detector = detector or Detector(config.cache_dir, store.detector if store else None, threads=config.threads)
     try:

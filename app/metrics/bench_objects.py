@@ -98,7 +98,7 @@ def _build_and_query(config: Config, root: Path, embedder, detector: Detector, f
     store_bytes = sum(p.stat().st_size for p in cfg.features_dir.glob("bench-objects.objects.*"))
     log("queries: with and without objects, alternated")
     service = SearchService(cfg, embedder=embedder)
-    service.objects.use_detector(detector)
+    # the service's own detector (as the app's: one intra-op thread unless --threads), from the same cache
     copies = root / "copies"  # the page's copies: the app's path (the objects come from the copy's pixels)
     plain, with_objects = [], []
     for img in decoded:

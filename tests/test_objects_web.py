@@ -186,6 +186,18 @@ def test_api_objects_and_search_objects_with_a_default_client(objects_collection
             assert resp.read(3) == b"\xff\xd8\xff"
         from gradio_client.exceptions import AppError as ClientError
 
-        with pytest.raises(ClientError, match="no object vectors|not built|no collection"):
+        with pytest.raises(ClientError, match="no collection named nope"):
             client.predict(handle_file(str(query)), "nope", 3, api_name="/search_objects")
+        # One region searched alone: clipped to the image, the same as the region cut out and searched.
+        region = client.predict(handle_file(str(query)), [-40, -40, 40, 30], "shapes", 3, "photos",
+                                api_name="/search_box")
+        with Image.open(query) as im:
+            im.convert("RGB").crop((0, 0, 40, 30)).save(tmp_path / "region.png")
+        same = client.predict(handle_file(str(tmp_path / "region.png")), "shapes", 3, api_name="/search_file")
+        assert [x["id"] for x in region["hits"]] == [x["id"] for x in same["hits"]]
+        objects = client.predict(handle_file(str(query)), [0, 0, 40, 30], "shapes", 2, "objects",
+                                 api_name="/search_box")
+        assert objects["objects"] is True and all(len(x["box"]) == 4 for x in objects["hits"])
+        with pytest.raises(ClientError, match="no size|area|pixel"):
+            client.predict(handle_file(str(query)), [20, 10, 20, 30], "shapes", 3, "photos", api_name="/search_box")
     assert np.isfinite(r["hits"][0]["score"])

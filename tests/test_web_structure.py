@@ -130,7 +130,7 @@ ELEM_IDS = {"crop-src", "ris-header-row", "ris-header", "collection", "ris-notic
             "dup-strictness", "dup-find", "dup-roots", "dup-status", "dup-groups", "dup-members", "dup-left",
             "dup-right", "dup-compare", "dup-facts", "dup-keep", "dup-clean", "dup-undo", "dup-confirm-box",
             "dup-confirm-text", "dup-confirm", "dup-cancel", "search-mode", "objects-box", "objects-note",
-            "objects-image", "objects", "api-objects", "api-search-objects"}
+            "objects-image", "objects", "api-objects", "api-search-objects", "api-search-box"}
 EVENTS = {("query", "upload"): "on_upload", ("crop", "click"): "on_crop_open",
           ("crop-close", "click"): "on_crop_close", ("crop-editor", "change"): "on_crop",
           ("crop-editor", "apply"): "on_crop", ("crop-src", "change"): None, ("search", "click"): "on_search",
@@ -145,7 +145,8 @@ EVENTS = {("query", "upload"): "on_upload", ("crop", "click"): "on_crop_open",
           ("dup-right", "input"): "on_pair", ("dup-clean", "click"): "on_ask", ("dup-confirm", "click"): "on_clean",
           ("dup-cancel", "click"): "on_cancel", ("dup-undo", "click"): "on_undo",
           (None, "success"): "on_detect", ("objects", "select"): "on_pick", ("search-mode", "input"): "on_mode",
-          ("api-objects", "click"): "objects", ("api-search-objects", "click"): "search_objects"}
+          ("api-objects", "click"): "objects", ("api-search-objects", "click"): "search_objects",
+          ("api-search-box", "click"): "search_box"}
 
 
 def test_build_ui_lays_out_and_wires_every_component(small_collection, embedder, tmp_path):
@@ -169,7 +170,7 @@ def test_build_ui_lays_out_and_wires_every_component(small_collection, embedder,
     # library root, the Collections tab only lists (no index or change events, no management endpoints).
     public = {dep.api_name for dep in demo.fns.values() if dep.api_visibility == "public"}
     assert public == {"search_file", "search_url", "search_item", "collections", "duplicates", "objects",
-                      "search_objects"}
+                      "search_objects", "search_box"}
     lib = Handlers(SearchService(config, embedder=SpyEmbedder(embedder)), config.with_(library_roots=(tmp_path,)),
                    work_dir=tmp_path / "q2")
     demo2 = build_ui(lib)

@@ -22,6 +22,7 @@ from app.core.detect import Detector
 from app.core.embed import Embedder, embedder_for
 from app.errors import DetectorUnavailableError, IndexMissingError
 from app.service.commit import collection_lock, read_state
+from app.service.object_mirror import mirror_objects
 from app.service.objects import ObjectsSummary, ObjectStore, build_objects, load_objects, save_objects
 from app.service.progress import ProgressFn, Reporter
 
@@ -34,11 +35,12 @@ class ObjectsRefresh:
 
     summary: ObjectsSummary | None = None
     note: str = ""
+    milvus: dict[str, Any] | None = None  # what was pushed to Milvus (backend milvus)
 
     def to_json(self) -> dict[str, Any]:
         s = self.summary
         return {"objects": s.objects if s else None, "photos_detected": s.detected if s else 0,
-                "note": self.note or None}
+                "note": self.note or None, "milvus": self.milvus}
 
 
 def refresh_objects(config: Config, name: str, *, wanted: bool | None = None, new: bool = False,
@@ -71,7 +73,7 @@ def refresh_objects(config: Config, name: str, *, wanted: bool | None = None, ne
     settings = {"max_per_photo": store.max_per_photo, "min_score": store.min_score} if store else {}
     summary = build_objects(config, name, embedder, detector, on_photo=lambda done, total: reporter.step(done, total),
                             **settings)
-    return ObjectsRefresh(summary)
+    return ObjectsRefresh(summary, milvus=mirror_objects(config, name))
 
 
 def prune_objects(config: Config, name: str) -> int:
@@ -90,4 +92,5 @@ def prune_objects(config: Config, name: str) -> int:
         store.labels = [lab for lab, k in zip(store.labels, keep, strict=True) if k]
         store.done = store.done & {int(i) for i in live.tolist()}
         save_objects(config, store)
-        return int((~keep).sum())
+    mirror_objects(config, name)
+    return int((~keep).sum())

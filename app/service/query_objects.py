@@ -35,6 +35,7 @@ from app.core.images import load_image
 from app.core.thumbnails import jpeg_bytes
 from app.errors import AppError, IndexMissingError
 from app.files.atomic import write_bytes
+from app.service.object_mirror import milvus_candidates
 from app.service.objects import ObjectHit, ObjectStore, load_objects, object_crop, record_path, search_objects
 from app.service.query_image import QueryImage
 from app.service.timings import Timings
@@ -188,7 +189,7 @@ class QueryObjects:
                    k: int | float | None = None, *, objects: bool = False) -> QueryResult | ObjectResult:
         """Search ``collection`` with one object of query ``key`` alone: whole photos (a QueryResult) or,
         with ``objects``, the collection's objects (an ObjectResult)."""
-        from app.service.search import QueryResult
+        from app.service.search import QueryResult  # search.py imports this module
 
         t = Timings()
         with t.stage("total"):
@@ -239,11 +240,24 @@ class QueryObjects:
         col = self._service.collection(collection)
         store = self.store(col.name)
         with t.stage("search"):
+            # Milvus's candidates (more than k: deleted photos' objects are skipped), re-scored exactly.
+            only = self._milvus_candidates(col.name, vector, min(len(store), max(8 * k, k + 64)))
             hits = search_objects(store, vector, k, paths=col.table.paths, photo_labels=col.table.labels,
-                                  live=col.live_mask, exclude_items=exclude_items)
+                                  live=col.live_mask, exclude_items=exclude_items, only=only)
         live = col.live_mask
         size = int(np.count_nonzero(live[store.item_ids])) if len(store) else 0
         return ObjectResult(col.name, size, k, hits, dict(t.ms), col.image_root)
+
+    def _milvus_candidates(self, name: str, vector: np.ndarray, n: int) -> np.ndarray | None:
+        """With ``--backend milvus``, the candidate objects Milvus finds (None: search every object locally;
+        objects never pushed to Milvus are searched locally, as a collection never pushed is)."""
+        config = self._service.config
+        if config.backend != "milvus" or not config.milvus_uri:
+            return None
+        try:
+            return milvus_candidates(config, name, vector, n)
+        except IndexMissingError:
+            return None
 
     def search_new_image(self, source, collection: str, k: int | float | None = None, *, key: str | None = None,
                          copy_dir: str | os.PathLike[str] | None = None) -> ObjectResult:

@@ -115,5 +115,6 @@ def test_click_an_object_and_the_results_are_its_class(objects_app):
             page.get_by_label("objects inside photos").check()
             wait_results(page, before, k=5, status="objects of")
             assert all(" in image_" in c for c in captions(page)), captions(page)
+            page.screenshot(path=str(ARTIFACTS / "objects_mode.png"), full_page=True)
         finally:
             browser.close()

@@ -34,7 +34,8 @@ def test_only_the_named_endpoints_are_public(api):
     client, *_ = api
     endpoints = client.view_api(print_info=False, return_format="dict")
     assert set(endpoints["named_endpoints"]) == {"/search_file", "/search_url", "/search_item", "/collections",
-                                                 "/duplicates"}
+                                                 "/duplicates", "/objects", "/search_objects",
+                                                 "/search_box"}
     assert not endpoints["unnamed_endpoints"]
 
 

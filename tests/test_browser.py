@@ -133,7 +133,8 @@ def test_upload_shows_k_results(page, app_server):
     page.locator("#query input[type=file]").set_input_files(str(base / "shapes" / "circles" / "img_01.jpg"))
     wait_results(page, 0, k=5)
     time.sleep(0.3)
-    assert sent == ["upload", "queue/join"], sent  # one upload, one event: one search
+    # one upload, one event: one search; then at most the query's objects (an event chained after it)
+    assert sent[:2] == ["upload", "queue/join"] and sent[2:] in ([], ["queue/join"]), sent
     caps = captions(page)
     assert len(caps) == 5 and all(c.count(" · ") == 3 for c in caps)  # label · band · score · file
     assert "embed" in page.locator("#status").inner_text()

@@ -138,8 +138,9 @@ def test_build_with_the_milvus_backend_pushes_the_vectors(tmp_path, cli_env):
 def _fake_config(tmp_path):
     from app.config import Config
 
+    # cache_dir: no detector there, so a new folder collection gets no object vectors (tests/test_objects_milvus.py)
     return Config(indexes_dir=tmp_path / "indexes", features_dir=tmp_path / "features", workers=0,
-                  backend="milvus", milvus_uri=str(tmp_path / "lib.db"))
+                  backend="milvus", milvus_uri=str(tmp_path / "lib.db"), cache_dir=tmp_path / "cache")
 
 
 def _consistent(config, name):

@@ -132,7 +132,8 @@ ELEM_IDS = {"crop-src", "ris-header-row", "ris-header", "collection", "ris-notic
             "tab-duplicates", "dup-collection", "dup-tier",
             "dup-strictness", "dup-find", "dup-roots", "dup-status", "dup-groups", "dup-members", "dup-left",
             "dup-right", "dup-compare", "dup-facts", "dup-keep", "dup-clean", "dup-undo", "dup-confirm-box",
-            "dup-confirm-text", "dup-confirm", "dup-cancel"}
+            "dup-confirm-text", "dup-confirm", "dup-cancel", "search-mode", "objects-box", "objects-note",
+            "objects-image", "objects", "api-objects", "api-search-objects", "api-search-box"}
 EVENTS = {("query", "upload"): "on_upload", ("crop", "click"): "on_crop_open",
           ("crop-close", "click"): "on_crop_close", ("crop-editor", "change"): "on_crop",
           ("crop-editor", "apply"): "on_crop", ("crop-src", "change"): None, ("search", "click"): "on_search",
@@ -147,7 +148,10 @@ EVENTS = {("query", "upload"): "on_upload", ("crop", "click"): "on_crop_open",
           ("tab-duplicates", "select"): "refresh_choices", ("dup-find", "click"): "start", (None, "tick"): "poll",
           ("dup-groups", "select"): "on_group", ("dup-members", "select"): "on_member", ("dup-left", "input"): "on_pair",
           ("dup-right", "input"): "on_pair", ("dup-clean", "click"): "on_ask", ("dup-confirm", "click"): "on_clean",
-          ("dup-cancel", "click"): "on_cancel", ("dup-undo", "click"): "on_undo"}
+          ("dup-cancel", "click"): "on_cancel", ("dup-undo", "click"): "on_undo",
+          (None, "success"): "on_detect", ("objects", "select"): "on_pick", ("search-mode", "input"): "on_mode",
+          ("api-objects", "click"): "objects", ("api-search-objects", "click"): "search_objects",
+          ("api-search-box", "click"): "search_box"}
 
 
 def test_build_ui_lays_out_and_wires_every_component(small_collection, embedder, tmp_path):
@@ -165,18 +169,19 @@ def test_build_ui_lays_out_and_wires_every_component(small_collection, embedder,
     for dep in demo.fns.values():
         for block_id, event in dep.targets:
             name = getattr(dep.fn, "__name__", None) if dep.fn else None
-            wired[(demo.blocks[block_id].elem_id, event)] = name
+            wired[(_elem_id(demo, block_id), event)] = name
     assert wired == EVENTS
     # The API: exactly the named endpoints are public; every UI event is hidden from the API page. Without a
     # library root, the Collections tab only lists (no index or change events, no management endpoints).
     public = {dep.api_name for dep in demo.fns.values() if dep.api_visibility == "public"}
-    assert public == {"search_file", "search_url", "search_item", "collections", "duplicates"}
+    assert public == {"search_file", "search_url", "search_item", "collections", "duplicates", "objects",
+                      "search_objects", "search_box"}
     lib = Handlers(SearchService(config, embedder=SpyEmbedder(embedder)), config.with_(library_roots=(tmp_path,)),
                    work_dir=tmp_path / "q2")
     demo2 = build_ui(lib)
     public2 = {dep.api_name for dep in demo2.fns.values() if dep.api_visibility == "public"}
     assert public2 == public | {"index_folder", "count", "add", "delete", "rename", "drop"}
-    wired2 = {(demo2.blocks[b].elem_id, ev) for dep in demo2.fns.values() for b, ev in dep.targets}
+    wired2 = {(_elem_id(demo2, b), ev) for dep in demo2.fns.values() for b, ev in dep.targets}
     assert {("lib-index", "click"), ("lib-cancel", "click"), ("lib-browse", "input"), ("lib-up", "click"),
             ("lib-watch", "input"), ("lib-collection", "change"), ("lib-add-use-folder", "click")} <= wired2
     for change in ("add", "delete", "rename", "drop"):  # each change: its own button (and Enter in its box)
@@ -203,8 +208,13 @@ def test_the_query_image_hands_over_the_file_undecoded(tmp_path):
     assert comp.preprocess(ImageData(url=f"data:image/png;base64,{data}")) == b"\x89PNG..."
 
 
+def _elem_id(demo: gr.Blocks, block_id: int | None) -> str | None:
+    """A trigger's component's elem_id (None for a chained ``.then`` / ``.success``, which has none)."""
+    return demo.blocks[block_id].elem_id if block_id is not None else None
+
+
 def _events(demo: gr.Blocks) -> dict[tuple[str, str], object]:
-    return {(demo.blocks[b].elem_id, ev): dep for dep in demo.fns.values() for b, ev in dep.targets}
+    return {(_elem_id(demo, b), ev): dep for dep in demo.fns.values() for b, ev in dep.targets}
 
 
 def _ids(blocks) -> list[int]:
@@ -223,7 +233,7 @@ def test_search_events_answer_dicts_keyed_by_their_outputs(small_collection, emb
     assert len(_ids(out.components)) == len(set(_ids(out.components)))
     events = _events(demo)
     search = [dep for dep in demo.fns.values() if dep.concurrency_id == "search"]
-    assert len(search) == 15
+    assert len(search) == 25  # 14 searches, the limits, the objects' detection after 8 of them, a pick, the mode
     for dep in search:
         assert _ids(dep.outputs) == _ids(out.components)
     session, outputs = h.collections.initial_session("shapes"), set(_ids(out.components))

@@ -81,11 +81,11 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise AppError("--backend milvus needs --milvus-uri (http://host:19530, or a file path for Milvus Lite).")
     if str(config.weights).lower() == "untrained":
         notice([UNTRAINED_NOTICE])
-    result = build(config, spec, progress_bar=not args.no_progress)
+    result = build(config, spec, progress_bar=not args.no_progress, objects=args.objects)  # object vectors too
     code = _report(args, config, result)
-    from app.cli.objects import build_objects_after
+    from app.cli.objects import print_objects
 
-    build_objects_after(config, spec, args)  # the object vectors, beside the collection (app/service/objects.py)
+    print_objects(result.changes, args.json)
     return code
 
 

@@ -81,9 +81,9 @@ def cmd_add(args: argparse.Namespace) -> int:
     progress = None if args.no_progress or args.json else _progress_line
     summary = add_paths(config, args.collection, args.paths, progress=progress, exclude=tuple(args.exclude or ()))
     code = print_change(summary, args.json)
-    from app.cli.objects import refresh_objects
+    from app.cli.objects import print_objects
 
-    refresh_objects(config, args.collection)  # its object vectors, when it has them (app/service/objects.py)
+    print_objects(summary, args.json)  # its object vectors, kept by the service (app/service/object_upkeep.py)
     return code
 
 
@@ -91,7 +91,11 @@ def cmd_delete(args: argparse.Namespace) -> int:
     from app.service.library import delete_items
 
     summary = delete_items(config_from_args(args), args.collection, ids=args.ids or (), paths=args.paths or ())
-    return print_change(summary, args.json)
+    code = print_change(summary, args.json)
+    from app.cli.objects import print_objects
+
+    print_objects(summary, args.json)
+    return code
 
 
 def cmd_rename(args: argparse.Namespace) -> int:

@@ -65,40 +65,19 @@ def cmd_objects(args: argparse.Namespace) -> int:
     return EXIT_ERROR if failed else 0
 
 
-OBJECTS_BY_DEFAULT = ("voc2012", "folder")  # collections whose photos hold several objects
-
-
-def build_objects_after(config: Config, spec, args: argparse.Namespace) -> None:
-    """After ``build``: store the collection's object vectors when ``--objects`` (or its default) asks.
-    Without the detector: a one-line warning when it was the default, an error when asked for."""
-    from app.core.detect import Detector
-    from app.core.embed import embedder_for
-    from app.errors import DetectorUnavailableError
-    from app.service.commit import read_state
-    from app.service.objects import build_objects
-
-    wanted = args.objects if args.objects is not None else spec.kind in OBJECTS_BY_DEFAULT
-    if not wanted:
+def print_objects(summary, as_json: bool = False) -> None:
+    """The object vectors' refresh after a change (:mod:`app.service.object_upkeep`): its line, or the note
+    saying why none were stored."""
+    done = getattr(summary, "objects", None)
+    if not done:
         return
-    detector = Detector(config.cache_dir, threads=config.threads)
-    try:
-        detector.load()
-    except DetectorUnavailableError as exc:
-        if args.objects:
-            raise
-        print(f"note: no object vectors ({' '.join(exc.user_message().split())})", file=sys.stderr)
-        return
-    manifest = read_state(config, spec.collection_name).manifest
-    embedder = embedder_for(config.with_(model=manifest.model, weights=manifest.weights_arg))
-    show = not args.no_progress and not args.json
-
-    def progress(done: int, total: int) -> None:
-        if show and (done % 25 == 0 or done == total):
-            print(f"\rdetecting objects {done}/{total}", end="\n" if done == total else "", file=sys.stderr,
-                  flush=True)
-
-    summary = build_objects(config, spec.collection_name, embedder, detector, on_photo=progress)
-    print(f"  {summary.line()}", file=sys.stderr if args.json else sys.stdout)
+    if done.get("note"):
+        print(f"note: {done['note']}", file=sys.stderr)
+    elif done.get("objects") is not None:
+        print(f"  objects: {done['objects']} stored ({done['photos_detected']} photos detected now)",
+              file=sys.stderr if as_json else sys.stdout)
+    elif done.get("removed"):
+        print(f"  objects: {done['removed']} of deleted photos dropped", file=sys.stderr if as_json else sys.stdout)
 
 
 def search_objects_cli(args: argparse.Namespace, service, col, k: int, queries: list[str], source) -> int:
@@ -135,26 +114,3 @@ def search_objects_cli(args: argparse.Namespace, service, col, k: int, queries: 
         print((f"query: {query}\n" if len(queries) > 1 else "")
               + table(("rank", "score", "object", "box x1, y1, x2, y2"), rows))
     return EXIT_ERROR if failed else 0
-
-
-def refresh_objects(config: Config, name: str) -> None:
-    """After ``add``: bring the collection's object vectors up to date, when it has them."""
-    from app.core.detect import Detector
-    from app.core.embed import embedder_for
-    from app.errors import DetectorUnavailableError, IndexMissingError
-    from app.service.objects import build_objects, load_objects
-
-    try:
-        store = load_objects(config, name)
-    except IndexMissingError:
-        return
-    detector = Detector(config.cache_dir, store.detector, threads=config.threads)
-    try:
-        detector.load()
-    except DetectorUnavailableError as exc:
-        print(f"note: the new photos' objects are not stored ({' '.join(exc.user_message().split())})",
-              file=sys.stderr)
-        return
-    summary = build_objects(config, name, embedder_for(config), detector, max_per_photo=store.max_per_photo,
-                            min_score=store.min_score)
-    print(f"  {summary.line()}", file=sys.stderr)

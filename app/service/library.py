@@ -36,6 +36,7 @@ from app.service.build import BuildResult, BuildSpec, build_collection
 from app.service.collection_store import DropSummary, RenameSummary, open_collection
 from app.service.commit import State
 from app.service.excludes import manifest_excludes
+from app.service.object_upkeep import prune_objects, refresh_objects
 from app.service.progress import CancelFn, ProgressFn, Reporter
 from app.service.update import ChangeOptions, ChangeSummary, apply_plan
 
@@ -43,8 +44,10 @@ from app.service.update import ChangeOptions, ChangeSummary, apply_plan
 
 
 def build(config: Config, spec: BuildSpec, *, embedder: Embedder | None = None, progress_bar: bool = False,
-          progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> BuildResult:
-    """:func:`~app.service.build.build_collection`, then the change mirrored (backend milvus)."""
+          progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+          objects: bool | None = None) -> BuildResult:
+    """:func:`~app.service.build.build_collection`, then the change mirrored (backend milvus), then the
+    object vectors refreshed (``objects``: see :func:`~app.service.object_upkeep.refresh_objects`)."""
     result = build_collection(config, spec, embedder=embedder, progress_bar=progress_bar, progress=progress,
                               cancel=cancel)
     store = open_collection(config, result.name)
@@ -52,6 +55,8 @@ def build(config: Config, spec: BuildSpec, *, embedder: Embedder | None = None, 
         Reporter(progress).phase(store.mirror.phase)
         result.changes = store.mirrored(result.changes)
         result.stats["milvus"] = result.changes.milvus
+    if result.changes is not None:
+        result.changes = _with_objects(config, result.name, result.changes, objects, embedder, progress)
     return result
 
 
@@ -103,7 +108,8 @@ def add_paths(config: Config, name: str, paths: Sequence[str | os.PathLike], *, 
         summary = apply_plan(store, state, plan, ChangeOptions(
             kind=state.manifest.kind or "folder", image_root=root, embedder=_embedder(config, state, embedder),
             reporter=reporter, cancel=cancel, full=False, unexclude=tuple(it.path for it in items), started=t0))
-    return store.mirrored(replace(summary, excluded=found.excluded))
+    return _with_objects(config, name, store.mirrored(replace(summary, excluded=found.excluded)), None, embedder,
+                         progress)
 
 
 def delete_items(config: Config, name: str, *, ids: Sequence[int] = (),
@@ -122,7 +128,9 @@ def delete_items(config: Config, name: str, *, ids: Sequence[int] = (),
             kind=state.manifest.kind or "folder", image_root=Path(table.image_root),
             embedder=lambda: embedder_for(config), reporter=Reporter(None), full=False,
             exclude=tuple(table.paths[i] for i in doomed) if on_purpose else (), started=t0))
-    return store.mirrored(summary)
+    summary = store.mirrored(summary)
+    dropped = prune_objects(config, name)  # the deleted photos' objects go at once
+    return replace(summary, objects={"removed": dropped}) if dropped else summary
 
 
 # -- reading ---------------------------------------------------------------------------------------
@@ -149,6 +157,15 @@ def drop_collection(config: Config, name: str) -> DropSummary:
 
 
 # -- helpers ---------------------------------------------------------------------------------------
+
+
+def _with_objects(config: Config, name: str, summary: ChangeSummary, wanted: bool | None,
+                  embedder: Embedder | None, progress: ProgressFn | None) -> ChangeSummary:
+    """``summary`` with the object vectors' refresh after a committed change (when there was one to do)."""
+    if wanted is None and not (summary.added or summary.changed or summary.removed or summary.full_build):
+        return summary
+    done = refresh_objects(config, name, wanted=wanted, new=summary.full_build, embedder=embedder, progress=progress)
+    return replace(summary, objects=done.to_json()) if done is not None else summary
 
 
 def _with_model(config: Config, manifest) -> Config:

@@ -26,6 +26,7 @@ from app.index.faiss_store import FaissStore, read_manifest
 from app.index.milvus_store import MilvusIndex, push
 from app.index.store import VectorStore
 from app.service.commit import State, files_of, read_state
+from app.service.object_mirror import drop_objects_mirror, rename_objects_mirror
 
 if TYPE_CHECKING:
     from app.service.update import ChangeSummary
@@ -182,10 +183,11 @@ class MilvusMirror(LocalOnly):
 
     def rename(self, config: Config, old: str, new: str) -> bool:
         self._index(config, old).rename(new)
+        rename_objects_mirror(config, old, new)  # its object vectors' copy, when it has one
         return True
 
     def drop(self, config: Config, name: str) -> list[str]:
-        return self._index(config, name, connect=False).drop()
+        return self._index(config, name, connect=False).drop() + drop_objects_mirror(config, name)
 
 
 def read_manifest_or_none(config: Config, name: str) -> Manifest | None:

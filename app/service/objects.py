@@ -226,9 +226,11 @@ class ObjectHit:
 
 
 def search_objects(store: ObjectStore, vector: np.ndarray, k: int, *, paths: list[str], photo_labels: list[str],
-                   live: np.ndarray | None = None, exclude_items: set[int] = frozenset()) -> list[ObjectHit]:
+                   live: np.ndarray | None = None, exclude_items: set[int] = frozenset(),
+                   only: np.ndarray | None = None) -> list[ObjectHit]:
     """The ``k`` objects most similar to ``vector`` (exact cosine), skipping objects of photos that are
-    not ``live`` (a boolean mask over the collection's ids) or in ``exclude_items``."""
+    not ``live`` (a boolean mask over the collection's ids) or in ``exclude_items``; ``only``: the
+    candidate objects (their positions, e.g. from Milvus), re-scored exactly."""
     if not len(store):
         return []
     scores = np.asarray(store.vectors, np.float32) @ np.asarray(vector, np.float32).reshape(-1)
@@ -237,6 +239,8 @@ def search_objects(store: ObjectStore, vector: np.ndarray, k: int, *, paths: lis
         ok &= live[store.item_ids]
     if exclude_items:
         ok &= ~np.isin(store.item_ids, list(exclude_items))
+    if only is not None:
+        ok &= np.isin(np.arange(len(store)), only)
     scores = np.where(ok, scores, -np.inf)
     top = np.argsort(-scores, kind="stable")[:k]
     return [ObjectHit(r + 1, int(store.item_ids[i]), paths[store.item_ids[i]], store.labels[i],

@@ -12,14 +12,14 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
-PHASES = ("scanning", "reading", "embedding", "indexing", "saving", "milvus")
+PHASES = ("scanning", "reading", "embedding", "indexing", "saving", "milvus", "objects")
 
 
 @dataclass(frozen=True)
 class Progress:
     """Where a long operation is: its phase, ``done`` of ``total`` steps, and for embedding the speed."""
 
-    phase: str  # one of PHASES: listing files, hashing them, the model, the index, writing, Milvus
+    phase: str  # one of PHASES: listing files, hashing them, the model, the index, writing, Milvus, objects
     done: int = 0
     total: int = 0
     images_per_s: float = 0.0

@@ -35,6 +35,7 @@ from app.index.rerank import RerankOptions
 from app.service.catalogue import Catalogue, Collection, CollectionInfo
 from app.service.filters import SearchFilter, band, band_floor, matching_ids
 from app.service.query_image import QueryImage, prepare_query
+from app.service.query_objects import QueryObjects
 from app.service.requery import requery
 from app.service.timings import Timings
 
@@ -122,6 +123,7 @@ class SearchService:
         self._qcache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._qcache_lock = threading.Lock()
         self._embed_lock = threading.Lock()
+        self.objects = QueryObjects(self)  # objects in query images, and collections' objects
 
     # -- model and collections -------------------------------------------------------------------
     @property
@@ -174,6 +176,8 @@ class SearchService:
         t = timings if timings is not None else Timings()
         prepared = prepare_query(source, copy_dir, max_bytes=self.config.max_upload_bytes, key=key,
                                  draft_size=self.embedder.preprocessing.resize, timings=t)
+        if prepared.copy is not None:  # the page's pixels, for its objects
+            self.objects.remember(prepared.key, prepared.shown)
         return self._vector(prepared, t), prepared
 
     def search_item(self, collection: str, item_id: int, k: int | float | None = None, *,

@@ -54,6 +54,7 @@ class ChangeSummary:
     added_ids: tuple[int, ...] = ()
     removed_ids: tuple[int, ...] = ()
     milvus: dict[str, Any] | None = None  # what was mirrored to Milvus (backend milvus)
+    objects: dict[str, Any] | None = None  # the object vectors' refresh (app.service.object_upkeep), if any
     generation: int = 0
     previous_fingerprint: str = ""  # of the table before the change (Milvus mirrors from it)
     excluded: tuple[tuple[str, int], ...] = ()  # (exclude pattern, entries the scan left out)

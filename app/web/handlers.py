@@ -32,6 +32,7 @@ from app.web.context import Context
 from app.web.duplicates import DuplicateHandlers
 from app.web.library import LibraryHandlers
 from app.web.limits import LimitHandlers
+from app.web.objects import ObjectHandlers
 from app.web.queries import QueryHandlers
 from app.web.runner import QueryRunner
 from app.web.session_handlers import SessionHandlers
@@ -51,6 +52,7 @@ class Handlers:
         self.library = LibraryHandlers(self.ctx)
         self.duplicates = DuplicateHandlers(self.ctx)
         self.api = ApiHandlers(self.ctx)
+        self.objects = ObjectHandlers(self.ctx, runner)
 
     @property
     def service(self) -> SearchService:

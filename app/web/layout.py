@@ -34,6 +34,7 @@ from __future__ import annotations
 import gradio as gr
 
 from app.web.api import wire_api
+from app.web.api_objects import wire_object_api
 from app.web.assets import LOAD_INTO_CROP_EDITOR
 from app.web.collections import CollectionHandlers
 from app.web.duplicates_tab import duplicates_tab, wire_duplicates_tab
@@ -41,6 +42,7 @@ from app.web.gallery import example_items
 from app.web.handlers import Handlers
 from app.web.library_tab import collections_tab, wire_collections_tab
 from app.web.limits import LimitHandlers, limit_panel
+from app.web.objects_panel import objects_panel, wire_objects
 from app.web.outputs import SearchOutputs
 from app.web.page import Page, examples_tab, header, history_tab, query_panel, results_panel
 from app.web.queries import QueryHandlers
@@ -65,6 +67,7 @@ def build_page(h: Handlers) -> tuple[gr.Blocks, Page]:
             with gr.Column(scale=5, min_width=340):
                 query = query_panel(h.config, crop_src)
                 limits = limit_panel()
+                objects = objects_panel()
             with gr.Column(scale=7, min_width=420):
                 results = results_panel(h.collections.idle_status(default))
         with gr.Tabs():
@@ -72,11 +75,12 @@ def build_page(h: Handlers) -> tuple[gr.Blocks, Page]:
             history = history_tab()
             library = collections_tab(h.library)
             dups = duplicates_tab(h.duplicates)
-        page = Page(session, top, query, results, examples, history, library, dups, limits)
+        page = Page(session, top, query, results, examples, history, library, dups, limits, objects)
         _wire(page, h)
         wire_collections_tab(library, h.library, top.collection, h.collections.collection_choices)
         wire_duplicates_tab(dups, h.duplicates)
         wire_api(h.api, h.library, h.duplicates)
+        wire_object_api(h.ctx)  # /objects, /search_objects
     return demo, page
 
 
@@ -87,33 +91,37 @@ def _wire(page: Page, h: Handlers) -> None:
     out = SearchOutputs(page)
     ev = dict(outputs=out.components, concurrency_id="search", api_visibility="private",
               show_progress_on=[page.results.gallery])
-    _wire_queries(page, h.queries, out, ev)
-    _wire_session(page, h.session, out, ev)
+    query_events = _wire_queries(page, h.queries, out, ev) + _wire_session(page, h.session, out, ev)
     _wire_collections(page, h.collections, out, ev)
     _wire_limits(page, h.limits, out, ev)
+    wire_objects(page.objects, h.objects, out, ev, query_events,
+                 [page.header.collection, page.query.k, page.session], page.session)
 
 
-def _wire_queries(page: Page, q: QueryHandlers, out: SearchOutputs, ev: dict) -> None:
+def _wire_queries(page: Page, q: QueryHandlers, out: SearchOutputs, ev: dict) -> list:
+    """The query events; the events that may bring a new query image are returned (objects follow them)."""
     p, shared = page.query, [page.header.collection, page.query.k, page.session]
-    p.image.upload(out.event(q.on_upload), [p.image, *shared], **ev)
+    upload = p.image.upload(out.event(q.on_upload), [p.image, *shared], **ev)
     p.crop.click(out.event(q.on_crop_open), [page.session], **ev)
     p.crop_close.click(out.event(q.on_crop_close), None, **ev)
     p.crop_src.change(None, [p.crop_src], None, js=LOAD_INTO_CROP_EDITOR)
     # The crop editor fires these several times per image (mostly its echo): no spinner for them.
-    gr.on([p.crop_editor.change, p.crop_editor.apply], out.event(q.on_crop), [p.crop_editor, *shared],
-          trigger_mode="always_last", **dict(ev, show_progress="hidden"))
-    gr.on([p.search.click, page.history.from_query.click], out.event(q.on_search), [p.image, *shared], **ev)
-    gr.on([p.url.submit, p.fetch.click], out.event(q.on_url), [p.url, *shared], **ev)
-    page.examples.gallery.select(out.selected(q.on_example), shared, **ev)
-    page.results.gallery.select(out.selected(q.on_result), shared, **ev)
+    crop = gr.on([p.crop_editor.change, p.crop_editor.apply], out.event(q.on_crop), [p.crop_editor, *shared],
+                 trigger_mode="always_last", **dict(ev, show_progress="hidden"))
+    search = gr.on([p.search.click, page.history.from_query.click], out.event(q.on_search), [p.image, *shared], **ev)
+    url = gr.on([p.url.submit, p.fetch.click], out.event(q.on_url), [p.url, *shared], **ev)
+    example = page.examples.gallery.select(out.selected(q.on_example), shared, **ev)
+    result = page.results.gallery.select(out.selected(q.on_result), shared, **ev)
+    return [upload, crop, search, url, example, result]
 
 
-def _wire_session(page: Page, s: SessionHandlers, out: SearchOutputs, ev: dict) -> None:
+def _wire_session(page: Page, s: SessionHandlers, out: SearchOutputs, ev: dict) -> list:
     k, collection = page.query.k, page.header.collection
     gr.on([k.release, k.change], out.event(s.on_k), [k, collection, page.session], trigger_mode="always_last", **ev)
-    page.history.gallery.select(out.selected(s.on_history), [collection, k, page.session], **ev)
+    history = page.history.gallery.select(out.selected(s.on_history), [collection, k, page.session], **ev)
     page.results.compare_pick.input(out.event(s.on_compare), [page.results.compare_pick, page.session], **ev)
-    page.history.to_query.click(out.event(s.on_use_last), [page.session], **ev)
+    to_query = page.history.to_query.click(out.event(s.on_use_last), [page.session], **ev)
+    return [history, to_query]
 
 
 def _wire_collections(page: Page, c: CollectionHandlers, out: SearchOutputs, ev: dict) -> None:

@@ -15,6 +15,7 @@ from urllib.parse import quote
 import gradio as gr
 from gradio.blocks import Block
 
+from app.web.objects_view import ObjectsShown
 from app.web.page import Page
 from app.web.view import View
 
@@ -37,7 +38,9 @@ class SearchOutputs:
             "session": page.session,
         }
         # Set with their field: the compare box's visibility (compare), the crop editor's source and box (crop).
-        self._components: list[Block] = [*self._targets.values(), r.compare_box, q.crop_src, q.crop_box]
+        # and the objects panel's image, row and note (objects).
+        self._components: list[Block] = [*self._targets.values(), r.compare_box, q.crop_src, q.crop_box,
+                                         page.objects.image, page.objects.picks, page.objects.note]
 
     @property
     def components(self) -> list[Block]:
@@ -45,7 +48,7 @@ class SearchOutputs:
         return list(self._components)
 
     def targets(self) -> dict[str, Block]:
-        """Each :class:`View` field but ``crop``, and the component that shows it."""
+        """Each :class:`View` field but ``crop`` and ``objects``, and the component that shows it."""
         return dict(self._targets)
 
     def keyed(self, view: View) -> dict[Block, Any]:
@@ -55,6 +58,9 @@ class SearchOutputs:
             if name == "crop":
                 out.update(self._crop(value))
                 continue
+            if name == "objects":
+                out.update(self._objects(value))
+                continue
             if name == "results":
                 value = gr.Gallery(value=value, selected_index=None)  # no stale highlight
             elif name == "compare_choices":
@@ -63,6 +69,12 @@ class SearchOutputs:
                 out[page.results.compare_box] = gr.Group(visible=value is not None)
             out[self._targets[name]] = value
         return out
+
+    def _objects(self, shown: ObjectsShown | None) -> dict[Block, Any]:
+        o, shown = self.page.objects, shown or ObjectsShown()
+        return {o.image: gr.Image(value=shown.image, visible=shown.image is not None),
+                o.picks: gr.Radio(choices=shown.choices, value=None, visible=bool(shown.choices)),
+                o.note: shown.note}
 
     def _crop(self, path: str | None) -> dict[Block, Any]:
         q = self.page.query

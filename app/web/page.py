@@ -14,6 +14,7 @@ from app.web.components import QueryImageInput
 from app.web.duplicates_tab import DuplicatesTab
 from app.web.library_tab import LibraryTab
 from app.web.limits import LimitPanel
+from app.web.objects_panel import ObjectsPanel
 
 # 640x480 is plenty for the model (224 px) and keeps the page responsive (the default is 1920x1440).
 WEBCAM = gr.WebcamOptions(mirror=False, constraints={"video": {"width": {"ideal": 640}, "height": {"ideal": 480}}})
@@ -164,3 +165,4 @@ class Page:
     library: LibraryTab
     duplicates: DuplicatesTab
     limits: LimitPanel  # the query panel's "Limit to" accordion (app.web.limits)
+    objects: ObjectsPanel

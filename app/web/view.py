@@ -31,6 +31,7 @@ class View:
     compare_choices: Any = SKIP  # list of (label, index) for the result picker
     session: Any = SKIP  # the :class:`~app.web.session.Session`
     crop: Any = SKIP  # the image to open in the crop editor (a path), or None to close it
+    objects: Any = SKIP  # the objects panel: an :class:`~app.web.objects_view.ObjectsShown`
 
     def changed(self) -> dict[str, Any]:
         """The fields this view sets (not :data:`SKIP`), by name."""

@@ -20,7 +20,7 @@ from app.service.search import SearchService
 from app.web.gallery import caption
 from app.web.handlers import Handlers
 from app.web.objects_view import MODES, ObjectsShown
-from app.web.view import SKIP, View
+from app.web.view import SKIP
 from tests.detector_fakes import SPEC, install_fake
 from tests.fakes import SpyEmbedder, free_port, running_app
 from tests.helpers import spy_load_image
@@ -68,28 +68,29 @@ def test_objects_follow_the_results_from_the_remembered_pixels(handlers, tmp_pat
     assert loads == []  # no second decode: the pixels the service kept when it prepared the query
     shown = view.objects
     assert isinstance(shown, ObjectsShown) and [c for c, _ in shown.choices] == ["cup · 0.90", "chair · 0.60"]
-    assert "2 objects found" in shown.note and session.objects_key == session.query.key
+    assert "2 objects found" in shown.note and all(v.startswith(session.query.key[:16]) for _, v in shown.choices)
+    found = h.ctx.service.objects.detect(session.query.key)  # remembered by the service, not the session
     with Image.open(shown.image) as drawn:  # the query image (the page's copy) with the boxes drawn
         assert drawn.size == (192, 144)
-        assert drawn.getpixel((int(session.objects[0].box[0]) + 1, 20))[0] > 200  # the box's orange edge
-    assert h.objects.on_detect(session) == View()  # shown already: nothing to do
+        assert drawn.getpixel((int(found[0].box[0]) + 1, 20))[0] > 200  # the box's orange edge
+    assert h.objects.on_detect(session).objects == shown  # asked again: the same objects, detected once
 
 
 def test_a_picked_object_is_searched_alone_and_the_query_stays_the_photo(handlers, tmp_path):
     h, data = handlers
     session = _upload(h, data, tmp_path)
-    h.objects.on_detect(session)
+    picks = [v for _, v in h.objects.on_detect(session).objects.choices]
     photo = session.query
-    view = h.objects.on_pick(0, "shapes", 4, session)
+    view = h.objects.on_pick(picks[0], "shapes", 4, session)
     assert session.query.key == photo.key and view.query_image is SKIP
     assert "object: <b>cup</b>" in view.status and "cup" in view.message
     service = h.ctx.service
     with Image.open(photo.path) as im:  # the crop of the page's copy, with a little context
-        expected = service.embed_image(object_crop(im.convert("RGB"), session.objects[0].box))
+        expected = service.embed_image(object_crop(im.convert("RGB"), service.objects.detect(photo.key)[0].box))
     want = service.search_vector("shapes", expected, 4)
     assert [r[1] for r in view.results] == [caption(x) for x in want.hits]
-    stale = h.objects.on_pick(5, "shapes", 4, session)
-    assert "another image" in stale.message
+    for stale_pick in ("0123456789abcdef:0", picks[0].split(":")[0] + ":5", 0):  # another image's, none such
+        assert "another image" in h.objects.on_pick(stale_pick, "shapes", 4, session).message
 
 
 def test_objects_mode_answers_objects_with_their_boxes(handlers, tmp_path):
@@ -104,8 +105,8 @@ def test_objects_mode_answers_objects_with_their_boxes(handlers, tmp_path):
     photo = session.results[0]
     clicked = h.queries.on_result(0, "shapes", 4, session)  # a hit's photo becomes the query (stored vector)
     assert session.query.item_id == photo.id and clicked.query_image == session.query.path
-    h.objects.on_detect(session)
-    picked = h.objects.on_pick(1, "shapes", 3, session)  # the chair alone, against objects
+    picks = [v for _, v in h.objects.on_detect(session).objects.choices]
+    picked = h.objects.on_pick(picks[1], "shapes", 3, session)  # the chair alone, against objects
     assert "object: <b>chair</b>" in picked.status and len(picked.results) == 3
     back = h.objects.on_mode(MODES[0], "shapes", 4, session)
     assert not session.objects_mode and "images in" in back.status

@@ -233,7 +233,11 @@ def test_search_events_answer_dicts_keyed_by_their_outputs(small_collection, emb
     assert len(_ids(out.components)) == len(set(_ids(out.components)))
     events = _events(demo)
     search = [dep for dep in demo.fns.values() if dep.concurrency_id == "search"]
-    assert len(search) == 25  # 14 searches, the limits, the objects' detection after 8 of them, a pick, the mode
+    assert len(search) == 17  # 14 searches, the limits, an object picked, the mode
+    detect = [dep for dep in demo.fns.values() if dep.concurrency_id == "objects"]
+    assert len(detect) == 6  # each new image's query's objects, in a queue of their own: the next search never waits for them
+    assert all(dep.concurrency_limit == 1 for dep in detect)
+    search += detect
     for dep in search:
         assert _ids(dep.outputs) == _ids(out.components)
     session, outputs = h.collections.initial_session("shapes"), set(_ids(out.components))

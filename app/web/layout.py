@@ -111,17 +111,18 @@ def _wire_queries(page: Page, q: QueryHandlers, out: SearchOutputs, ev: dict) ->
     search = gr.on([p.search.click, page.history.from_query.click], out.event(q.on_search), [p.image, *shared], **ev)
     url = gr.on([p.url.submit, p.fetch.click], out.event(q.on_url), [p.url, *shared], **ev)
     example = page.examples.gallery.select(out.selected(q.on_example), shared, **ev)
-    result = page.results.gallery.select(out.selected(q.on_result), shared, **ev)
-    return [upload, crop, search, url, example, result]
+    page.results.gallery.select(out.selected(q.on_result), shared, **ev)
+    # Objects follow new images and examples (issue 17's list); a result click stays one request.
+    return [upload, crop, search, url, example]
 
 
 def _wire_session(page: Page, s: SessionHandlers, out: SearchOutputs, ev: dict) -> list:
     k, collection = page.query.k, page.header.collection
     gr.on([k.release, k.change], out.event(s.on_k), [k, collection, page.session], trigger_mode="always_last", **ev)
-    history = page.history.gallery.select(out.selected(s.on_history), [collection, k, page.session], **ev)
+    page.history.gallery.select(out.selected(s.on_history), [collection, k, page.session], **ev)
     page.results.compare_pick.input(out.event(s.on_compare), [page.results.compare_pick, page.session], **ev)
     to_query = page.history.to_query.click(out.event(s.on_use_last), [page.session], **ev)
-    return [history, to_query]
+    return [to_query]
 
 
 def _wire_collections(page: Page, c: CollectionHandlers, out: SearchOutputs, ev: dict) -> None:

@@ -28,6 +28,20 @@ from app.web.view import View
 log = logging.getLogger(__name__)
 
 
+PICK_KEY = 16  # characters of the query's key in a pick's value
+
+
+def pick_value(key: str, index: int) -> str:
+    """A row entry's value: which query's objects it belongs to, and which object."""
+    return f"{key[:PICK_KEY]}:{index}"
+
+
+def parse_pick(value: Any) -> tuple[str, int]:
+    """(the query key's first characters, the object's index) of a pick; ("", -1) for anything else."""
+    key, _, index = str(value).rpartition(":")
+    return (key, int(index)) if index.isdigit() else ("", -1)
+
+
 class ObjectHandlers:
     """Events of the objects panel (and the detection chained after each query)."""
 
@@ -41,28 +55,26 @@ class ObjectHandlers:
         query = session.query
         if query is None:
             return View(objects=ObjectsShown())
-        if session.objects_key == query.key:
-            return View()
         objects = self.ctx.service.objects
         try:
-            found = objects.detect(query.key, query.path)
+            found = objects.detect(query.key, query.path)  # detected once per image, remembered by the service
         except DetectorUnavailableError as exc:
             log.info("no detector: %s", exc.user_message())
-            session.objects, session.objects_key = [], query.key
-            return View(objects=ObjectsShown(note=NO_DETECTOR), session=session)
-        session.objects, session.objects_key = found, query.key
+            return View(objects=ObjectsShown(note=NO_DETECTOR))
         image = objects.overlay(query.key, query.path, found, self.ctx.work_dir)
-        return View(objects=ObjectsShown(str(image), [(object_choice(o), i) for i, o in enumerate(found)],
-                                         found_note(found)), session=session)
+        return View(objects=ObjectsShown(str(image), [(object_choice(o), pick_value(query.key, i))
+                                                      for i, o in enumerate(found)], found_note(found)))
 
     @guarded("searching the object")
     def on_pick(self, index: Any, collection: str | None, k: Any, session: Session) -> View:
         """One of the query's objects searched alone; the query image still shows the photo."""
         query = session.query
-        if query is None or session.objects_key != query.key or not isinstance(index, int) or not (
-                0 <= index < len(session.objects)):
+        key, i = parse_pick(index)
+        found = self.ctx.service.objects.detect(query.key, query.path) if query is not None and key == query.key[
+            :PICK_KEY] else []
+        if not 0 <= i < len(found):
             return View(message=error_md("Those objects belong to another image; pick one of this image's."))
-        obj = session.objects[index]
+        obj = found[i]
         name = self.ctx.searchable(collection)
         result = self.ctx.service.objects.search_box(query.key, query.path, obj.box, name, k,
                                                      objects=session.objects_mode)

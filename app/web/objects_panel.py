@@ -39,7 +39,9 @@ def wire_objects(panel: ObjectsPanel, handlers: Any, out: Any, ev: dict, query_e
     """Detection after each query event (``.success``: the results first); a pick searches that object; the
     mode searches the query again. ``handlers``: the :class:`~app.web.objects.ObjectHandlers`; ``out``: the
     :class:`~app.web.outputs.SearchOutputs`; ``shared``: collection, k and session."""
-    detect = dict(ev, show_progress="hidden")
+    # Its own queue: the next click never waits for the last query's detection (which writes no session state:
+    # the service remembers each image's objects, and a pick's value names the query it belongs to).
+    detect = dict(ev, show_progress="hidden", concurrency_id="objects", concurrency_limit=1)
     for dep in query_events:
         dep.success(out.event(handlers.on_detect), [session], **detect)
     panel.picks.select(out.selected(handlers.on_pick), shared, **ev)

@@ -30,6 +30,9 @@ class ObjectsShown:
     note: str = ""
 
 
+OBJECTS_FOLLOW = "Objects are found for new images (upload, paste, webcam, URL, crop) and examples."
+
+
 def object_choice(obj: DetectedObject) -> str:
     return f"{obj.label} · {obj.score:.2f}"
 

@@ -30,6 +30,7 @@ from app.service.search import Hit
 from app.web.context import Context
 from app.web.gallery import example_caption
 from app.web.guarded import guarded
+from app.web.objects_view import OBJECTS_FOLLOW, ObjectsShown
 from app.web.query import Query
 from app.web.runner import QueryRunner
 from app.web.session import Session
@@ -159,5 +160,7 @@ class QueryHandlers:
         if session.shown is None or not (0 <= int(index) < len(session.results)):
             return View()
         hit = session.results[int(index)]
-        return self.runner.again(item_query(self.ctx, session.shown[1], hit), collection, k, session,
+        view = self.runner.again(item_query(self.ctx, session.shown[1], hit), collection, k, session,
                                  show_in_query_image=True)
+        view.objects = ObjectsShown(note=OBJECTS_FOLLOW)  # no detection for a click: the panel says so
+        return view

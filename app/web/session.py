@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from app.service.filters import SearchFilter
 from app.service.search import Hit
@@ -38,8 +37,6 @@ class Session:
         default_factory=list)
     where: SearchFilter | None = None  # the "Limit to" filter every search of the session applies
     objects_mode: bool = False  # search the objects inside photos (not whole photos)
-    objects: list[Any] = field(default_factory=list)  # the query image's objects (DetectedObject), best first
-    objects_key: str = ""  # the query they belong to
 
     def record(self, query: Query, collection: str, k: int, hits: list[Hit], *, in_query_image: bool = False) -> None:
         """``query`` was searched in ``collection`` for ``k`` results: they are on screen, it is the newest

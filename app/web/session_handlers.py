@@ -8,6 +8,7 @@ from typing import Any
 
 from app.web.context import Context
 from app.web.guarded import guarded
+from app.web.objects_view import OBJECTS_FOLLOW, ObjectsShown
 from app.web.runner import QueryRunner
 from app.web.session import Session
 from app.web.text import error_md
@@ -33,7 +34,9 @@ class SessionHandlers:
         if not (0 <= int(index) < len(session.history)):
             return View()
         query = replace(session.history[int(index)], origin="app")
-        return self.runner.again(query, collection, k, session, show_in_query_image=True)
+        view = self.runner.again(query, collection, k, session, show_in_query_image=True)
+        view.objects = ObjectsShown(note=OBJECTS_FOLLOW)  # no detection for a click: the panel says so
+        return view
 
     @guarded("comparing")
     def on_compare(self, pick: Any, session: Session) -> View:

@@ -173,3 +173,32 @@ def test_a_format_1_file_is_still_read_and_upgraded_at_the_next_change(whitened)
     delete_items(config, "pics", ids=[5])
     new = dba.load(config.features_dir, "pics")
     assert new.format == dba.FORMAT and new.whitening is not None
+
+
+def test_the_search_path_ranks_as_the_measured_product_variant():
+    """requery with a whitened DBA part gives the ranking app.metrics.heldout measures for the default."""
+    import threading
+    from types import SimpleNamespace
+
+    from app.metrics.heldout import rank_product
+    from app.service.requery import requery
+    from app.index.rerank import RerankOptions, top_k
+    from tests.test_rerank import _ExactStore
+
+    x, labels = clustered(seed=6)
+    q_pos, db_pos = heldout_split(labels)
+    raw = x[db_pos]
+    w = fit(raw, SMALL)
+    aug, _ = augment(w.apply(raw), None, DbaParams())
+    col = SimpleNamespace(vectors=raw, augmented=aug, whitening=dba.SearchSpace(w, w.apply(raw)), store=_ExactStore(raw),
+                          lock=threading.Lock(), live_mask=np.ones(len(raw), bool))
+    (v,) = _variant()
+    queries = x[q_pos]
+    want = rank_product(queries, raw, aug, v, db_ids=np.arange(len(raw)), self_pos=None,
+                        spaced=(w.apply(queries), w.apply(raw)))
+    c = max(4 * 10, 10 + 16)
+    sims, first = top_k(queries, raw, c)
+    got = [requery(col, queries[r], first[r].tolist(), sims[r], 10, c, RerankOptions())[0] for r in range(len(queries))]
+    assert np.array_equal(np.array(got), want)
+    plain = [first[r][:10].tolist() for r in range(len(queries))]
+    assert got != plain  # it does re-rank

@@ -55,7 +55,7 @@ class Collection:
     lock: threading.Lock = field(default_factory=threading.Lock)
     stamp: tuple[int, int, int] = (0, 0, 0)  # the manifest file's (inode, size, mtime_ns) when loaded
     augmented: np.ndarray | None = None  # DBA vectors that order the candidates (app.service.dba), or None
-    whitening: Any = None  # app.index.whiten.Whitening the augmented vectors live in, or None (raw space)
+    whitening: Any = None  # app.service.dba.SearchSpace the augmented vectors live in, or None (raw space)
 
     def __post_init__(self) -> None:
         self.live_mask = self.table.live_mask()  # False for deleted rows (tombstones)

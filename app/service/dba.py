@@ -72,6 +72,18 @@ class StoredAugmentation:
         return raw if self.whitening is None else self.whitening.apply(raw)
 
 
+@dataclass
+class SearchSpace:
+    """What a loaded collection whitens with: the whitening and every raw row in its space, unaugmented
+    (what "a copy stays first" compares; computed once at load, not per query)."""
+
+    whitening: Whitening
+    raw: np.ndarray  # (N, dim) float32
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        return self.whitening.apply(x)
+
+
 @dataclass(frozen=True)
 class RefreshSummary:
     mode: str  # "full", "incremental", "unchanged", "unsaved" (computed, but the file could not be written)
@@ -219,7 +231,7 @@ def remove(features_dir: str | Path, name: str) -> None:
 
 
 def searched_space(features_dir: str | Path, name: str, raw: np.ndarray, live: np.ndarray
-                   ) -> tuple[np.ndarray | None, Whitening | None]:
+                   ) -> tuple[np.ndarray | None, SearchSpace | None]:
     """(the augmented vectors a loaded collection orders its candidates with, the whitening they live in),
     or (None, None) without DBA. A stale file (a change whose refresh did not run) is brought up to date in
     memory, not written: readers hold no lock."""
@@ -229,7 +241,8 @@ def searched_space(features_dir: str | Path, name: str, raw: np.ndarray, live: n
     aug, summary = compute(raw, live, previous, previous.params, previous.whiten)
     if summary.mode != "unchanged":
         log.warning("%s: the DBA file was stale; recomputed in memory (%s, %d rows)", name, summary.mode, summary.rows)
-    return aug.vectors, aug.whitening
+    space = None if aug.whitening is None else SearchSpace(aug.whitening, aug.whitening.apply(raw))
+    return aug.vectors, space
 
 
 def searched_vectors(features_dir: str | Path, name: str, raw: np.ndarray, live: np.ndarray) -> np.ndarray | None:

@@ -45,7 +45,7 @@ def requery(col: Any, vec: np.ndarray, ids: Sequence[int], scores: np.ndarray, k
     pool = list(dict.fromkeys([int(i) for i in found[0] if 0 <= i < len(live) and live[i]] + list(ids)))
     cosine = np.asarray(col.vectors[pool], dtype=np.float32) @ np.asarray(vec, dtype=np.float32)
     # A copy of the query stays first: its cosine to the query (in the searched space) counts when higher.
-    own = cosine if whitening is None else whitening.apply(np.asarray(col.vectors[pool], dtype=np.float32)) @ q
+    own = cosine if whitening is None else np.asarray(whitening.raw[pool], dtype=np.float32) @ q
     score = np.maximum(np.asarray(searched[pool], dtype=np.float32) @ expanded, own)
     order = np.argsort(-score, kind="stable")[:k]
     return [pool[j] for j in order], cosine[order]

@@ -180,9 +180,9 @@ def test_the_search_path_ranks_as_the_measured_product_variant():
     import threading
     from types import SimpleNamespace
 
+    from app.index.rerank import RerankOptions, top_k
     from app.metrics.heldout import rank_product
     from app.service.requery import requery
-    from app.index.rerank import RerankOptions, top_k
     from tests.test_rerank import _ExactStore
 
     x, labels = clustered(seed=6)

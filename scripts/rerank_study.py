@@ -63,7 +63,7 @@ def incremental_check(raw: np.ndarray, labels: list, seed: int = 0) -> dict:
     import time
 
     from app.index.rerank import DbaParams, augment, augment_update, normalise
-    from app.metrics.heldout import DEFAULT_NAME, DEFAULT_VARIANTS, evaluate_variants, heldout_split
+    from app.metrics.heldout import DEFAULT_VARIANTS, UNWHITENED_NAME, evaluate_variants, heldout_split
 
     raw = normalise(raw)
     rng = np.random.default_rng(seed)
@@ -84,9 +84,9 @@ def incremental_check(raw: np.ndarray, labels: list, seed: int = 0) -> dict:
     t = time.perf_counter()
     full, _ = augment(raw, after, params)
     full_s = time.perf_counter() - t
-    variant = [v for v in DEFAULT_VARIANTS if v.name == DEFAULT_NAME]
-    a = evaluate_variants(raw, labels, variants=variant, augmented=inc, live=after)["variants"][DEFAULT_NAME]
-    b = evaluate_variants(raw, labels, variants=variant, augmented=full, live=after)["variants"][DEFAULT_NAME]
+    variant = [v for v in DEFAULT_VARIANTS if v.name == UNWHITENED_NAME]  # raw-space DBA (see whiten_study.py)
+    a = evaluate_variants(raw, labels, variants=variant, augmented=inc, live=after)["variants"][UNWHITENED_NAME]
+    b = evaluate_variants(raw, labels, variants=variant, augmented=full, live=after)["variants"][UNWHITENED_NAME]
     return {"added": int(len(late)), "deleted": int(len(gone)), "database": int(after[db].sum()),
             "rows_recomputed": int(len(rows)), "incremental_s": round(inc_s, 2), "full_s": round(full_s, 2),
             "max_abs_vector_diff": float(np.abs(inc[after] - full[after]).max()),

@@ -20,10 +20,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from app.index.rerank import DbaParams, augment, expand_queries, k_reciprocal, normalise, top_k
+from app.index.whiten import WhitenParams, fit
 from app.metrics.retrieval import K, ranking_metrics
 
 SPLITS = ("heldout", "loo")
-DEFAULT_NAME = "dba n=5 + aqe n=3, raw index (product)"  # what the search path does by default (see README)
+DEFAULT_NAME = "whitened + dba n=5 + aqe n=3, raw index (product)"  # what the search path does by default (see README)
+UNWHITENED_NAME = "dba n=5 + aqe n=3, raw index (product)"  # the default before whitening
 EVERY = 5
 
 
@@ -40,6 +42,7 @@ class RerankVariant:
     product: bool = False  # as the search path does it: the index holds the raw vectors, the augmented ones
     #                        re-score its candidates (max(4k, k+16) per search, both searches' candidates pooled)
     copies_first: bool = False  # product: order by max(raw cosine, re-ranked score), so a copy stays first
+    whiten: WhitenParams | None = None  # ordering, DBA and αQE in the whitened space learned on the database
 
     def needs_mirror(self) -> bool:
         return self.mirror_db or self.mirror_query
@@ -51,7 +54,11 @@ DEFAULT_VARIANTS: tuple[RerankVariant, ...] = (
     RerankVariant("dba n=3 + aqe n=2", qe_n=2, dba_n=3),
     RerankVariant("dba n=5 + aqe n=3", qe_n=3, dba_n=5),
     RerankVariant("k-reciprocal", krecip=True),
-    RerankVariant(DEFAULT_NAME, qe_n=3, dba_n=5, product=True, copies_first=True),
+    RerankVariant(UNWHITENED_NAME, qe_n=3, dba_n=5, product=True, copies_first=True),
+    RerankVariant("whitened", whiten=WhitenParams()),
+    RerankVariant("whitened + aqe n=3", qe_n=3, whiten=WhitenParams()),
+    RerankVariant("whitened + dba n=5 + aqe n=3", qe_n=3, dba_n=5, whiten=WhitenParams()),
+    RerankVariant(DEFAULT_NAME, qe_n=3, dba_n=5, product=True, copies_first=True, whiten=WhitenParams()),
 )
 MIRROR_VARIANTS: tuple[RerankVariant, ...] = (
     RerankVariant("mirror db (asymmetric)", mirror_db=True),
@@ -106,35 +113,41 @@ def rank(queries: np.ndarray, db: np.ndarray, v: RerankVariant, *, db_ids: np.nd
 
 
 def rank_product(queries: np.ndarray, raw: np.ndarray, aug: np.ndarray, v: RerankVariant, *, db_ids: np.ndarray,
-                 self_pos: np.ndarray | None, k: int = K) -> np.ndarray:
+                 self_pos: np.ndarray | None, k: int = K, spaced: tuple[np.ndarray, np.ndarray] | None = None
+                 ) -> np.ndarray:
     """:func:`rank` the way :mod:`app.service.requery` searches: candidates from the raw vectors, the
-    augmented ones (``aug``) order them and expand the query."""
+    augmented ones (``aug``) order them and expand the query. ``spaced``: (queries, raw database) in
+    the whitened space ``aug`` lives in (the second search then expands the raw query with raw vectors)."""
     c = min(len(raw), max(4 * k, k + 16))
     _, ids = top_k(queries, raw, c, exclude=self_pos)
+    qs, own = spaced if spaced is not None else (queries, raw)
     out = np.empty((len(queries), k), np.int64)
-    for r, q in enumerate(queries):
+    for r, q in enumerate(qs):
         cand = ids[r][ids[r] >= 0]
         sc = aug[cand] @ q
         if v.qe_n:
             top = np.argsort(-sc, kind="stable")[: v.qe_n]
             e = expand_queries(q[None], aug, cand[top][None], sc[top][None], v.qe_n, v.qe_alpha)
-            _, more = top_k(e, raw, c, exclude=None if self_pos is None else self_pos[r : r + 1])
+            probe = e if spaced is None else expand_queries(queries[r][None], raw, cand[top][None],
+                                                            (raw[cand[top]] @ queries[r])[None], v.qe_n, v.qe_alpha)
+            _, more = top_k(probe, raw, c, exclude=None if self_pos is None else self_pos[r : r + 1])
             cand = np.array(list(dict.fromkeys(cand.tolist() + [int(i) for i in more[0] if i >= 0])), np.int64)
             sc = aug[cand] @ e[0]
         if v.copies_first:
-            sc = np.maximum(sc, raw[cand] @ q)
+            sc = np.maximum(sc, own[cand] @ q)
         out[r] = cand[np.argsort(-sc, kind="stable")[:k]]
     return db_ids[out]
 
 
 def evaluate_variants(raw: np.ndarray, labels: Sequence[Sequence[str]], *, split: str = "heldout",
                       variants: Sequence[RerankVariant] = DEFAULT_VARIANTS, mirror: np.ndarray | None = None,
-                      k: int = K, augmented: np.ndarray | None = None, live: np.ndarray | None = None
-                      ) -> dict[str, Any]:
+                      k: int = K, augmented: np.ndarray | None = None, live: np.ndarray | None = None,
+                      whitening: Any = None) -> dict[str, Any]:
     """P@5, mAP@10, mHR@10 of each variant on ``split`` (see the module docstring).
 
     ``augmented``: the database's DBA vectors, given (rows as ``raw``; e.g. kept up to date incrementally)
-    instead of computed here; ``live``: rows left out of the database (deleted) are False."""
+    instead of computed here; ``whitening``: the :class:`~app.index.whiten.Whitening` they live in (used by
+    the whitened variants instead of one learned here); ``live``: rows left out of the database (deleted) are False."""
     raw = normalise(raw)
     if split == "heldout":
         q_pos, db_pos = heldout_split(labels)
@@ -147,25 +160,31 @@ def evaluate_variants(raw: np.ndarray, labels: Sequence[Sequence[str]], *, split
     n_rel = _relevant(labels, q_pos, db_pos)
     self_pos = np.searchsorted(db_pos, q_pos) if split == "loo" else None
     avg = normalise(raw + mirror) if mirror is not None else None
-    cache: dict[tuple[bool, int, float], np.ndarray] = {}
+    cache: dict[tuple, np.ndarray] = {}
+    spaces: dict[tuple, Any] = {}
     out: dict[str, Any] = {}
     for v in variants:
         if v.needs_mirror() and avg is None:
             continue
-        key = (v.mirror_db, v.dba_n, v.dba_alpha)
+        base = (avg if v.mirror_db else raw)[db_pos]
+        skey = (v.mirror_db, v.whiten)
+        if skey not in spaces:  # learned on the database rows only: never on a query
+            spaces[skey] = None if v.whiten is None else whitening if whitening is not None else fit(base, v.whiten)
+        space = spaces[skey]
+        key = (v.mirror_db, v.dba_n, v.dba_alpha, v.whiten)
         if key not in cache:
-            base = avg if v.mirror_db else raw
-            db = base[db_pos]
+            db = base if space is None else space.apply(base)
             if v.dba_n and augmented is not None:
                 cache[key] = np.asarray(augmented, np.float32)[db_pos]
             else:
                 cache[key] = augment(db, None, DbaParams(v.dba_n, v.dba_alpha))[0] if v.dba_n else db
         queries = (avg if v.mirror_query else raw)[q_pos]
         if v.product:
-            base = (avg if v.mirror_db else raw)[db_pos]
-            ranked = rank_product(queries, base, cache[key], v, db_ids=db_pos, self_pos=self_pos, k=k)
+            spaced = None if space is None else (space.apply(queries), space.apply(base))
+            ranked = rank_product(queries, base, cache[key], v, db_ids=db_pos, self_pos=self_pos, k=k, spaced=spaced)
         else:
-            ranked = rank(queries, cache[key], v, db_ids=db_pos, self_pos=self_pos, k=k)
+            ranked = rank(queries if space is None else space.apply(queries), cache[key], v, db_ids=db_pos,
+                          self_pos=self_pos, k=k)
         out[v.name] = ranking_metrics(ranked.tolist(), q_pos, [tuple(lab) for lab in labels], n_rel, k)
     return {"split": split, "queries": int(len(q_pos)), "database": int(len(db_pos)), "k": k,
             "search": "exact", "variants": out}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -55,6 +55,7 @@ class Collection:
     lock: threading.Lock = field(default_factory=threading.Lock)
     stamp: tuple[int, int, int] = (0, 0, 0)  # the manifest file's (inode, size, mtime_ns) when loaded
     augmented: np.ndarray | None = None  # DBA vectors that order the candidates (app.service.dba), or None
+    whitening: Any = None  # app.service.dba.SearchSpace the augmented vectors live in, or None (raw space)
 
     def __post_init__(self) -> None:
         self.live_mask = self.table.live_mask()  # False for deleted rows (tombstones)
@@ -167,7 +168,7 @@ class Catalogue:
             manifest = manifest.with_(dataset_root=table.dataset_root)
         check_agrees(name, manifest, table)
         col = Collection(name, store, manifest, table, vectors, self._image_root(name, manifest))
-        col.augmented = dba.searched_vectors(cfg.features_dir, name, vectors, col.live_mask)
+        col.augmented, col.whitening = dba.searched_space(cfg.features_dir, name, vectors, col.live_mask)
         return col
 
     def _image_root(self, name: str, manifest: Manifest) -> Path:

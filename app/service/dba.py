@@ -17,6 +17,14 @@ rows whose neighbour list can have changed are recomputed (:func:`app.index.rera
 an unknown, damaged or foreign file is recomputed in full. A collection built with ``--no-dba`` has
 none. Readers that find it stale (a change whose refresh did not run) compute the current one in
 memory and leave the file to the next change.
+
+With whitening (format 2, :mod:`app.index.whiten`; on by default for collections of at least
+``WhitenParams.min_rows`` valid vectors) the augmented vectors live in the whitened space: the file
+also holds the whitening (mean, projection), the parameters it was asked for and the churn (rows added
+plus rows deleted) since it was learned. Changes keep the whitening and update DBA exactly in its
+space; once the churn passes ``refit_churn`` of the rows it was learned from, the next change learns
+it again and recomputes DBA in full. A format-1 file (no whitening) is read as before and gets the
+default whitening at the next change.
 """
 
 from __future__ import annotations
@@ -34,11 +42,14 @@ from app.errors import StorageError
 from app.files.atomic import atomic_writer
 from app.files.layout import CollectionFiles
 from app.index.rerank import DbaParams, augment, augment_update
+from app.index.whiten import Whitening, WhitenParams, fit
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2
+READABLE = (1, 2)
 DEFAULT_PARAMS = DbaParams()
+DEFAULT_WHITEN: WhitenParams | None = WhitenParams()
 
 
 @dataclass
@@ -48,9 +59,29 @@ class StoredAugmentation:
     live: np.ndarray  # (N,) bool: the valid rows it was computed for
     params: DbaParams
     digest: str  # of the raw rows 0..N-1
+    whiten: WhitenParams | None = None  # asked for (None: no whitening)
+    whitening: Whitening | None = None  # learned (None: too few rows, or not asked for): vectors are in its space
+    churn: int = 0  # rows added + rows deleted since the whitening was learned
+    format: int = FORMAT
 
     def matches(self, raw: np.ndarray, live: np.ndarray) -> bool:
         return len(self.live) == len(raw) and np.array_equal(self.live, live) and self.digest == raw_digest(raw)
+
+    def space(self, raw: np.ndarray) -> np.ndarray:
+        """``raw`` in the space the augmented vectors live in (whitened, or raw)."""
+        return raw if self.whitening is None else self.whitening.apply(raw)
+
+
+@dataclass
+class SearchSpace:
+    """What a loaded collection whitens with: the whitening and every raw row in its space, unaugmented
+    (what "a copy stays first" compares; computed once at load, not per query)."""
+
+    whitening: Whitening
+    raw: np.ndarray  # (N, dim) float32
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        return self.whitening.apply(x)
 
 
 @dataclass(frozen=True)
@@ -75,10 +106,13 @@ def load(features_dir: str | Path, name: str) -> StoredAugmentation | None:
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
-            if int(z["format"]) != FORMAT:
+            fmt = int(z["format"])
+            if fmt not in READABLE:
                 return None
+            whiten, whitening, churn = _load_whitening(z) if fmt >= 2 else (None, None, 0)
             return StoredAugmentation(np.asarray(z["vectors"], np.float32), np.asarray(z["thresholds"], np.float32),
-                                np.asarray(z["live"], bool), DbaParams(int(z["n"]), float(z["alpha"])), str(z["digest"]))
+                                      np.asarray(z["live"], bool), DbaParams(int(z["n"]), float(z["alpha"])),
+                                      str(z["digest"]), whiten, whitening, churn, fmt)
     except (OSError, ValueError, KeyError, EOFError) as exc:
         log.warning("ignoring %s (%s): it is recomputed", path, exc)
         return None
@@ -88,44 +122,100 @@ def save(features_dir: str | Path, name: str, aug: StoredAugmentation) -> Path:
     """Write ``aug`` atomically (:func:`app.files.atomic.atomic_writer`)."""
     buf = io.BytesIO()
     np.savez(buf, format=FORMAT, vectors=aug.vectors, thresholds=aug.thresholds, live=aug.live,
-             n=aug.params.n, alpha=aug.params.alpha, digest=aug.digest)
+             n=aug.params.n, alpha=aug.params.alpha, digest=aug.digest, **_whitening_arrays(aug))
     path = dba_path(features_dir, name)
     with atomic_writer(path) as fh:
         fh.write(buf.getvalue())
     return path
 
 
-def compute(raw: np.ndarray, live: np.ndarray, previous: StoredAugmentation | None, params: DbaParams
-            ) -> tuple[StoredAugmentation, RefreshSummary]:
+def _whitening_arrays(aug: StoredAugmentation) -> dict:
+    out: dict = {"whiten_on": aug.whiten is not None, "churn": aug.churn}
+    if aug.whiten is not None:
+        w = aug.whiten
+        out.update(wp_dim=w.dim, wp_power=w.power, wp_shrink=w.shrink, wp_feature_power=w.feature_power,
+                   wp_min_rows=w.min_rows, wp_refit_churn=w.refit_churn)
+    if aug.whitening is not None:
+        out.update(w_mean=aug.whitening.mean, w_proj=aug.whitening.proj,
+                   w_feature_power=aug.whitening.feature_power, w_rows=aug.whitening.rows)
+    return out
+
+
+def _load_whitening(z) -> tuple[WhitenParams | None, Whitening | None, int]:
+    whiten = None
+    if bool(z["whiten_on"]):
+        whiten = WhitenParams(int(z["wp_dim"]), float(z["wp_power"]), float(z["wp_shrink"]),
+                              float(z["wp_feature_power"]), int(z["wp_min_rows"]), float(z["wp_refit_churn"]))
+    whitening = None
+    if "w_mean" in z.files:
+        whitening = Whitening(np.asarray(z["w_mean"], np.float32), np.asarray(z["w_proj"], np.float32),
+                              float(z["w_feature_power"]), int(z["w_rows"]))
+    return whiten, whitening, int(z["churn"])
+
+
+def _changed_rows(before: np.ndarray, after: np.ndarray) -> int:
+    """Rows added plus rows deleted between two valid-row masks (``after`` may be longer)."""
+    padded = np.zeros(len(after), bool)
+    padded[: len(before)] = before
+    return int((padded != after).sum())
+
+
+def _needs_refit(previous: StoredAugmentation, live: np.ndarray, churn: int) -> bool:
+    w = previous.whiten
+    if w is None:
+        return False
+    if previous.whitening is None:
+        return int(live.sum()) >= w.min_rows  # grown big enough to learn one
+    return churn > w.refit_churn * previous.whitening.rows
+
+
+def compute(raw: np.ndarray, live: np.ndarray, previous: StoredAugmentation | None, params: DbaParams,
+            whiten: WhitenParams | None = None) -> tuple[StoredAugmentation, RefreshSummary]:
     """The augmentation of ``raw`` over the ``live`` rows: from ``previous`` when it describes an earlier
-    state of the same rows (incremental), else from scratch."""
+    state of the same rows with the same parameters and its whitening is still good (incremental, in
+    the whitening's space), else from scratch (the whitening learned again from the valid raw rows)."""
     t = time.perf_counter()
     raw = np.asarray(raw, dtype=np.float32)
     live = np.asarray(live, bool)
-    if previous is not None and previous.matches(raw, live) and previous.params == params:
+    same = previous is not None and previous.params == params and previous.whiten == whiten
+    if same and previous.matches(raw, live):
         return previous, RefreshSummary("unchanged", 0, 0.0)
     n_old = len(previous.live) if previous is not None else 0
-    if (previous is not None and previous.params == params and n_old <= len(raw)
-            and previous.digest == raw_digest(raw[:n_old])):
-        vectors, thresholds, rows = augment_update(raw, previous.vectors, previous.thresholds, previous.live, live,
-                                                   params)
+    churn = previous.churn + _changed_rows(previous.live, live) if same else 0
+    if same and n_old <= len(raw) and previous.digest == raw_digest(raw[:n_old]) \
+            and not _needs_refit(previous, live, churn):
+        whitening = previous.whitening
+        vectors, thresholds, rows = augment_update(previous.space(raw), previous.vectors, previous.thresholds,
+                                                   previous.live, live, params)
         mode, count = "incremental", len(rows)
     else:
-        vectors, thresholds = augment(raw, live, params)
+        whitening, churn = (fit(raw[live], whiten) if whiten is not None else None), 0
+        space = raw if whitening is None else whitening.apply(raw)
+        vectors, thresholds = augment(space, live, params)
         mode, count = "full", int(live.sum())
-    aug = StoredAugmentation(vectors, thresholds, live.copy(), params, raw_digest(raw))
+    aug = StoredAugmentation(vectors, thresholds, live.copy(), params, raw_digest(raw), whiten, whitening, churn)
     return aug, RefreshSummary(mode, count, time.perf_counter() - t)
 
 
+def _settings(previous: StoredAugmentation | None, params: DbaParams, whiten: WhitenParams | None
+              ) -> tuple[DbaParams, WhitenParams | None]:
+    """What a change computes: the file's own settings; a format-1 file (before whitening) gets ``whiten``."""
+    if previous is None:
+        return params, whiten
+    return previous.params, (previous.whiten if previous.format >= 2 else whiten)
+
+
 def refresh(features_dir: str | Path, name: str, raw: np.ndarray, live: np.ndarray, *, create: bool,
-            params: DbaParams = DEFAULT_PARAMS) -> RefreshSummary | None:
+            params: DbaParams = DEFAULT_PARAMS, whiten: WhitenParams | None | str = "default") -> RefreshSummary | None:
     """Bring ``NAME.dba.npz`` up to date with the raw vectors and valid rows after a change (the caller holds
     the collection's lock). ``create``: make it when there is none (a new build with DBA on); otherwise a
-    collection without one keeps having none. None: no augmentation."""
+    collection without one keeps having none. ``whiten``: for a new file ("default": :data:`DEFAULT_WHITEN`;
+    None: none). None: no augmentation."""
+    whiten = DEFAULT_WHITEN if isinstance(whiten, str) else whiten
     previous = load(features_dir, name)
     if previous is None and not create and not dba_path(features_dir, name).exists():
         return None
-    aug, summary = compute(raw, live, previous, previous.params if previous is not None else params)
+    aug, summary = compute(raw, live, previous, *_settings(previous, params, whiten))
     if summary.mode != "unchanged":
         try:
             save(features_dir, name, aug)
@@ -140,13 +230,21 @@ def remove(features_dir: str | Path, name: str) -> None:
     dba_path(features_dir, name).unlink(missing_ok=True)
 
 
-def searched_vectors(features_dir: str | Path, name: str, raw: np.ndarray, live: np.ndarray) -> np.ndarray | None:
-    """The augmented vectors a loaded collection orders its candidates with, or None (no DBA). A stale
-    file (a change whose refresh did not run) is brought up to date in memory, not written: readers hold no lock."""
+def searched_space(features_dir: str | Path, name: str, raw: np.ndarray, live: np.ndarray
+                   ) -> tuple[np.ndarray | None, SearchSpace | None]:
+    """(the augmented vectors a loaded collection orders its candidates with, the whitening they live in),
+    or (None, None) without DBA. A stale file (a change whose refresh did not run) is brought up to date in
+    memory, not written: readers hold no lock."""
     previous = load(features_dir, name)
     if previous is None:
-        return None
-    aug, summary = compute(raw, live, previous, previous.params)
+        return None, None
+    aug, summary = compute(raw, live, previous, previous.params, previous.whiten)
     if summary.mode != "unchanged":
         log.warning("%s: the DBA file was stale; recomputed in memory (%s, %d rows)", name, summary.mode, summary.rows)
-    return aug.vectors
+    space = None if aug.whitening is None else SearchSpace(aug.whitening, aug.whitening.apply(raw))
+    return aug.vectors, space
+
+
+def searched_vectors(features_dir: str | Path, name: str, raw: np.ndarray, live: np.ndarray) -> np.ndarray | None:
+    """The augmented vectors of :func:`searched_space` (None: no DBA)."""
+    return searched_space(features_dir, name, raw, live)[0]

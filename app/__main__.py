@@ -11,7 +11,7 @@ from typing import Sequence
 
 from app.cli.common import EXIT_ERROR, add_common_args, config_from_args
 from app.errors import AppError
-from app.web.server import AUTH_ENV, StartupError, parse_auth
+from app.web import AUTH_ENV, StartupError, parse_auth
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from app.web.server import serve
+    from app.web import serve
 
     try:
         auth = parse_auth(args.auth or os.environ.get(AUTH_ENV))

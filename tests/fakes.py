@@ -135,7 +135,7 @@ def free_port() -> int:
 def running_app(config, service) -> Iterator[str]:
     """The real web app (``app.web.server``) for ``service``, served from a thread on
     ``config.port``; yields its URL once it answers."""
-    from app.web.server import create_app, make_server
+    from app.web import create_app, make_server
 
     app, _ = create_app(config, service)
     server = make_server(app, config)

@@ -98,16 +98,32 @@ def test_the_check_catches_an_upward_import(tmp_path):
     assert any("index/rel.py" in v and "imports app.service" in v for v in found)
 
 
+ENTRY_POINTS = {"web", "cli"}  # their __init__ exports what the entry points and the server's callers use
+
+
 @pytest.mark.parametrize("package", sorted(RANK.keys() - {"config", "errors"}))
-def test_package_init_names_its_exports(package):
-    """Each package's ``__init__`` says what it exports, one name a line (``__all__``)."""
+def test_package_init_says_what_the_layer_owns_and_exports_only_what_is_used(package):
+    """Each package's ``__init__`` has a docstring saying what the layer owns. ``app.web`` and ``app.cli``
+    export what their entry points use (``__all__``, one name a line, each of them imported from the package
+    somewhere); the other layers re-export nothing, so importing one module never loads its siblings."""
     init = APP / package / "__init__.py"
     tree = ast.parse(init.read_text(encoding="utf-8"))
     assert ast.get_docstring(tree), f"app/{package}/__init__.py has no docstring saying what the layer owns"
     exported = [n for n in tree.body if isinstance(n, ast.Assign) and any(
         isinstance(t, ast.Name) and t.id == "__all__" for t in n.targets)]
-    assert exported, f"app/{package}/__init__.py has no __all__"
+    if package not in ENTRY_POINTS:
+        assert not exported and not any(isinstance(n, (ast.Import, ast.ImportFrom)) for n in tree.body), (
+            f"app/{package}/__init__.py re-exports; import from its modules")
+        return
     names = ast.literal_eval(exported[0].value)
     assert names and len(names) == len(set(names))
     lines = [line.strip() for line in init.read_text().splitlines()]
     assert all(f'"{n}",' in lines for n in names), "one exported name a line"
+    imported = set()
+    for path in [*APP.rglob("*.py"), *(APP.parent / "tests").glob("*.py"), *(APP.parent / "scripts").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module == f"app.{package}":
+                imported |= {a.name for a in node.names}
+    pyproject = (APP.parent / "pyproject.toml").read_text(encoding="utf-8")
+    unused = [n for n in names if n not in imported and f"app.{package}:{n}" not in pyproject]
+    assert not unused, f"app.{package} exports names nothing imports from it: {unused}"

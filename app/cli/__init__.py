@@ -1,13 +1,8 @@
 """Layer 7, cli: every command line (``python -m app.cli COMMAND``, ``ris``, ``scripts/*.py``), their
 shared options and the one handler that turns typed errors into a one-line message and exit code 2."""
 
-from app.cli.common import EXIT_ERROR, add_common_args, config_from_args, run
 from app.cli.main import main
 
 __all__ = [
-    "EXIT_ERROR",
-    "add_common_args",
-    "config_from_args",
     "main",
-    "run",
 ]

@@ -40,11 +40,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from app.core import quantize
 from app.core.models import ENGINES, ModelSpec, Preprocessing, get_model
 from app.core.preprocess import preprocess
+from app.core.quantize import read_info
 from app.core.weights import UNTRAINED_NOTICE, WeightsSpec, build_torch_model
 from app.errors import WeightsError
 from app.files.atomic import write_bytes
+from app.net.download import imagenet_weights_path
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +145,6 @@ class Embedder:
         """What the INT8 model in use was calibrated on (None for other engines)."""
         if self.engine != "onnx-int8" or self.int8_model is None:
             return None
-        from app.core.quantize import read_info
 
         info = read_info(self.int8_model)
         return {"key": info.get("key", ""), "images": info.get("images", 0), "source": info.get("source", ""),
@@ -197,7 +199,6 @@ class Embedder:
         key = hashlib.sha256(self.weights_id.encode()).hexdigest()[:16]
         name = f"{self.model.name}-features-{key}-v{ONNX_EXPORT_VERSION}.onnx"
         if self.spec.kind == "imagenet" and self.model.weights_source == "torchvision-download":
-            from app.net.download import imagenet_weights_path
 
             return imagenet_weights_path().parent / name
         if self.spec.kind == "file" and self.spec.path is not None and os.access(self.spec.path.parent, os.W_OK):
@@ -225,7 +226,6 @@ class Embedder:
         cached when missing), else the newest one made for these weights."""
         import onnxruntime as ort
 
-        from app.core import quantize
 
         fp32 = self.onnx_path()
         if self._calibration is not None:

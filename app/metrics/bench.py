@@ -26,12 +26,16 @@ from typing import Any, Callable
 import numpy as np
 
 from app.config import PROJECT_ROOT, Config
+from app.core.datasets import load_dataset
 from app.core.embed import embedder_for
+from app.core.features import EmbedOptions, extract_features
 from app.core.images import load_image
 from app.core.models import ModelSpec
 from app.core.weights import WeightsSpec, build_torch_model
 from app.errors import IndexMismatchError, IndexMissingError
-from app.service.search import QUERY_STAGES
+from app.metrics.bench_photos import format_phone, phone_bench
+from app.metrics.evaluate import ensure_collection, table
+from app.service.search import QUERY_STAGES, SearchService
 
 # (name, metric, comparison, limit as a function of the results, description of the limit)
 TARGETS: list[tuple[str, str, str, Callable[[dict[str, Any]], float], str]] = [
@@ -169,8 +173,6 @@ def timed(fn: Callable[[], Any], runs: int, warmup: bool = True) -> list[float]:
 
 def build_img_per_s(options: BenchOptions, n_images: int) -> dict[str, Any]:
     """End to end extraction (decode + preprocess in DataLoader workers + model) into a temp dir."""
-    from app.core.datasets import load_dataset
-    from app.core.features import EmbedOptions, extract_features
 
     c = options.config
     dataset = load_dataset("caltech101", options.data, limit=n_images)
@@ -187,8 +189,6 @@ def build_img_per_s(options: BenchOptions, n_images: int) -> dict[str, Any]:
 
 def ensure_collections(options: BenchOptions, log: Callable[[str], None]) -> tuple[str, str]:
     """Build caltech101 when missing (``--limit`` sample), and a second collection for memory."""
-    from app.metrics.evaluate import ensure_collection
-    from app.service.search import SearchService
 
     c = options.config
     log(f"checking {MAIN} in {c.indexes_dir}")
@@ -210,7 +210,6 @@ def ensure_collections(options: BenchOptions, log: Callable[[str], None]) -> tup
 def ready_probe(config: Config, collections: list[str], image: Path) -> dict[str, Any]:
     """What a server does before it can answer: load collections and model, answer one query."""
     t0 = time.perf_counter()
-    from app.service.search import SearchService
 
     service = SearchService(config)
     t1 = time.perf_counter()
@@ -256,7 +255,6 @@ def startup(options: BenchOptions, collections: list[str], image: Path) -> list[
 
 def run_bench(options: BenchOptions, log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
     """Measure everything; returns the JSON object ``scripts/bench.py --json`` prints."""
-    from app.service.search import SearchService
 
     c = options.config
     load_before = os.getloadavg()
@@ -280,7 +278,6 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] = lambda m: None
         log(f"build path: {options.build_images} images end to end, between two batch-32 floor measurements")
         m.update(_build_rounds(options, service.embedder, model, paths))
         if options.phone_photos:
-            from app.metrics.bench_photos import phone_bench
 
             m["phone"] = phone_bench(c, options.data, options.phone_photos, log=log)
         log("start-up: fresh processes")
@@ -373,7 +370,6 @@ def check_targets(r: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def format_bench(r: dict[str, Any]) -> str:
-    from app.metrics.evaluate import table
 
     d = r["details"]
     rows = [(t["target"], t["metric"], f"{t['value']:g}", f"{t['rule']} = {t['limit']:g}", f"{t['ratio']:.2f}",
@@ -396,7 +392,6 @@ def format_bench(r: dict[str, Any]) -> str:
     if d["second_is_substitute"]:
         lines.append(f"note: voc2012 is not built; {SUBSTITUTE} (a Caltech101 sample) stands in as the second collection.")
     if "phone" in r:
-        from app.metrics.bench_photos import format_phone
 
         lines += ["", format_phone(r["phone"])]
     if d["untrained"]:

@@ -31,6 +31,10 @@ from app.core.datasets import image_files
 from app.core.detect import Detector
 from app.core.embed import embedder_for
 from app.core.images import load_image
+from app.errors import DatasetError
+from app.service.build import BuildSpec, build_collection
+from app.service.objects import build_objects
+from app.service.search import SearchService
 
 TARGET_EXTRA_MS = 60.0
 
@@ -45,7 +49,6 @@ def bench_objects(config: Config, data: str | Path, *, images: int = 100,
     data = Path(data)
     files = [data / f for f in image_files(data)][:images]
     if not files:
-        from app.errors import DatasetError
 
         raise DatasetError(f"No images in {data}.")
     detector = Detector(config.cache_dir, threads=config.threads).load()
@@ -77,9 +80,6 @@ def _detection(detector: Detector, files: list[Path], decoded: list) -> dict[str
 def _build_and_query(config: Config, root: Path, embedder, detector: Detector, files: list[Path], decoded: list,
                      log: Callable[[str], None]) -> dict[str, Any]:
     """Build a collection of ``files`` in ``root``, then its objects; then queries with and without."""
-    from app.service.build import BuildSpec, build_collection
-    from app.service.objects import build_objects
-    from app.service.search import SearchService
 
     photos = root / "photos"
     photos.mkdir()

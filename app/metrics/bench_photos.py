@@ -27,8 +27,12 @@ from typing import Any, Callable
 import numpy as np
 
 from app.config import Config
+from app.core.camera_formats import register_heif
+from app.core.datasets import load_dataset
 from app.core.embed import Embedder, embedder_for
+from app.core.features import EmbedOptions, extract_features
 from app.core.images import load_image
+from app.metrics.evaluate import table
 
 PHONE_SIZE = (4032, 3024)  # a 12-megapixel phone photo
 KINDS = ("caltech101", "jpeg-12mp", "heic-12mp")
@@ -39,8 +43,6 @@ def make_phone_photos(data: Path, out: Path, n: int, log: Callable[[str], None] 
     """``out/jpeg-12mp/`` and ``out/heic-12mp/`` with ``n`` generated phone photos each (kept between runs)."""
     from PIL import Image
 
-    from app.core.camera_formats import register_heif
-    from app.core.datasets import load_dataset
 
     register_heif()
     folders = {kind: out / kind for kind in ("jpeg-12mp", "heic-12mp")}
@@ -66,7 +68,6 @@ def make_phone_photos(data: Path, out: Path, n: int, log: Callable[[str], None] 
 
 def build_rate(config: Config, embedder: Embedder, dataset) -> dict[str, Any]:
     """End-to-end extraction of ``dataset`` into a temporary folder, as a build runs it."""
-    from app.core.features import EmbedOptions, extract_features
 
     with tempfile.TemporaryDirectory(prefix="bench-phone-features-") as tmp:
         _, _, stats = extract_features(dataset, embedder, tmp, "bench", EmbedOptions(
@@ -112,7 +113,6 @@ def phone_bench(config: Config, data: Path, n: int, *, cache: Path | None = None
                 log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
     """Build rates of Caltech101, 12 MP JPEGs and 12 MP HEICs (``n`` images each), their decode stages,
     and the 12 MP JPEG / Caltech101 ratio against :data:`TARGET_RATIO`."""
-    from app.core.datasets import load_dataset
 
     out = Path(cache or config.cache_dir) / "bench-phone"
     folders = make_phone_photos(data, out, n, log)
@@ -144,7 +144,6 @@ def phone_bench(config: Config, data: Path, n: int, *, cache: Path | None = None
 
 
 def format_phone(r: dict[str, Any]) -> str:
-    from app.metrics.evaluate import table
 
     rows = [(kind, r["rates"][kind]["images"], r["rates"][kind]["img_per_s"],
              *(r["stages_ms"][kind][s] for s in ("read", "decode_at_model_scale", "decode_full", "preprocess")))

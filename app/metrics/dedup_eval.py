@@ -18,9 +18,19 @@ from typing import Any
 import numpy as np
 
 from app.config import Config
+from app.core.dedup_metrics import union_find_groups
+from app.index.pair_search import FaissPairSearch
 from app.service.commit import read_state
 from app.service.dedup_store import PairGraph
-from app.service.duplicates import STRICTNESS, Strictness, refresh, tier_components
+from app.service.duplicates import (
+    CANDIDATE_COS,
+    NEIGHBOURS,
+    STRICTNESS,
+    Strictness,
+    check_pair,
+    refresh,
+    tier_components,
+)
 
 INLIER_SWEEP = (4, 6, 8, 10, 12, 14, 16, 20, 24, 30, 40, 60)
 COSINE_SWEEP = (0.70, 0.75, 0.80, 0.85, 0.88, 0.90, 0.92, 0.94, 0.96, 0.98)
@@ -140,9 +150,6 @@ def scale_benchmark(config: Config, name: str, n: int, *, seed: int = 0, noise: 
     Gaussian noise of norm ~``noise`` (each copy at cosine ~0.96 to its source), renormalised. Times the
     neighbour search (:class:`~app.index.pair_search.FaissPairSearch`) of every item and the union-find;
     the second check's cost (per candidate pair, photos needed) is reported per pair from the benchmark."""
-    from app.core.dedup_metrics import union_find_groups
-    from app.index.pair_search import FaissPairSearch
-    from app.service.duplicates import CANDIDATE_COS, NEIGHBOURS
 
     state = read_state(config, name)
     base = np.asarray(state.vectors)[state.table.live_ids()]
@@ -173,7 +180,6 @@ def scale_benchmark(config: Config, name: str, n: int, *, seed: int = 0, noise: 
 
 def _unit_costs(data, graph: PairGraph, n: int = 300) -> dict[str, float]:
     """What the second check costs: ms per candidate pair checked (the measured pairs, again)."""
-    from app.service.duplicates import check_pair
 
     k = min(n, len(graph.i))
     if k == 0:

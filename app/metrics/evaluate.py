@@ -29,11 +29,16 @@ from app.config import Config
 from app.core.features import load_features
 from app.core.manifest import Manifest
 from app.errors import IndexMismatchError, IndexMissingError
-from app.index.faiss_index import IndexConfig, set_search_params
+from app.index.faiss_index import PCA_RE, IndexConfig, set_search_params
 from app.index.faiss_index import search as index_search
 from app.index.faiss_store import index_config, load_index, read_manifest, save_index
+from app.index.faiss_update import fill_index
 from app.index.store import VectorStore
+from app.index.tune import ivf_nlist, tune
+from app.index.tune_space import Candidate, Space, recall_at_k, time_queries
 from app.metrics.retrieval import K, exact_neighbours, ranking_metrics, relevant_counts
+from app.service.build import BuildSpec, build_collection
+from app.service.search import SearchService
 
 
 def _drop_self(ids: Sequence[int], self_id: int, k: int) -> list[int]:
@@ -69,7 +74,6 @@ class _Positions:
 def evaluate_collection(config: Config, name: str, *, queries: int | None = None, seed: int = 0,
                         sweep: bool = False, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Leave-one-out quality (exact and product path) plus index quality; see the module docstring."""
-    from app.service.search import SearchService
 
     service = SearchService(config)
     col = service.collection(name)
@@ -127,7 +131,6 @@ def evaluate_collection(config: Config, name: str, *, queries: int | None = None
 def sweep_grid(n: int, d: int, tuned: IndexConfig | None = None) -> list[tuple[str, tuple[int, ...], int, str]]:
     """(factory, nprobes, k_factor, note) rows of the sweep for ``n`` vectors of dimension ``d``
     (plus the ``tuned`` configuration, when given and not already a row)."""
-    from app.index.tune import ivf_nlist
 
     nlist = ivf_nlist(n, n)
     rows: list[tuple[str, tuple[int, ...], int, str]] = [
@@ -156,8 +159,6 @@ def sweep_configs(vectors: np.ndarray, tuned: IndexConfig | None = None, *, seed
     the ``tuned`` configuration is noted as the tuned choice)."""
     import faiss
 
-    from app.index.faiss_index import PCA_RE
-    from app.index.tune_space import Candidate, Space, recall_at_k, time_queries
 
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     space = Space(vectors, None, seed)
@@ -196,14 +197,12 @@ def sweep_configs(vectors: np.ndarray, tuned: IndexConfig | None = None, *, seed
 def ensure_collection(config: Config, *, name: str, kind: str, data: str | Path | None, limit: int | None = None,
                       include: tuple[str, ...] = (), progress_bar: bool = False) -> Manifest:
     """Return the manifest of ``name``, building the collection from ``data`` when it is not built."""
-    from app.service.search import SearchService
 
     try:
         return SearchService(config).collection(name).manifest
     except IndexMissingError:
         if data is None:
             raise
-    from app.service.build import BuildSpec, build_collection
 
     spec = BuildSpec(kind=kind, data=data, name=name, limit=limit, include=include)
     return build_collection(config, spec, progress_bar=progress_bar).manifest
@@ -211,8 +210,6 @@ def ensure_collection(config: Config, *, name: str, kind: str, data: str | Path 
 
 def retune_collection(config: Config, name: str, **tune_args: Any) -> Manifest:
     """Tune and save the index of ``name`` again from its stored features (no images are read)."""
-    from app.index.faiss_update import fill_index
-    from app.index.tune import tune
 
     old = read_manifest(config.indexes_dir, name)
     vectors, table = load_features(config.features_dir, name, mmap=False, files=(old.features, old.table))

@@ -19,9 +19,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from app.core.features import load_features
+from app.index.faiss_store import read_manifest
 from app.index.rerank import DbaParams, augment, expand_queries, k_reciprocal, normalise, top_k
 from app.index.whiten import WhitenParams, fit
+from app.metrics.evaluate import table
 from app.metrics.retrieval import K, ranking_metrics
+from app.service.commit import manifest_files, manifest_sums
 
 SPLITS = ("heldout", "loo")
 DEFAULT_NAME = "whitened + dba n=5 + aqe n=3, raw index (product)"  # what the search path does by default (see README)
@@ -191,7 +195,6 @@ def evaluate_variants(raw: np.ndarray, labels: Sequence[Sequence[str]], *, split
 
 
 def format_variants(r: dict[str, Any]) -> str:
-    from app.metrics.evaluate import table
 
     what = ("held-out: every 5th item of each class is a query, kept out of the database and its augmentation"
             if r["split"] == "heldout" else "leave-one-out (DBA has seen the query: optimistic for DBA rows)")
@@ -204,9 +207,6 @@ def evaluate_collection_variants(config: Any, name: str, *, split: str = "heldou
                                  variants: Sequence[RerankVariant] | None = None) -> dict[str, Any]:
     """:func:`evaluate_variants` on the stored (raw) vectors of a built collection's valid items; no model is run.
     ``rerank=False``: the plain variant only. The result names the search path's default variant."""
-    from app.core.features import load_features
-    from app.index.faiss_store import read_manifest
-    from app.service.commit import manifest_files, manifest_sums
 
     manifest = read_manifest(config.indexes_dir, name)
     vectors, table = load_features(config.features_dir, name, files=manifest_files(manifest),

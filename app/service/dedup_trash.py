@@ -33,6 +33,7 @@ from app.errors import DatasetError, StorageError
 from app.files.atomic import fsync_dir, write_json
 from app.service.commit import read_state
 from app.service.dedup_store import item_file
+from app.service.library import add_paths, delete_items
 
 TRASH = ".duplicates-trash"
 
@@ -67,7 +68,6 @@ class TrashManifest:
 def clean_groups(config: Config, name: str, groups: Sequence[tuple[int, Sequence[int]]]) -> MoveResult:
     """Move every member but the keeper of each ``(keeper, members)`` group to the trash, then remove the moved
     items from the collection. A member that is another group's keeper stays."""
-    from app.service.library import delete_items
 
     state = read_state(config, name)
     keepers = {int(k) for k, _ in groups}
@@ -100,7 +100,6 @@ def undo_clean(config: Config, name: str, *, embedder=None, batch: str | None = 
     """Move every photo the trash manifest records back (only those of one clean-up with ``batch``: see
     :func:`last_batch`), then add them to the collection again (with ``embedder``, or one for the collection's
     own model)."""
-    from app.service.library import add_paths
 
     state = read_state(config, name)
     folder = trash_dir(state.table.image_root, name)

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from app.config import PROJECT_ROOT
+from app.core.detect import Detector
 from app.core.detectors import (
     MODEL_FILE,
     RECORD_FILE,
@@ -40,6 +42,7 @@ from app.core.detectors import (
     install_command,
     make_record,
 )
+from app.core.nms import box_iou
 from app.errors import DetectorUnavailableError, DownloadError
 from app.files.atomic import fsync_dir, write_json
 from app.files.lock import exclusive_lock
@@ -164,9 +167,6 @@ def check_model(model: Path, spec: DetectorSpec, cache_dir: str | Path) -> dict:
     """Run the converted model on the entry's check photo; it must find ``check_label`` at ``check_box``."""
     import numpy as np
 
-    from app.config import PROJECT_ROOT
-    from app.core.detect import Detector
-    from app.core.nms import box_iou
 
     found = Detector(cache_dir, spec, model_path=model).detect(PROJECT_ROOT / spec.check_image, score_threshold=0.2)
     best = {"label": spec.check_label, "score": 0.0, "iou": 0.0, "image": spec.check_image}

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from app.config import Config
-from app.core.dedup_metrics import choose_keeper, match_pair, union_find_groups
+from app.core.dedup_metrics import NO_MATCH, choose_keeper, match_pair, union_find_groups
 from app.errors import DatasetError
 from app.index.pair_search import FaissPairSearch, PairSearch
 from app.service.commit import State, read_state
@@ -147,7 +147,6 @@ def extend_graph(graph: PairGraph, data: PhotoData, vectors: np.ndarray, live: n
 
 
 def check_pair(data: PhotoData, a: int, b: int):
-    from app.core.dedup_metrics import NO_MATCH
 
     ra, rb = data.records.get(a), data.records.get(b)
     if ra is None or rb is None or ra.local is None or rb.local is None:

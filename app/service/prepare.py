@@ -14,7 +14,11 @@ import sys
 from typing import Sequence
 
 from app.config import Config
+from app.core.embed import embedder_for
 from app.errors import AppError
+from app.index.faiss_store import load_index
+from app.net.download import dataset_present, download_dataset
+from app.service.build import BuildSpec, build_collection
 
 LOCAL_COPY_HELP = """\
 To run without network access, point the app at local copies, or use a model that needs no download:
@@ -27,10 +31,6 @@ To run without network access, point the app at local copies, or use a model tha
 
 def prepare(config: Config, collections: Sequence[str], *, out=sys.stderr) -> list[str]:
     """Make each collection servable if possible; returns the names that are ready."""
-    from app.core.embed import embedder_for
-    from app.index.faiss_store import load_index
-    from app.net.download import dataset_present, download_dataset
-    from app.service.build import BuildSpec, build_collection
 
     embedder = embedder_for(config)
     ready, problems = [], []

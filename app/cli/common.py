@@ -4,6 +4,7 @@ one handler that turns the core's typed errors into a one-line message and an ex
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Callable, Sequence
 
@@ -85,6 +86,16 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+
+
+def print_query_error(query: str, exc: AppError, as_json: bool, **extra: object) -> None:
+    """A query that failed, in a run of several: a JSON line with its ``error``, or ``error: QUERY: message``
+    on stderr; the run goes on."""
+    message = " ".join(exc.user_message().split())
+    if as_json:
+        print(json.dumps({"query": query, **extra, "error": message}), flush=True)
+    else:
+        print(f"error: {query}: {message}", file=sys.stderr)
 
 
 def notice(lines: Sequence[str]) -> None:

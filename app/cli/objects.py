@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from app.cli.common import EXIT_ERROR, table
+from app.cli.common import EXIT_ERROR, print_query_error, table
 from app.config import Config
 from app.errors import AppError
 from app.service.timings import Timings
@@ -49,11 +49,7 @@ def cmd_objects(args: argparse.Namespace) -> int:
                                     max_objects=args.max_objects)
         except AppError as exc:
             failed += 1
-            message = " ".join(exc.user_message().split())
-            if args.json:
-                print(json.dumps({"query": query, "error": message}), flush=True)
-            else:
-                print(f"error: {query}: {message}", file=sys.stderr)
+            print_query_error(query, exc, args.json)
             continue
         if args.json:
             print(json.dumps({"query": query, "objects": [o.to_json() for o in found]}), flush=True)
@@ -95,11 +91,7 @@ def search_objects_cli(args: argparse.Namespace, service, col, k: int, queries: 
             vector, _ = service.query_vector(source(query), timings=timings)
         except AppError as exc:
             failed += 1
-            message = " ".join(exc.user_message().split())
-            if args.json:
-                print(json.dumps({"query": query, "error": message}), flush=True)
-            else:
-                print(f"error: {query}: {message}", file=sys.stderr)
+            print_query_error(query, exc, args.json)
             continue
         hits = search_objects(store, vector, k, paths=col.table.paths, photo_labels=col.table.labels,
                               live=col.live_mask)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Sequence
 
-from app.cli.common import EXIT_ERROR, add_common_args, config_from_args, notice, table
+from app.cli.common import EXIT_ERROR, add_common_args, config_from_args, notice, print_query_error, table
 from app.config import Config
 from app.errors import AppError
 from app.service.filters import BAND_NAMES, parse_filter
@@ -94,12 +93,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             result = service.search_new_image(_source(query, config, args.box), args.collection, args.k, where=where)
         except AppError as exc:
             failed += 1
-            message = " ".join(exc.user_message().split())
-            if args.json:
-                print(json.dumps({"query": query, "model": service.embedder.model.name, "error": message}),
-                      flush=True)
-            else:
-                print(f"error: {query}: {message}", file=sys.stderr)
+            print_query_error(query, exc, args.json, model=service.embedder.model.name)
             continue
         if args.json:
             out = {"query": query, "model": service.embedder.model.name,

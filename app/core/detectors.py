@@ -20,7 +20,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.errors import DetectorUnavailableError, UnknownModelError
+from app.core.registry import lookup
+from app.errors import DetectorUnavailableError
 from app.files.digest import file_sha256
 
 DEFAULT_DETECTOR = "nanodet-m"
@@ -135,12 +136,7 @@ def detector_names() -> list[str]:
 
 def get_detector(name: str | DetectorSpec | None) -> DetectorSpec:
     """The registry entry for ``name`` (default: nanodet-m). Raises UnknownModelError."""
-    if isinstance(name, DetectorSpec):
-        return name
-    key = (name or DEFAULT_DETECTOR).strip().lower()
-    if key not in DETECTORS:
-        raise UnknownModelError(f"Unknown detector {name!r}.", hint=f"Choose one of: {', '.join(DETECTORS)}.")
-    return DETECTORS[key]
+    return lookup(DETECTORS, name, default=DEFAULT_DETECTOR, what="detector", entry_type=DetectorSpec)
 
 
 def install_command(spec: DetectorSpec) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.errors import UnknownModelError
+from app.core.registry import lookup
 
 DEFAULT_MODEL = "resnet50"
 
@@ -126,12 +126,7 @@ def model_names() -> list[str]:
 
 def get_model(name: str | ModelSpec | None) -> ModelSpec:
     """The registry entry for ``name`` (default: resnet50). Raises UnknownModelError."""
-    if isinstance(name, ModelSpec):
-        return name
-    key = (name or DEFAULT_MODEL).strip().lower()
-    if key not in MODELS:
-        raise UnknownModelError(f"Unknown model {name!r}.", hint=f"Choose one of: {', '.join(MODELS)}.")
-    return MODELS[key]
+    return lookup(MODELS, name, default=DEFAULT_MODEL, what="model", entry_type=ModelSpec)
 
 
 def model_of_weights_id(weights_id: str) -> str:

@@ -169,7 +169,8 @@ def test_management_endpoints_only_with_a_library_root(setup, tmp_path):
     off = config.with_(port=free_port(), library_roots=())
     with running_app(off, SearchService(off, embedder=FakeEmbedder())) as url:
         names = set(Client(url, verbose=False).view_api(print_info=False, return_format="dict")["named_endpoints"])
-        assert names == {"/search_file", "/search_url", "/search_item", "/collections", "/duplicates"}
+        assert names == {"/search_file", "/search_url", "/search_item", "/collections", "/duplicates", "/objects",
+                         "/search_objects", "/search_box"}
 
 
 def test_the_library_root_flag(tmp_path):

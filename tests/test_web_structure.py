@@ -149,7 +149,7 @@ EVENTS = {("query", "upload"): "on_upload", ("crop", "click"): "on_crop_open",
           ("dup-groups", "select"): "on_group", ("dup-members", "select"): "on_member", ("dup-left", "input"): "on_pair",
           ("dup-right", "input"): "on_pair", ("dup-clean", "click"): "on_ask", ("dup-confirm", "click"): "on_clean",
           ("dup-cancel", "click"): "on_cancel", ("dup-undo", "click"): "on_undo",
-          (None, "success"): "on_detect", ("objects", "select"): "on_pick", ("search-mode", "input"): "on_mode",
+          (None, "success"): "on_detect", ("objects", "input"): "on_pick", ("search-mode", "input"): "on_mode",
           ("api-objects", "click"): "objects", ("api-search-objects", "click"): "search_objects",
           ("api-search-box", "click"): "search_box"}
 

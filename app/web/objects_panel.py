@@ -29,7 +29,7 @@ def objects_panel() -> ObjectsPanel:
         note = gr.Markdown("", elem_id="objects-note")
         image = gr.Image(label="Objects in the query image", type="filepath", interactive=False, height=300,
                          visible=False, elem_id="objects-image", buttons=["fullscreen"])
-        picks = gr.Radio(choices=[], label="Search one object alone", type="index", visible=False, interactive=True,
+        picks = gr.Radio(choices=[], label="Search one object alone", type="value", visible=False, interactive=True,
                          elem_id="objects")
     return ObjectsPanel(mode, image, picks, note)
 
@@ -44,5 +44,6 @@ def wire_objects(panel: ObjectsPanel, handlers: Any, out: Any, ev: dict, query_e
     detect = dict(ev, show_progress="hidden", concurrency_id="objects", concurrency_limit=1)
     for dep in query_events:
         dep.success(out.event(handlers.on_detect), [session], **detect)
-    panel.picks.select(out.selected(handlers.on_pick), shared, **ev)
+    # The pick's value names its query and object (objects.pick_value): a stale row is recognised.
+    panel.picks.input(out.event(handlers.on_pick), [panel.picks, *shared], **ev)
     panel.mode.input(out.event(handlers.on_mode), [panel.mode, *shared], **ev)

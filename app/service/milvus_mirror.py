@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Sequence
 
+import numpy as np
+
 from app.config import Config
 from app.core.embed import Embedder
 from app.core.features import load_features
@@ -26,7 +28,7 @@ from app.index.faiss_store import FaissStore, read_manifest
 from app.index.milvus_store import MilvusIndex, push
 from app.index.store import VectorStore
 from app.service.commit import State, files_of, read_state
-from app.service.object_mirror import drop_objects_mirror, rename_objects_mirror
+from app.service.object_mirror import drop_objects_mirror, milvus_candidates, mirror_objects, rename_objects_mirror
 
 if TYPE_CHECKING:
     from app.service.update import ChangeSummary
@@ -115,6 +117,14 @@ class LocalOnly:
     def drop(self, config: Config, name: str) -> list[str]:
         return []
 
+    def mirror_objects(self, config: Config, name: str) -> dict[str, Any] | None:
+        """Push the collection's object vectors to the mirror (None: there is none)."""
+        return None
+
+    def object_candidates(self, config: Config, name: str, vector: np.ndarray, n: int) -> np.ndarray | None:
+        """The mirror's ``n`` candidate objects for ``vector`` (None: search every object locally)."""
+        return None
+
 
 class MilvusMirror(LocalOnly):
     """A Milvus copy (a server, or Milvus Lite) of every change, searched instead of the local index
@@ -188,6 +198,16 @@ class MilvusMirror(LocalOnly):
 
     def drop(self, config: Config, name: str) -> list[str]:
         return self._index(config, name, connect=False).drop() + drop_objects_mirror(config, name)
+
+    def mirror_objects(self, config: Config, name: str) -> dict[str, Any] | None:
+        return mirror_objects(config, name)
+
+    def object_candidates(self, config: Config, name: str, vector: np.ndarray, n: int) -> np.ndarray | None:
+        """Objects never pushed to Milvus are searched locally, as a collection never pushed is."""
+        try:
+            return milvus_candidates(config, name, vector, n)
+        except IndexMissingError:
+            return None
 
 
 def read_manifest_or_none(config: Config, name: str) -> Manifest | None:

@@ -37,8 +37,9 @@ def _fingerprint(config: Config, name: str) -> str:
 
 
 def mirror_objects(config: Config, name: str) -> dict[str, Any] | None:
-    """Push ``name``'s object vectors to Milvus (backend milvus; None otherwise, or when it has none)."""
-    if config.backend != "milvus" or not config.milvus_uri:
+    """Push ``name``'s object vectors to Milvus (None when there is no Milvus URI, or when it has none);
+    :class:`~app.service.milvus_mirror.MilvusMirror` calls it."""
+    if not config.milvus_uri:
         return None
     try:
         store = load_objects(config, name)

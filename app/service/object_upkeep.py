@@ -21,8 +21,8 @@ from app.config import Config
 from app.core.detect import Detector
 from app.core.embed import Embedder, embedder_for
 from app.errors import DetectorUnavailableError, IndexMissingError
+from app.service.collection_store import open_collection
 from app.service.commit import collection_lock, read_state
-from app.service.object_mirror import mirror_objects
 from app.service.objects import ObjectsSummary, ObjectStore, build_objects, load_objects, save_objects
 from app.service.progress import ProgressFn, Reporter
 
@@ -73,7 +73,7 @@ def refresh_objects(config: Config, name: str, *, wanted: bool | None = None, ne
     settings = {"max_per_photo": store.max_per_photo, "min_score": store.min_score} if store else {}
     summary = build_objects(config, name, embedder, detector, on_photo=lambda done, total: reporter.step(done, total),
                             **settings)
-    return ObjectsRefresh(summary, milvus=mirror_objects(config, name))
+    return ObjectsRefresh(summary, milvus=open_collection(config, name).mirror.mirror_objects(config, name))
 
 
 def prune_objects(config: Config, name: str) -> int:
@@ -92,5 +92,5 @@ def prune_objects(config: Config, name: str) -> int:
         store.labels = [lab for lab, k in zip(store.labels, keep, strict=True) if k]
         store.done = store.done & {int(i) for i in live.tolist()}
         save_objects(config, store)
-    mirror_objects(config, name)
+    open_collection(config, name).mirror.mirror_objects(config, name)
     return int((~keep).sum())

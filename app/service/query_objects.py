@@ -35,7 +35,7 @@ from app.core.images import load_image
 from app.core.thumbnails import jpeg_bytes
 from app.errors import AppError, IndexMissingError
 from app.files.atomic import write_bytes
-from app.service.object_mirror import milvus_candidates
+from app.service.collection_store import open_collection
 from app.service.objects import ObjectHit, ObjectStore, load_objects, object_crop, record_path, search_objects
 from app.service.query_image import QueryImage
 from app.service.timings import Timings
@@ -252,12 +252,7 @@ class QueryObjects:
         """With ``--backend milvus``, the candidate objects Milvus finds (None: search every object locally;
         objects never pushed to Milvus are searched locally, as a collection never pushed is)."""
         config = self._service.config
-        if config.backend != "milvus" or not config.milvus_uri:
-            return None
-        try:
-            return milvus_candidates(config, name, vector, n)
-        except IndexMissingError:
-            return None
+        return open_collection(config, name).mirror.object_candidates(config, name, vector, n)
 
     def search_new_image(self, source, collection: str, k: int | float | None = None, *, key: str | None = None,
                          copy_dir: str | os.PathLike[str] | None = None) -> ObjectResult:

@@ -105,7 +105,6 @@ def candidates(k: int, n: int) -> int:
     return min(n, max(4 * k, k + 16))
 
 
-
 class SearchService:
     """Answers queries over the collections of a :class:`Catalogue` (see the module docstring).
 

@@ -14,6 +14,7 @@ from app.core.thumbnails import Thumbnails
 from app.service.objects import ObjectHit
 from app.service.query_objects import ObjectResult
 from app.service.search import Hit
+from app.web.text import status_line
 
 MODES = ("whole photos", "objects inside photos")
 INSTALL_COMMAND = "python -m app.cli detector install"
@@ -72,12 +73,7 @@ def object_status_html(result: ObjectResult, engine: str, seq: int) -> str:
         parts.append("stored vector, model not run")
     elif result.ms("embed"):
         parts.append(f"embed {result.ms('embed'):.1f} ms")
-    parts.append(f"search {result.ms('search'):.2f} ms")
-    parts.append(f"total {result.ms('total'):.1f} ms")
-    parts.append(html.escape(engine))
-    spans = " · ".join(f"<span>{p}</span>" for p in parts)
-    top = html.escape(object_caption(result.hits[0]), quote=True) if result.hits else ""
-    return f'<div class="ris-status" data-seq="{seq}" data-top="{top}">{spans}</div>'
+    return status_line(parts, result, engine, seq, object_caption(result.hits[0]) if result.hits else "")
 
 
 def with_object(status: str, obj: DetectedObject) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import re
+from typing import Any
 
 from app.service.search import Hit, QueryResult
 from app.web.gallery import caption
@@ -40,12 +41,15 @@ def status_html(result: QueryResult, engine: str, seq: int) -> str:
         parts.append(f"decode {result.ms('decode'):.1f} ms")
         parts.append(f"preprocess {result.ms('preprocess'):.1f} ms")
         parts.append(f"embed {result.ms('embed'):.1f} ms")
-    parts.append(f"search {result.ms('search'):.2f} ms")
-    parts.append(f"total {result.ms('total'):.1f} ms")
-    parts.append(html.escape(engine))
+    return status_line(parts, result, engine, seq, caption(result.hits[0]) if result.hits else "")
+
+
+def status_line(parts: list[str], result: Any, engine: str, seq: int, top: str) -> str:
+    """``parts``, then the search and total times and the engine, as the status line; ``top``: the best
+    match's caption (``data-top``), ``seq`` the searches so far (``data-seq``)."""
+    parts = [*parts, f"search {result.ms('search'):.2f} ms", f"total {result.ms('total'):.1f} ms", html.escape(engine)]
     spans = " · ".join(f"<span>{p}</span>" for p in parts)
-    top = html.escape(caption(result.hits[0]), quote=True) if result.hits else ""
-    return f'<div class="ris-status" data-seq="{seq}" data-top="{top}">{spans}</div>'
+    return f'<div class="ris-status" data-seq="{seq}" data-top="{html.escape(top, quote=True)}">{spans}</div>'
 
 
 def idle_status(text: str) -> str:

@@ -170,11 +170,12 @@ def test_a_different_image_runs_the_model_again(h, spy, small_collection):
     assert spy.calls == 2
 
 
-def test_changing_k_reuses_the_query(h, spy, query_img):
+def test_changing_k_reuses_the_query(h, spy, query_img, monkeypatch):
     s = Session()
     h.queries.on_upload(upload(query_img), "shapes", 5, s)
+    loads = spy_load_image(monkeypatch)
     view = h.session.on_k(12, "shapes", s)
-    assert len(view.results) == 12
+    assert len(view.results) == 12 and not [c for c in loads if not isinstance(c[0], (str, Path))]  # no re-read
     assert only_skips(h.session.on_k(12, "shapes", s))
     assert spy.calls == 1
 

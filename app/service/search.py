@@ -169,10 +169,18 @@ class SearchService:
 
     def query_vector(self, source: str | os.PathLike[str] | bytes | Image.Image, *, key: str | None = None,
                      copy_dir: str | os.PathLike[str] | None = None,
-                     timings: Timings | None = None) -> tuple[np.ndarray, QueryImage]:
+                     timings: Timings | None = None) -> tuple[np.ndarray, QueryImage | None]:
         """A new image's vector (remembered, or embedded from its one decode) and the prepared image; the
-        stages ``hash``, ``decode``, ``copy``, ``preprocess`` and ``embed`` go into ``timings``."""
+        stages ``hash``, ``decode``, ``copy``, ``preprocess`` and ``embed`` go into ``timings``. An image
+        searched again under its ``key`` with no copy to make (another k, collection or filter) reads
+        nothing while its vector is remembered (the prepared image is then None)."""
         t = timings if timings is not None else Timings()
+        if key is not None and copy_dir is None:
+            with self._qcache_lock:
+                vec = self._qcache.get(key)
+                if vec is not None:
+                    self._qcache.move_to_end(key)
+                    return vec, None
         prepared = prepare_query(source, copy_dir, max_bytes=self.config.max_upload_bytes, key=key,
                                  draft_size=self.embedder.preprocessing.resize, timings=t)
         if prepared.copy is not None:  # the page's pixels, for its objects

@@ -19,13 +19,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from app.core.features import load_features
+from app.core.feature_table import features_for
 from app.index.faiss_store import read_manifest
 from app.index.rerank import DbaParams, augment, expand_queries, k_reciprocal, normalise, top_k
 from app.index.whiten import WhitenParams, fit
 from app.metrics.evaluate import table
 from app.metrics.retrieval import K, ranking_metrics
-from app.service.commit import manifest_files, manifest_sums
 
 SPLITS = ("heldout", "loo")
 DEFAULT_NAME = "whitened + dba n=5 + aqe n=3, raw index (product)"  # what the search path does by default (see README)
@@ -209,8 +208,7 @@ def evaluate_collection_variants(config: Any, name: str, *, split: str = "heldou
     ``rerank=False``: the plain variant only. The result names the search path's default variant."""
 
     manifest = read_manifest(config.indexes_dir, name)
-    vectors, table = load_features(config.features_dir, name, files=manifest_files(manifest),
-                                   sha256=manifest_sums(manifest))
+    vectors, table = features_for(config.features_dir, manifest.with_(name=name))
     live = table.live_ids()
     labels = [tuple(table.labels[i]) for i in live]
     chosen = list(variants if variants is not None else DEFAULT_VARIANTS)

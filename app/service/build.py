@@ -140,7 +140,7 @@ def _existing(store: CollectionStore) -> tuple[State | None, int]:
     except (IndexMissingError, IndexMismatchError):
         return None, 0
     try:
-        return store.read_state(), manifest.generation + 1
+        return store.read_state(full_check=True), manifest.generation + 1  # a build reads every checksum
     except (IndexMissingError, IndexMismatchError):
         return None, manifest.generation + 1
 

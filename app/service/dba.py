@@ -50,6 +50,11 @@ FORMAT = 2
 READABLE = (1, 2)
 DEFAULT_PARAMS = DbaParams()
 DEFAULT_WHITEN: WhitenParams | None = WhitenParams()
+# A full DBA computation compares every row with every other (O(N^2 d): 12 s at 8k rows on 2 cores, some
+# 7 min at 50k), and a loaded collection holds its augmented and whitened rows in memory. Past this many
+# valid rows a collection has none (made, or removed by its next change): re-ranking is αQE on the raw
+# vectors, whose cost does not grow with the collection.
+MAX_ROWS = 50_000
 
 
 @dataclass
@@ -86,7 +91,8 @@ class SearchSpace:
 
 @dataclass(frozen=True)
 class RefreshSummary:
-    mode: str  # "full", "incremental", "unchanged", "unsaved" (computed, but the file could not be written)
+    mode: str  # "full", "incremental", "unchanged", "unsaved" (computed, but the file could not be written),
+    # "removed" (the collection has grown past MAX_ROWS)
     rows: int  # rows recomputed
     seconds: float
 
@@ -212,6 +218,12 @@ def refresh(features_dir: str | Path, name: str, raw: np.ndarray, live: np.ndarr
     collection without one keeps having none. ``whiten``: for a new file ("default": :data:`DEFAULT_WHITEN`;
     None: none). None: no augmentation."""
     whiten = DEFAULT_WHITEN if isinstance(whiten, str) else whiten
+    if int(np.count_nonzero(live)) > MAX_ROWS:
+        if not dba_path(features_dir, name).exists():
+            return None
+        remove(features_dir, name)
+        log.warning("%s: more than %d valid rows: no database-side augmentation (αQE only)", name, MAX_ROWS)
+        return RefreshSummary("removed", 0, 0.0)
     previous = load(features_dir, name)
     if previous is None and not create and not dba_path(features_dir, name).exists():
         return None

@@ -2,13 +2,18 @@
 
 A collection ``NAME`` is four files: the vectors and the table in ``features/``, the faiss index
 and its manifest in ``indexes/``. The **manifest is the commit record**: it names the current
-vectors, table and index files (``features``, ``table``, ``index_file``) and their generation.
+vectors, table and index files (``features``, ``table``, ``index_file``), their generation, the
+vectors' checksums and how many of the table's rows the index file holds (``index_rows``).
 
-A change (an incremental build, ``add``, ``delete``, a rebuild) writes the files it changes under
-the *next* generation's names (``NAME.gN.npy``, ``NAME.gN.json``, ``NAME.gN.faiss``; generation 0 is
-``NAME.npy``...), each atomically, and then replaces the manifest atomically. Until that last
-``os.replace`` every file the old manifest names is untouched, so a crash at any moment leaves
-the previous state loadable; after it, the new one. The previous generation's files are removed
+A change (an incremental build, ``add``, ``delete``) appends its new rows to the vectors file after the
+committed ones (:mod:`app.files.vector_file`), writes the table's difference in one SQLite transaction
+whose rows carry the new generation (:mod:`app.core.table_db`: readers of the old manifest still see the
+old generation), writes the index under the next generation's name only when it lacks enough rows, and
+then replaces the manifest atomically. A first build, a rebuild, or the first change of a table from
+before SQLite writes whole files under the next generation's names (``NAME.gN.npy``,
+``NAME.gN.sqlite``, ``NAME.gN.faiss``; generation 0 is ``NAME.npy``...). Until the manifest's
+``os.replace`` nothing the old manifest names has changed for its readers, so a crash at any moment
+leaves the previous state loadable; after it, the new one. Files no manifest names are removed
 afterwards (and any a crashed change left behind, on the next change). Readers never lock: they read
 the manifest, then the files it names. Writers take the collection's lock (:func:`collection_lock`).
 """

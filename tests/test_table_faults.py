@@ -52,7 +52,13 @@ def then_pause(real):
 
 if point == "vectors-appended":
     vector_file.append_rows = then_pause(vector_file.append_rows)
-elif point == "inside-transaction":  # the new rows inserted, the transaction not committed
+elif point == "inside-transaction":  # the new rows inserted and spilled to the file, not committed
+    real_connect = table_db._connect
+    def small_cache(*a, **k):  # a one-page cache: changed pages go to the file (a hot journal) before COMMIT
+        con = real_connect(*a, **k)
+        con.execute("PRAGMA cache_size=1")
+        return con
+    table_db._connect = small_cache
     table_db._touched_rows = pause
 elif point == "table-committed":
     commit.write_change = then_pause(commit.write_change)
@@ -113,6 +119,8 @@ def test_kill_9_at_each_step_of_an_add_keeps_a_sound_collection(built, tmp_path,
     _, err = proc.communicate(timeout=WAIT_S)
     assert signal_file.exists(), err[-2000:]
 
+    if point == "inside-transaction":  # a rollback journal is left: SQLite rolls the change back
+        assert (config.features_dir / "pics.sqlite-journal").stat().st_size > 0
     committed = point == "manifest-written"
     sound(config, before.table.live_count + (3 if committed else 0))  # the old state, or the new one
     done = add_paths(config, "pics", new, embedder=FakeEmbedder())  # the same change again

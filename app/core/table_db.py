@@ -108,10 +108,20 @@ class LazyColumn:
 
 
 def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
-    uri = f"{path.resolve().as_uri()}?mode={'ro' if readonly else 'rw'}"
-    con = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=30.0, isolation_level=None)
-    con.execute("PRAGMA synchronous=FULL")
-    return con
+    """A connection to an existing table. A reader opens it read-write when it may (it only reads): the
+    rollback journal of a change killed mid-commit is then rolled back by SQLite on the first read, which
+    a read-only connection cannot do; a folder it may not write is opened read-only."""
+    modes = ("rw", "ro") if readonly else ("rw",)
+    for mode in modes:
+        try:
+            con = sqlite3.connect(f"{path.resolve().as_uri()}?mode={mode}", uri=True, check_same_thread=False,
+                                  timeout=30.0, isolation_level=None)
+            con.execute("PRAGMA synchronous=FULL")
+            return con
+        except sqlite3.OperationalError:
+            if mode == modes[-1]:
+                raise
+    raise AssertionError("unreachable")
 
 
 REBUILD = "python -m app.cli verify checks it; rebuild the collection if it is damaged."

@@ -168,7 +168,7 @@ class Catalogue:
             manifest = manifest.with_(dataset_root=table.dataset_root)
         check_agrees(name, manifest, table)
         col = Collection(name, store, manifest, table, vectors, self._image_root(name, manifest))
-        col.augmented, col.whitening = dba.searched_space(cfg.features_dir, name, vectors, col.live_mask)
+        col.augmented, col.whitening = dba.searched_space(cfg.features_dir, name, vectors, col.live_mask, table.labels)
         return col
 
     def _image_root(self, name: str, manifest: Manifest) -> Path:

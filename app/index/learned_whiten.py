@@ -16,6 +16,11 @@ end up close, items that do not, apart.
 The result is an ordinary :class:`~app.index.whiten.Whitening` (mean, projection, feature power): the
 search path, DBA and its incremental update use it exactly as they use the unsupervised one.
 
+**Relearning**: besides the churn rule of the unsupervised whitening, a kept learned whitening is learned
+again once the items of labels it was not taught (a new folder) pass ``new_label_share`` of its rows:
+queries of such labels gain less from it than from the unsupervised one (``scripts/learned_whiten_study.py
+unseen``). A fallback whitening is replaced once the labels can teach one.
+
 **Fallback rule**: fewer than ``min_labels`` labels with at least ``min_per_label`` items each (a
 collection with one folder, or too few per folder), or fewer than ``min_rows`` such items: no learned
 whitening; :func:`fit_space` then learns the unsupervised PCA-whitening (``WhitenParams``) instead.
@@ -27,7 +32,7 @@ labels, never a query.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -46,10 +51,18 @@ class LearnedWhitenParams:
     min_per_label: int = 5
     min_rows: int = 1000  # items in those labels needed
     refit_churn: float = 0.25  # as WhitenParams.refit_churn
+    new_label_share: float = 0.05  # relearn once items of labels it was not taught pass this share of its rows
 
     def fallback(self) -> WhitenParams:
         """The unsupervised whitening used when the labels cannot teach one."""
         return WhitenParams(min_rows=self.min_rows, refit_churn=self.refit_churn)
+
+
+@dataclass
+class LearnedWhitening(Whitening):
+    """A :class:`~app.index.whiten.Whitening` learned from labels, with the labels it was taught."""
+
+    taught: frozenset[str] = field(default_factory=frozenset)
 
 
 def label_keys(labels: Sequence[Sequence[str]]) -> np.ndarray:
@@ -75,19 +88,18 @@ def fit_learned(raw: np.ndarray, labels: Sequence[Sequence[str]], params: Learne
     raw = np.asarray(raw, dtype=np.float32)
     if len(labels) != len(raw):
         raise ValueError(f"{len(labels)} labels for {len(raw)} vectors")
-    groups = usable_groups(label_keys(labels), params)
+    keys = label_keys(labels)
+    groups = usable_groups(keys, params)
     if not groups:
         return None
     y = normalise(np.sign(raw) * np.power(np.abs(raw), params.feature_power)
                   if params.feature_power != 1.0 else raw).astype(np.float64)
-    d = y.shape[1]
-    within = np.zeros((d, d))
-    used = 0
-    for g in groups:
-        z = y[g] - y[g].mean(axis=0)
-        within += z.T @ z
-        used += len(g)
-    within /= max(1, used - len(groups))
+    rows = np.concatenate(groups)
+    means = np.stack([y[g].mean(axis=0) for g in groups])  # (labels, d)
+    counts = np.array([len(g) for g in groups], dtype=np.float64)
+    # sum over labels of sum_i (y_i - mu)(y_i - mu)^T = sum_i y_i y_i^T - sum over labels of n mu mu^T: one product
+    within = y[rows].T @ y[rows] - (means * counts[:, None]).T @ means
+    within /= max(1, len(rows) - len(groups))
     lam, vecs = np.linalg.eigh(within)
     lam = np.clip(lam, 0.0, None)
     p1 = vecs * np.power(lam + params.shrink * lam.mean() + 1e-12, -0.5)  # (d, d): Cw^-1/2 (up to a rotation)
@@ -95,9 +107,26 @@ def fit_learned(raw: np.ndarray, labels: Sequence[Sequence[str]], params: Learne
     t = (y - mean) @ p1
     lam2, vecs2 = np.linalg.eigh(t.T @ t / (len(t) - 1))
     lam2, vecs2 = np.clip(lam2[::-1], 0.0, None), vecs2[:, ::-1]
-    dim = min(params.dim, d)
+    dim = min(params.dim, y.shape[1])
     proj = p1 @ (vecs2[:, :dim] * np.power(lam2[:dim] + 1e-12, -params.power))
-    return Whitening(mean.astype(np.float32), proj.astype(np.float32), params.feature_power, len(raw))
+    taught = frozenset(str(keys[g[0]]) for g in groups)
+    return LearnedWhitening(mean.astype(np.float32), proj.astype(np.float32), params.feature_power, len(raw), taught)
+
+
+def needs_relearn(whitening: Whitening | None, params: WhitenParams | LearnedWhitenParams,
+                  labels: Sequence[Sequence[str]] | None) -> bool:
+    """Whether a kept whitening should be learned again for the valid items' ``labels`` (besides the churn
+    rule): a learned one once the items of labels it was not taught (labels with at least
+    ``min_per_label`` items: a new folder) pass ``new_label_share`` of the rows it was learned from; the
+    unsupervised fallback once the labels can teach one. Never without labels or for unsupervised params."""
+    if not isinstance(params, LearnedWhitenParams) or labels is None or whitening is None:
+        return False
+    groups = usable_groups(label_keys(labels), params)
+    if not isinstance(whitening, LearnedWhitening):
+        return bool(groups)
+    keys = label_keys(labels)
+    untaught = sum(len(g) for g in groups if str(keys[g[0]]) not in whitening.taught)
+    return untaught > params.new_label_share * whitening.rows
 
 
 def fit_space(raw: np.ndarray, params: WhitenParams | LearnedWhitenParams,

@@ -48,7 +48,14 @@ import numpy as np
 from app.errors import StorageError
 from app.files.atomic import atomic_writer
 from app.files.layout import CollectionFiles
-from app.index.learned_whiten import LearnedWhitenParams, fit_space, params_arrays, params_from
+from app.index.learned_whiten import (
+    LearnedWhitening,
+    LearnedWhitenParams,
+    fit_space,
+    needs_relearn,
+    params_arrays,
+    params_from,
+)
 from app.index.rerank import DbaParams, augment, augment_update
 from app.index.whiten import Whitening, WhitenParams
 
@@ -145,6 +152,8 @@ def _whitening_arrays(aug: StoredAugmentation) -> dict:
     if aug.whitening is not None:
         out.update(w_mean=aug.whitening.mean, w_proj=aug.whitening.proj,
                    w_feature_power=aug.whitening.feature_power, w_rows=aug.whitening.rows)
+        if isinstance(aug.whitening, LearnedWhitening):
+            out.update(w_taught=np.array(sorted(aug.whitening.taught), dtype=str))
     return out
 
 
@@ -159,6 +168,8 @@ def _load_whitening(z) -> tuple[WhitenParams | LearnedWhitenParams | None, White
     if "w_mean" in z.files:
         whitening = Whitening(np.asarray(z["w_mean"], np.float32), np.asarray(z["w_proj"], np.float32),
                               float(z["w_feature_power"]), int(z["w_rows"]))
+        if "w_taught" in z.files:
+            whitening = LearnedWhitening(**vars(whitening), taught=frozenset(str(t) for t in z["w_taught"]))
     return whiten, whitening, int(z["churn"])
 
 
@@ -169,10 +180,12 @@ def _changed_rows(before: np.ndarray, after: np.ndarray) -> int:
     return int((padded != after).sum())
 
 
-def _needs_refit(previous: StoredAugmentation, live: np.ndarray, churn: int) -> bool:
+def _needs_refit(previous: StoredAugmentation, live: np.ndarray, churn: int, labels: Labels = None) -> bool:
     w = previous.whiten
     if w is None:
         return False
+    if labels is not None and needs_relearn(previous.whitening, w, [labels[i] for i in np.flatnonzero(live)]):
+        return True
     if previous.whitening is None:
         return int(live.sum()) >= w.min_rows  # grown big enough to learn one
     return churn > w.refit_churn * previous.whitening.rows
@@ -193,7 +206,7 @@ def compute(raw: np.ndarray, live: np.ndarray, previous: StoredAugmentation | No
     n_old = len(previous.live) if previous is not None else 0
     churn = previous.churn + _changed_rows(previous.live, live) if same else 0
     if same and n_old <= len(raw) and previous.digest == raw_digest(raw[:n_old]) \
-            and not _needs_refit(previous, live, churn):
+            and not _needs_refit(previous, live, churn, labels):
         whitening = previous.whitening
         vectors, thresholds, rows = augment_update(previous.space(raw), previous.vectors, previous.thresholds,
                                                    previous.live, live, params)

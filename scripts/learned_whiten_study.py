@@ -69,7 +69,7 @@ def heldout(raw: np.ndarray, labels: list, args) -> dict:
 
 
 def _kept_vs_refit(raw, labels, live, early, variant) -> dict:
-    from app.index.learned_whiten import LearnedWhitenParams, fit_space
+    from app.index.learned_whiten import LearnedWhitenParams, fit_space, needs_relearn
     from app.index.rerank import augment
     from app.metrics.heldout import evaluate_variants
 
@@ -77,7 +77,10 @@ def _kept_vs_refit(raw, labels, live, early, variant) -> dict:
     aug, _ = augment(stale.apply(raw), live)  # what incremental adds give: exact DBA in the kept space
     a = evaluate_variants(raw, labels, variants=variant, augmented=aug, whitening=stale)["variants"][variant[0].name]
     b = evaluate_variants(raw, labels, variants=variant)["variants"][variant[0].name]  # learned on the whole database
-    return {"added": int(live.sum() - early.sum()), "kept_whitening": a, "refit": b,
+    params = LearnedWhitenParams()
+    relearns = needs_relearn(stale, params, [labels[i] for i in np.flatnonzero(live)]) \
+        or int(live.sum() - early.sum()) > params.refit_churn * stale.rows
+    return {"added": int(live.sum() - early.sum()), "a_change_relearns": bool(relearns), "kept_whitening": a, "refit": b,
             "p5_diff": round(a["precision_at_5"] - b["precision_at_5"], 4),
             "map10_diff": round(a["map_at_10"] - b["map_at_10"], 4)}
 

@@ -191,7 +191,7 @@ def learned(tmp_path, monkeypatch):
     make_image_folder(root, per_class=8, seed=5)
     config = Config(indexes_dir=tmp_path / "indexes", features_dir=tmp_path / "features", workers=0)
     build_collection(config, BuildSpec(data=root, kind="folder", name="pics", factory="IVF4,Flat", nprobe=4),
-                     embedder=FakeEmbedder(), progress_bar=False)
+                     embedder=FakeEmbedder(dim=1280), progress_bar=False)
     return config
 
 
@@ -200,6 +200,7 @@ def _state(config):
     return np.asarray(state.vectors, np.float32), state.table
 
 
+@pytest.mark.slow
 def test_a_build_learns_it_from_the_folder_labels_and_a_delete_keeps_it(learned):
     config = learned
     stored = dba.load(config.features_dir, "pics")
@@ -218,9 +219,10 @@ def test_a_build_learns_it_from_the_folder_labels_and_a_delete_keeps_it(learned)
     assert np.abs(after.vectors[live] - exact[live]).max() < 1e-5
 
 
+@pytest.mark.slow
 def test_search_keeps_raw_scores_and_copies_first_with_the_learned_whitening(learned):
     config = learned
-    service = SearchService(config, embedder=FakeEmbedder())
+    service = SearchService(config, embedder=FakeEmbedder(dim=1280))
     col = service.collection("pics")
     assert col.whitening is not None and col.augmented.shape[1] == 8
     for item in (1, 7, 20):
@@ -230,6 +232,7 @@ def test_search_keeps_raw_scores_and_copies_first_with_the_learned_whitening(lea
             assert h.score == pytest.approx(float(col.vectors[h.id] @ col.vectors[item]), abs=1e-5)
 
 
+@pytest.mark.slow
 def test_a_format_2_file_is_read_as_before_and_gets_the_learned_whitening_at_the_next_change(learned):
     config = learned
     raw, table = _state(config)
@@ -252,6 +255,7 @@ def test_a_format_2_file_is_read_as_before_and_gets_the_learned_whitening_at_the
     assert new.format == 3 and new.whiten == TINY and new.churn == 0  # learned again, from the labels
 
 
+@pytest.mark.slow
 def test_a_file_with_unreadable_parameters_is_recomputed(learned):
     config = learned
     path = dba.dba_path(config.features_dir, "pics")

@@ -51,7 +51,7 @@ class LearnedWhitenParams:
     min_per_label: int = 5
     min_rows: int = 1000  # items in those labels needed
     refit_churn: float = 0.25  # as WhitenParams.refit_churn
-    new_label_share: float = 0.05  # relearn once items of labels it was not taught pass this share of its rows
+    new_label_share: float = 0.02  # relearn once items of labels it was not taught pass this share of its rows
 
     def fallback(self) -> WhitenParams:
         """The unsupervised whitening used when the labels cannot teach one."""

@@ -8,7 +8,8 @@
 
 Search is exact (brute-force cosine over the vectors). Each variant is a :class:`RerankVariant`: the
 database vectors (raw, or augmented by :func:`app.index.rerank.augment`), the query vectors (raw, or
-averaged with their mirror's), and the re-ranking (none, αQE, k-reciprocal). Keys per variant are
+averaged with their mirror's), the whitening (none, unsupervised, or learned from the database rows' labels:
+never from a query's vector or label), and the re-ranking (none, αQE, k-reciprocal). Keys per variant are
 those of :func:`app.metrics.retrieval.ranking_metrics`: ``precision_at_5``, ``map_at_10``, ``mhr_at_10``.
 """
 

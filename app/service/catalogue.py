@@ -170,7 +170,8 @@ class Catalogue:
         col = Collection(name, store, manifest, table, vectors, self._image_root(name, manifest))
         if isinstance(store, FaissStore):  # the rows changed since its file was written (app.service.commit)
             store.catch_up(vectors, col.live_mask)
-        col.augmented, col.whitening = dba.searched_space(cfg.features_dir, name, vectors, col.live_mask)
+        col.augmented, col.whitening = dba.searched_space(cfg.features_dir, name, vectors, col.live_mask,
+                                                            dba.whitening_labels(table.kind, table.labels))
         return col
 
     def _image_root(self, name: str, manifest: Manifest) -> Path:

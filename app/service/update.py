@@ -135,7 +135,8 @@ def apply_plan(store: CollectionStore, state: State, plan: ChangePlan, options: 
     new_manifest = store.commit(manifest, new_table, vectors=vectors if rows.items else None, index=index,
                                 index_in_place=in_place)
     remove_parts(store.files.update_parts)
-    dba.refresh(store.config.features_dir, name, vectors, new_table.live_mask(), create=False)  # only rows it touches
+    dba.refresh(store.config.features_dir, name, vectors, new_table.live_mask(), create=False,
+                labels=dba.whitening_labels(new_table.kind, new_table.labels))  # only rows it touches
     return ChangeSummary(**base, count=new_table.live_count, skipped=tuple(skipped), seconds=time.perf_counter() - t0,
                          index=index_state, index_reason=reason, embedded=rows.embedded, reused=rows.reused,
                          added_ids=tuple(int(i) for i in new_ids), removed_ids=tuple(int(i) for i in retired),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -79,12 +80,13 @@ def main(argv: list[str] | None = None) -> int:
                               time_budget_s=a.time_budget, queries=tune_queries)
     r = built.rescore or a.rescore or 100
     truth = exact_topk(np.asarray(vectors), queries, 5)
-    found, times = np.empty((len(queries), 5), np.int64), []
+    found, times, cpu = np.empty((len(queries), 5), np.int64), [], []
     for i, q in enumerate(queries):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.thread_time()
         ids = search(built.index, q[None], r)[1][0]
         got, _ = rescore(vectors, q, ids[ids >= 0], 5)
         times.append(time.perf_counter() - t)
+        cpu.append(time.thread_time() - c)
         found[i, : len(got)] = got
     # How much of the truth is copies of the query's nearest real neighbour (its origin's copies tie).
     nn_origin = np.argmax(queries @ real[keep].T, axis=1)
@@ -95,11 +97,14 @@ def main(argv: list[str] | None = None) -> int:
            **built.to_json(), "rescore_used": r, "recall_at_5": round(recall_at_k(found, truth), 4),
            "p50_ms": round(float(np.percentile(times, 50)) * 1000, 3),
            "p99_ms": round(float(np.percentile(times, 99)) * 1000, 3),
+           "p50_cpu_ms": round(float(np.percentile(cpu, 50)) * 1000, 3),
+           "load_average": [round(x, 2) for x in os.getloadavg()],
            "truth_from_nearest_origin": round(same, 3)}
     if built.report is not None:
         rep = built.report.to_json()
         out["tuning"] = {k: rep[k] for k in ("target_met", "chosen", "pca_recall_ceiling", "seconds", "skipped")}
-        out["tuning"]["trials"] = [(t["factory"], t["nprobe"], t["rescore"], t["recall_at_5"], t["ms_per_query"])
+        out["tuning"]["trials"] = [(t["factory"], t["nprobe"], t["rescore"], t["recall_at_5"], t["ms_per_query"],
+                                    t["wall_ms"])
                                    for t in rep["trials"]]
     print(json.dumps(out, indent=None if a.json else 1))
     return 0

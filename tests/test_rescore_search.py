@@ -89,12 +89,13 @@ def test_the_searcher_rescores_exactly_r_rows(tuned):
     assert scores[0] == pytest.approx(float(exact.max()), abs=1e-5)
 
 
-def test_more_hits_than_the_tuned_k_get_proportionally_more_candidates(tuned):
+def test_more_hits_than_r_covers_get_the_default_candidates(tuned):
     service, result = tuned
     col = _spied(service, {**result.manifest["tuning"], "rescore_candidates": 7})
     service.search_vector("rs", np.asarray(col.vectors.arr[0], dtype=np.float32), 10, rerank=False)
-    assert col.store.asked == [14]
-    assert candidate_count({"rescore_candidates": 7}, 10, 12, candidates) == 12  # never more than n
+    assert col.store.asked == [candidates(10, len(col))]  # 40 > R
+    assert candidate_count({"rescore_candidates": 300}, 10, 1000, candidates) == 300
+    assert candidate_count({"rescore_candidates": 300}, 10, 120, candidates) == 120  # never more than n
 
 
 def test_an_older_manifest_without_r_still_searches(tuned):

@@ -28,12 +28,12 @@ def tuned_rescore(tuning: Mapping[str, Any] | None) -> int | None:
 
 def candidate_count(tuning: Mapping[str, Any] | None, k: int, n: int,
                     fallback: Callable[[int, int], int]) -> int:
-    """How many candidates to fetch and re-score for ``k`` hits among ``n`` items: the tuned R (grown in
-    proportion for k above the tuned k), else ``fallback(k, n)``."""
+    """How many candidates to fetch and re-score for ``k`` hits among ``n`` items: the tuned R (measured
+    at k = 5; for more hits never fewer than ``fallback(k, n)``, which grows with k), else ``fallback(k, n)``."""
     r = tuned_rescore(tuning)
     if r is None:
         return fallback(k, n)
-    return max(1, min(n, max(r, -(-r * k // TUNED_K)) if k > TUNED_K else r))
+    return max(1, min(n, r if k <= TUNED_K else max(r, fallback(k, n))))
 
 
 def rescore(vectors: Any, query: np.ndarray, ids: Sequence[int], k: int) -> tuple[list[int], np.ndarray]:

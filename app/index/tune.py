@@ -241,7 +241,8 @@ def _explore(space: Space, report: TuneReport, cands: list[Candidate], accept: f
         except RuntimeError as exc:  # faiss refuses a configuration (e.g. too few training points)
             report.skipped.append(f"{cand.factory}: {str(exc).splitlines()[0][:200]}")
             continue
-        trials = sweep(space, index, cand, len(faiss.serialize_index(index)), time.perf_counter() - t, accept, rs)
+        trials = sweep(space, index, cand, len(faiss.serialize_index(index)), time.perf_counter() - t, accept, rs,
+                       report.max_ms)
         report.trials.extend(trials)
         last = trials[-1]
         if last.recall_at_5 < accept:

@@ -227,11 +227,16 @@ def time_rescored(index, db: np.ndarray, queries: np.ndarray, r: int, k: int) ->
 SATURATED = 0.001  # recall at the largest R gaining less than this from doubling nprobe: the code's limit
 
 
+FEWER_R_STEPS = 2  # after the first passing nprobe, doublings tried for a smaller R
+
+
 def sweep(space: Space, index, cand: Candidate, nbytes: int, train_s: float, target: float,
-          rs: Sequence[int] = RESCORE_CHOICES) -> list[Trial]:
+          rs: Sequence[int] = RESCORE_CHOICES, max_ms: float = float("inf")) -> list[Trial]:
     """Sweep nprobe upwards; at each, the recall@5 after exact re-scoring of the top R for every R in
-    ``rs`` (one search at the largest R). Stops at the first nprobe where some R reaches ``target`` (the
-    smallest such R is kept and timed), or where more lists stop helping."""
+    ``rs`` (one search at the largest R). At the first nprobe where some R reaches ``target`` the smallest
+    such R is timed; up to :data:`FEWER_R_STEPS` more doublings are tried for a smaller R within
+    ``max_ms`` (R rows are read from the vectors file per query: fewer is cheaper when it is not cached).
+    Stops early where more lists stop helping. The trial to keep (timed) comes last."""
     import faiss
 
     try:
@@ -241,7 +246,14 @@ def sweep(space: Space, index, cand: Candidate, nbytes: int, train_s: float, tar
     nprobes = sorted({p for p in NPROBES if p < nlist} | {nlist})
     rs = sorted({max(1, min(r, len(space.db))) for r in rs})
     trials: list[Trial] = []
-    prev = -1.0
+    best: Trial | None = None
+    prev, extra = -1.0, 0
+
+    def timed(trial: Trial) -> Trial:
+        cpu, p50, p99 = time_rescored(index, space.db, space.timing, trial.rescore, space.k)
+        trial.ms_per_query, trial.wall_ms, trial.p99_ms = round(cpu, 4), round(p50, 4), round(p99, 4)
+        return trial
+
     for nprobe in nprobes:
         set_search_params(index, IndexConfig(cand.factory, nprobe, 1))
         found = search(index, space.queries, rs[-1])[1]
@@ -249,10 +261,23 @@ def sweep(space: Space, index, cand: Candidate, nbytes: int, train_s: float, tar
         r = next((r for r in rs if by_r[r] >= target), rs[-1])
         trial = Trial(cand.factory, nprobe, by_r[r], None, nbytes, round(train_s, 2), 1, r, cand.code_bytes)
         trials.append(trial)
-        saturated = nprobe >= 8 and by_r[rs[-1]] - prev < SATURATED
-        if by_r[r] >= target or nprobe == nprobes[-1] or saturated:
-            cpu, p50, p99 = time_rescored(index, space.db, space.timing, r, space.k)
-            trial.ms_per_query, trial.wall_ms, trial.p99_ms = round(cpu, 4), round(p50, 4), round(p99, 4)
-            break
+        passing = by_r[r] >= target
+        if best is None:
+            saturated = nprobe >= 8 and by_r[rs[-1]] - prev < SATURATED
+            if passing or nprobe == nprobes[-1] or saturated:
+                if not passing or timed(trial).ms_per_query > max_ms:
+                    break
+                best = trial
+        else:
+            extra += 1
+            if passing and r < best.rescore:
+                if timed(trial).ms_per_query > max_ms:
+                    break
+                best = trial
+            if extra >= FEWER_R_STEPS or best.rescore == rs[0]:
+                break
         prev = by_r[rs[-1]]
+    if best is not None and trials[-1] is not best:
+        trials.remove(best)
+        trials.append(best)
     return trials

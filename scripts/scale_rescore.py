@@ -47,6 +47,23 @@ def scale_up(real: np.ndarray, n: int, noise: float, path: Path, seed: int = 0) 
     return np.load(path, mmap_mode="r")
 
 
+def _rss() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+
+
+def loaded_index_ram(index) -> int:
+    """RSS growth when the serialized index is loaded back (as the app loads its index file)."""
+    import faiss
+
+    blob = faiss.serialize_index(index)
+    before = _rss()
+    loaded = faiss.deserialize_index(blob)
+    grown = _rss() - before
+    del loaded
+    return grown
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--vectors", type=Path, required=True)
@@ -79,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     built = build_index_timed(vectors, factory=a.factory, nprobe=a.nprobe, rescore=a.rescore, max_ms=a.max_ms,
                               time_budget_s=a.time_budget, queries=tune_queries)
     r = built.rescore or a.rescore or 100
+    loaded_ram = loaded_index_ram(built.index)
     truth = exact_topk(np.asarray(vectors), queries, 5)
     found, times, cpu = np.empty((len(queries), 5), np.int64), [], []
     for i, q in enumerate(queries):
@@ -98,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {"n": a.n, "noise": a.noise, "copy_cosine_median": round(copy_cos, 3), "generate_s": round(gen_s, 1),
            "queries": f"{a.queries} real vectors held out of the indexed set (no copies of them indexed)",
            "tuned_on": f"{a.queries} other held-out real vectors" if a.tune_queries else "held-out copies",
-           **built.to_json(), "rescore_used": r, "recall_at_5": round(recall_at_k(found, truth), 4),
+           **built.to_json(), "loaded_index_rss_bytes": loaded_ram, "rescore_used": r, "recall_at_5": round(recall_at_k(found, truth), 4),
            "p50_ms": round(float(np.percentile(times, 50)) * 1000, 3),
            "p99_ms": round(float(np.percentile(times, 99)) * 1000, 3),
            "p50_cpu_ms": round(float(np.percentile(cpu, 50)) * 1000, 3),

@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--time-budget", type=float, default=600.0)
     p.add_argument("--tune-queries", action="store_true",
                    help="tune on another --queries held-out real vectors (not the ones measured), not on the copies")
+    p.add_argument("--sweep-nprobe", default="", help="also measure the built index at these nprobes (comma list)")
+    p.add_argument("--sweep-r", default="100,400,1000,2000", help="... re-scoring these R (comma list)")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     real = np.asarray(np.load(a.vectors, mmap_mode="r"), dtype=np.float32)
@@ -122,6 +124,21 @@ def main(argv: list[str] | None = None) -> int:
            "p50_cpu_ms": round(float(np.percentile(cpu, 50)) * 1000, 3),
            "load_average": [round(x, 2) for x in os.getloadavg()],
            "truth_from_nearest_origin": round(same, 3), "recall_at_5_by_origin": round(float(by_origin), 4)}
+    if a.sweep_nprobe:  # the same index searched deeper: recall@5 (and by origin) for each nprobe x R
+        import faiss
+
+        out["sweep"] = []
+        for nprobe in [int(v) for v in a.sweep_nprobe.split(",")]:
+            faiss.extract_index_ivf(built.index).nprobe = nprobe
+            rmax = max(int(v) for v in a.sweep_r.split(","))
+            cand = search(built.index, queries, rmax)[1]
+            for rr in [int(v) for v in a.sweep_r.split(",")]:
+                got = np.stack([np.pad(np.asarray(rescore(vectors, q, c[:rr][c[:rr] >= 0], 5)[0]), (0, 5), constant_values=-1)[:5]
+                                for q, c in zip(queries, cand, strict=True)])
+                covered = np.mean([len(set(origin[t].tolist()) & set(origin[c[:rr][c[:rr] >= 0]].tolist()))
+                                   / len(set(origin[t].tolist())) for c, t in zip(cand, truth, strict=True)])
+                out["sweep"].append({"nprobe": nprobe, "rescore": rr, "recall_at_5": round(recall_at_k(got, truth), 4),
+                                     "truth_origins_among_candidates": round(float(covered), 4)})
     if built.report is not None:
         rep = built.report.to_json()
         out["tuning"] = {k: rep[k] for k in ("target_met", "chosen", "pca_recall_ceiling", "seconds", "skipped")}

@@ -134,7 +134,9 @@ def _print_summary(m: dict, s: dict, target_recall: float) -> None:
     print(f"  embedding: {s['img_per_s']:.1f} img/s over {s['seconds']:.1f} s (engine {m.get('engine')})")
     print(f"  index: {m['factory']} nprobe={m['nprobe']}, {m['index_bytes'] / 1e6:.2f} MB, "
           f"built in {s['index_seconds']:.1f} s"
-          + (f", recall@5 {chosen.get('recall_at_5')} at {chosen.get('ms_per_query')} ms/query" if chosen else ""))
+          + (f", recall@5 {chosen.get('recall_at_5')}"
+             + (f" re-scoring {chosen['rescore']} candidates" if chosen.get("rescore") else "")
+             + f" at {chosen.get('ms_per_query')} ms/query" if chosen else ""))
     if tuning and not tuning.get("fixed") and not tuning.get("target_met"):
         print(f"  warning: no configuration reached recall@5 >= {target_recall}; kept the best found",
               file=sys.stderr)

@@ -3,7 +3,8 @@
 **In place.** Ids are the collection's stable row ids (:mod:`app.core.feature_table`): new items get
 the next ids, deleted ones leave holes. Every index kind the builds make can follow that:
 
-* IVF indexes (``IVF..,PQ..``, with or without a ``PCAR`` pre-transform) store ids:
+* IVF indexes (``IVF..,PQ..``, the 4-bit fast-scan ``IVF..,PQ..x4fs`` the tuner picks, with or without a
+  ``PCAR`` pre-transform) store ids:
   ``add_with_ids`` and ``remove_ids`` work as they are;
 * refined indexes (``...,Refine(SQ8)``, ``...,RFlat``: an ``IndexRefine``) re-rank with codes stored
   by position, so their ids must be positions. New rows are appended to both stages (the refine

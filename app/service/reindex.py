@@ -4,7 +4,9 @@
 (:mod:`app.index.faiss_update`), then asks :func:`~app.index.faiss_update.retrain_decision` whether
 the drift since the last training calls for training again. Retraining uses the configuration the
 manifest records; a tuned collection whose size has moved past :data:`RETUNE_FACTOR` times the size
-it was trained at is tuned again (a new nlist, PCA size...). Nothing is written here: the caller
+it was trained at is tuned again (a new nlist, PCA size...). The rule's recall is measured as the searcher
+searches: the index's top R (the manifest's ``tuning.rescore_candidates``) re-scored exactly from the
+stored vectors. Retraining trains on a seeded sample (:func:`~app.index.tune.train_size`). Nothing is written here: the caller
 commits the returned index (:mod:`app.service.commit`).
 """
 
@@ -29,7 +31,8 @@ from app.index.faiss_update import (
     retrain_decision,
     sample_recall,
 )
-from app.index.tune import DEFAULT_TARGET_RECALL, tune
+from app.index.rescore import rescored_search, tuned_rescore
+from app.index.tune import DEFAULT_TARGET_RECALL, train_size, tune
 
 RETUNE_FACTOR = 2.0
 
@@ -79,7 +82,7 @@ def update_index(indexes_dir: Path, manifest: Manifest, vectors: np.ndarray, liv
         decision = RetrainDecision(True, reason or "asked for")
     else:
         decision = retrain_decision(
-            trained, updates, lambda: sample_recall(lambda q, k: _search(index, q, k), vectors, live_ids),
+            trained, updates, lambda: sample_recall(_recall_search(index, vectors, manifest), vectors, live_ids),
             target=target_recall(manifest))
     if not decision.retrain:
         return IndexUpdate(index, {"updates_since_training": updates}, decision)
@@ -99,15 +102,16 @@ def retrained(manifest: Manifest, vectors: np.ndarray, live_ids: np.ndarray) -> 
     fields: dict[str, Any] = {"trained_count": len(live_ids), "updates_since_training": 0}
     chosen = index_config(manifest)
     live = np.ascontiguousarray(vectors[live_ids], dtype=np.float32)
+    sample = np.sort(np.random.default_rng(0).choice(len(live), size=train_size(len(live)), replace=False))
     try:
-        index = train_index(live, chosen)
+        index = train_index(live, chosen, train_sample=live[sample])
     except RuntimeError:  # too few vectors for its nlist or codebooks: the exact index
         chosen = IndexConfig("Flat", 1, 1)
         index = train_index(live, chosen)
         fields.update(factory="Flat", nprobe=1, k_factor=1)
     index = fill_index(index, vectors, live_ids)
     set_search_params(index, chosen)
-    if tuned and sample_recall(lambda q, k: _search(index, q, k), vectors, live_ids) < target_recall(manifest):
+    if tuned and sample_recall(_recall_search(index, vectors, manifest), vectors, live_ids) < target_recall(manifest):
         return _retuned(manifest, vectors, live_ids)
     return index, fields
 
@@ -124,6 +128,13 @@ def _retuned(manifest: Manifest, vectors: np.ndarray, live_ids: np.ndarray) -> t
     set_search_params(index, chosen)
     return index, {"trained_count": len(live_ids), "updates_since_training": 0, "factory": chosen.factory,
                    "nprobe": chosen.nprobe, "k_factor": chosen.k_factor, "tuning": report.to_json()}
+
+
+def _recall_search(index: Any, vectors: np.ndarray, manifest: Manifest):
+    """How the retrain rule measures recall: as the searcher searches, the index's top R re-scored exactly
+    from the stored vectors when the manifest records R (the index alone for an older manifest)."""
+    r = tuned_rescore(manifest.tuning)
+    return (lambda q, k: _search(index, q, k)) if r is None else rescored_search(index, vectors, r, _search)
 
 
 def _search(index: Any, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

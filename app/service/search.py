@@ -32,6 +32,7 @@ from app.config import Config
 from app.core.embed import Embedder, embedder_for
 from app.core.photo_meta import item_meta
 from app.index.rerank import RerankOptions
+from app.index.rescore import candidate_count
 from app.service.catalogue import Catalogue, Collection, CollectionInfo
 from app.service.filters import SearchFilter, band, band_floor, matching_ids
 from app.service.query_image import QueryImage, prepare_query
@@ -108,8 +109,9 @@ def candidates(k: int, n: int) -> int:
 class SearchService:
     """Answers queries over the collections of a :class:`Catalogue` (see the module docstring).
 
-    Query vectors are L2-normalised embeddings; the store picks ``candidates(k, n)`` of them and
-    their exact cosines (from the stored vectors) order the hits.
+    Query vectors are L2-normalised embeddings; the store picks the tuned R of them (the manifest's
+    ``tuning.rescore_candidates``; ``candidates(k, n)`` for an older manifest) and their exact cosines (from
+    those R rows of the stored vectors) order the hits.
     """
 
     QUERY_CACHE_SIZE = 256  # query vectors remembered by image key (8 KiB each)
@@ -237,21 +239,22 @@ class SearchService:
                 order = np.argsort(-scores, kind="stable")[:k]
                 return self._hits(col, [int(i) for i in ids], scores, order, where), len(ids)
             n = len(col)
+            n_cand = candidate_count(col.manifest.tuning, k, n, candidates)  # the tuned R, else candidates()
             with col.lock:
-                _, found = col.store.search(vec[None], max(1, candidates(k, n)))
+                _, found = col.store.search(vec[None], max(1, n_cand))
             live = col.live_mask
             ids = [int(i) for i in found[0] if 0 <= i < len(live) and live[i]]  # a deleted id is never a hit
             if len(ids) < min(k, n):
                 # The probed IVF lists held fewer vectors than asked for: an exact scan, never fewer hits.
                 exact = np.asarray(col.vectors, dtype=np.float32) @ vec
                 exact[~live] = -np.inf
-                ids = [int(i) for i in np.argsort(-exact, kind="stable")[: candidates(k, n)]]
+                ids = [int(i) for i in np.argsort(-exact, kind="stable")[:n_cand]]
             # Exact cosines from the stored vectors: the index picks the candidates, the scores are true,
             # and re-ranking more candidates than k keeps a best match the lossy codes placed just below k.
             scores = np.asarray(col.vectors[ids], dtype=np.float32) @ vec if ids else np.zeros(0, np.float32)
             order = np.argsort(-scores, kind="stable")[:k]
             if rerank is not None and rerank.enabled and ids:  # αQE: one more search; scores stay the cosines to vec
-                ids, scores = requery(col, vec, ids, scores, k, candidates(k, n), rerank)
+                ids, scores = requery(col, vec, ids, scores, k, n_cand, rerank)
                 order = np.arange(len(ids))
             return self._hits(col, ids, scores, order, where), None
 

@@ -34,8 +34,9 @@ def add_bench_scale_args(p: argparse.ArgumentParser) -> None:
                    help="work folder (default: a temporary folder; 1M Lite0 vectors take about 3 x 5.1 GB)")
     p.add_argument("--keep", action="store_true", help="keep the collections written (and a temporary --work)")
     p.add_argument("--seed", type=int, default=0, help="the noise's seed (default 0)")
-    p.add_argument("--sigma", type=float, default=0.01,
-                   help="noise standard deviation per dimension before re-normalising (default 0.01)")
+    p.add_argument("--sigma", type=float, default=0.03,
+                   help="noise standard deviation per dimension before re-normalising (default 0.03: a copy of a "
+                        "Lite0 vector is then about as near it as its 5th nearest real photo)")
     p.add_argument("--queries", type=int, default=200, metavar="N", help="timed queries per N (default 200)")
     p.add_argument("--startup-runs", type=int, default=3, metavar="N", help="warm startups per N (default 3)")
     p.add_argument("--no-dba", action="store_true", help="write the collections without DBA (a build has it)")

@@ -12,6 +12,7 @@ import pytest
 
 from app.config import Config
 from app.core.datasets import CALTECH_DIR, load_dataset
+from app.core.features import load_features
 from app.service.search import SearchService
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,7 +50,7 @@ def test_real_caltech_sample_builds_with_tuning(caltech_build):
     assert manifest["count"] == LIMIT and manifest["limit"] == LIMIT and manifest["kind"] == "caltech101"
     assert manifest["dataset_root"] == str(CALTECH.resolve())
     assert manifest["tuning"]["chosen"]["recall_at_5"] > 0
-    table = json.loads((out / "features" / "caltech101.json").read_text())
+    table = load_features(out / "features", "caltech101")[1].to_json()
     labels = Counter(it["label"] for it in table["items"])
     categories = load_dataset("caltech101", CALTECH).categories
     assert set(labels) == set(categories) and len(categories) == 100  # every category; no background, no Faces_easy

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from app.config import Config
-from app.core.features import feature_paths
+from app.core.features import feature_paths, load_features
 from app.service.search import SearchService
 from tests.helpers import make_image_folder, temp_files
 
@@ -264,7 +264,7 @@ def test_build_script_builds_a_sample_and_prints_the_summary(reference_build, em
     assert manifest["factory"] == "IVF2,Flat" and manifest["tuning"] == {"fixed": True}
     assert not (out / "features" / "tiny.parts").exists() and temp_files(out) == []
     # labels spread over the three classes, and the result is searchable in-process
-    table = json.loads(feature_paths(out / "features", "tiny")[1].read_text())
+    table = load_features(out / "features", "tiny")[1].to_json()
     assert {it["label"] for it in table["items"]} == {"circles", "stripes", "checks"}
     config = Config(indexes_dir=out / "indexes", features_dir=out / "features", weights="untrained")
     hits = SearchService(config, embedder=embedder).search_item("tiny", 3, k=8).hits
@@ -325,10 +325,10 @@ def test_interrupted_build_resumes_to_identical_output(reference_build, tiny_fol
     again = run(build_args(tiny_folder, tmp_path), cli_env)
     assert again.returncode == 0, again.stderr
     assert "built tiny: 8 images indexed" in again.stdout and "resumed from an earlier run" in again.stdout
-    new_npy, new_table = feature_paths(tmp_path / "features", "tiny")
-    ref_npy, ref_table = feature_paths(ref / "features", "tiny")
+    new_npy = feature_paths(tmp_path / "features", "tiny")[0]
+    ref_npy = feature_paths(ref / "features", "tiny")[0]
     assert new_npy.read_bytes() == ref_npy.read_bytes()
-    a, b = json.loads(new_table.read_text()), json.loads(ref_table.read_text())
+    a, b = (load_features(d / "features", "tiny")[1].to_json() for d in (tmp_path, ref))
     a.pop("created"), b.pop("created")
     assert a == b
     assert np.load(new_npy).shape == (8, 2048)

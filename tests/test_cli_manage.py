@@ -102,7 +102,7 @@ def test_add_delete_rename_drop(tmp_path, cli_env, built_mine):
     lines = dropped.stdout.splitlines()
     assert lines[0] == "dropped holiday: removed 5 files"
     assert sorted(Path(line.strip()).name for line in lines[1:]) == [
-        "holiday.dba.npz", "holiday.faiss", "holiday.json", "holiday.manifest.json", "holiday.npy"]
+        "holiday.dba.npz", "holiday.faiss", "holiday.manifest.json", "holiday.npy", "holiday.sqlite"]
     assert (data / "cats" / "img_01.jpg").is_file() and (extra / "birds" / "img_00.jpg").is_file()
     assert list((tmp_path / "features").iterdir()) == []
 

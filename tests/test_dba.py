@@ -146,3 +146,19 @@ def test_a_full_disk_while_writing_it_does_not_fail_the_committed_change(built, 
     col = SearchService(config, embedder=FakeEmbedder()).collection("pics")
     want, live = full_augmentation(config)
     assert not live[6] and np.abs(col.augmented[live] - want[live]).max() < 1e-5  # recomputed when read
+
+
+def test_a_collection_past_the_size_limit_has_no_augmentation(tmp_path, monkeypatch):
+    """DBA's full computation grows as N^2: past dba.MAX_ROWS valid rows a build makes none, and a change
+    that takes a collection past it removes the file (re-ranking is then αQE on the raw vectors)."""
+    rng = np.random.default_rng(5)
+    raw = rng.standard_normal((40, 8)).astype(np.float32)
+    raw /= np.linalg.norm(raw, axis=1, keepdims=True)
+    live = np.ones(40, bool)
+    monkeypatch.setattr(dba, "MAX_ROWS", 30)
+    assert dba.refresh(tmp_path, "big", raw, live, create=True) is None and not dba.dba_path(tmp_path, "big").exists()
+    live[:15] = False  # 25 valid rows: under the limit
+    assert dba.refresh(tmp_path, "big", raw, live, create=True, whiten=None).mode == "full"
+    live[:15] = True
+    assert dba.refresh(tmp_path, "big", raw, live, create=False).mode == "removed"
+    assert not dba.dba_path(tmp_path, "big").exists()

@@ -62,13 +62,13 @@ def test_fake_embedder_stands_in_for_the_model_of_its_dimension():
 @pytest.mark.parametrize("name", list(BUILDS))
 def test_feature_store_records_the_dimension(built, name):
     dim, config, fake, results, _ = built
-    npy, table_path = feature_paths(config.features_dir, name)
+    npy = feature_paths(config.features_dir, name)[0]
     vectors = np.load(npy)
     assert vectors.shape == (N, dim) and vectors.dtype == np.float32
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-    table = json.loads(table_path.read_text())
-    assert table["dim"] == dim and table["count"] == N and table["weights_id"] == fake.weights_id
     loaded, ftable = load_features(config.features_dir, name)
+    table = ftable.to_json()
+    assert table["dim"] == dim and table["count"] == N and table["weights_id"] == fake.weights_id
     assert loaded.shape == (N, dim) and ftable.dim == dim
     assert results[name].stats["embedded"] == N and results[name].skipped == []
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
+import contextlib
 import shutil
+import sqlite3
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from app.core.features import EmbedOptions, extract_features, feature_paths, loa
 from app.core.images import load_image
 from app.core.models import get_model
 from app.core.preprocess import preprocess
+from app.core.table_db import TableReader
 from app.errors import DatasetError, IndexMismatchError, StorageError
 from tests.fakes import FakeEmbedder
 from tests.helpers import make_image_folder, temp_files
@@ -44,7 +46,7 @@ def recorder():
 
 
 def table_without_timestamp(features_dir, name) -> dict:
-    obj = json.loads(feature_paths(features_dir, name)[1].read_text())
+    obj = load_features(features_dir, name)[1].to_json()  # every row, as the table holds it
     obj.pop("created")
     return obj
 
@@ -157,7 +159,7 @@ def test_unreadable_files_are_skipped_listed_and_counted(tmp_path):
 
     stored, stored_table = load_features(tmp_path / "features", "c")
     assert np.array_equal(stored, vectors) and stored_table.skipped == table.skipped
-    saved = json.loads(feature_paths(tmp_path / "features", "c")[1].read_text())
+    saved = TableReader(feature_paths(tmp_path / "features", "c")[1], 0).head  # what the SQLite table records
     assert saved["count"] == 4 and len(saved["skipped"]) == 4 and saved["weights_id"] == "fake/v1"
 
     # the whole build completes too, and says what it skipped
@@ -215,13 +217,19 @@ def test_load_features_refuses_a_table_that_does_not_match(tmp_path, folder6):
     ds = load_dataset("folder", folder6)
     extract(ds, FakeEmbedder(), tmp_path, "c", workers=0, progress_bar=False)
     npy, table_path = feature_paths(tmp_path, "c")
-    obj = json.loads(table_path.read_text())
-    obj["items"] = obj["items"][:-1]
-    table_path.write_text(json.dumps(obj))
-    with pytest.raises(IndexMismatchError, match="do not match"):
+    with contextlib.closing(sqlite3.connect(table_path)) as con, con:
+        con.execute("UPDATE items SET path = 'elsewhere.jpg' WHERE id = 0")  # changed behind the app's back
+    load_features(tmp_path, "c")  # a change reads the rows as they are (loading checks a row when it reads it)
+    with pytest.raises(IndexMismatchError, match="corrupted"):
+        load_features(tmp_path, "c", full_check=True)  # verify and a build check every row
+    with pytest.raises(IndexMismatchError, match="corrupted"):
+        load_features(tmp_path, "c", lazy=True)[1].paths[0]
+    with contextlib.closing(sqlite3.connect(table_path)) as con, con:
+        con.execute("DELETE FROM items WHERE id = (SELECT max(id) FROM items)")  # a row less than it counts
+    with pytest.raises(IndexMismatchError, match="has 5 rows, not 6"):
         load_features(tmp_path, "c")
-    table_path.write_text("{not json")
-    with pytest.raises(IndexMismatchError, match="unreadable"):
+    table_path.write_text("{not a table" + " " * 200)
+    with pytest.raises(IndexMismatchError, match=r"corrupted \(its header\)"):
         load_features(tmp_path, "c")
     shutil.copy(npy, tmp_path / "x.npy")
     npy.unlink()

@@ -15,7 +15,6 @@ import pytest
 
 from app.config import Config
 from app.core.feature_table import TABLE_FORMAT
-from app.core.features import feature_paths
 from app.errors import (
     CollectionBusyError,
     CollectionExistsError,
@@ -165,27 +164,39 @@ def test_delete_by_id_and_by_path_and_a_rescan_does_not_bring_them_back(built):
     assert count_items(config, "pics") == 22
 
 
-@pytest.mark.parametrize("failing", [".gN.json", ".gN.npy", ".gN.faiss", ".manifest.json"])
+@pytest.mark.parametrize("failing", ["vectors", "table", "manifest"])
 def test_a_crash_mid_change_leaves_the_previous_state_loadable(built, monkeypatch, failing):
-    """A failure while writing any of the four files: the old state loads and searches, no temp file is
+    """A failure after each step of a change (rows appended to the vectors; the SQLite table's transaction
+    committed; the manifest not replaced: a full disk): the old state loads and searches, no temp file is
     left, and running the change again completes it without embedding again."""
+    import app.files.atomic as atomic
+    import app.files.vector_file as vector_file
+    import app.service.commit as commit
+
     config, root, _ = built
     before = read_state(config, "pics")
     new_picture(root / "circles" / "late.jpg", 2)
     (root / "checks" / "img_03.jpg").unlink()
 
-    import app.files.atomic as atomic
+    def after(real):
+        def wrapped(*args, **kwargs):
+            real(*args, **kwargs)
+            raise StorageError("No space left on device (simulated after the step)")
+        return wrapped
 
-    real_replace = atomic.os.replace
+    if failing == "vectors":
+        monkeypatch.setattr(vector_file, "append_rows", after(vector_file.append_rows))
+    elif failing == "table":
+        monkeypatch.setattr(commit, "write_change", after(commit.write_change))
+    else:
+        real_replace = atomic.os.replace
 
-    def crash(src, dst):
-        name = os.path.basename(str(dst))
-        if (failing == ".manifest.json" and name.endswith(failing)) or (
-                failing != ".manifest.json" and name.startswith("pics.g1.") and name.endswith(failing[3:])):
-            raise OSError(28, "No space left on device")
-        return real_replace(src, dst)
+        def crash(src, dst):
+            if str(dst).endswith(".manifest.json"):
+                raise OSError(28, "No space left on device")
+            return real_replace(src, dst)
 
-    monkeypatch.setattr(atomic.os, "replace", crash)
+        monkeypatch.setattr(atomic.os, "replace", crash)
     with pytest.raises(StorageError, match="No space"):  # the typed error (app.files.atomic) the CLI prints
         rebuild(config, root)
     monkeypatch.undo()
@@ -198,7 +209,10 @@ def test_a_crash_mid_change_leaves_the_previous_state_loadable(built, monkeypatc
     assert rebuild(config, root, fake).changes.line() == "added 1, changed 0, removed 1, unchanged 23"
     assert fake.rows == 0  # the new file's vector was saved before the crash
     assert count_items(config, "pics") == 24
-    assert sorted(p.name for p in config.features_dir.iterdir()) == ["pics.dba.npz", "pics.g1.json", "pics.g1.npy"]
+    after_state = read_state(config, "pics", full_check=True)  # every chunk of the vectors checked
+    assert len(after_state.table) == 25 and after_state.table.deleted == {3}
+    # written in place: the same files, one row longer, and no leftover of the failed change
+    assert sorted(p.name for p in config.features_dir.iterdir()) == ["pics.dba.npz", "pics.npy", "pics.sqlite"]
 
 
 def test_rename_keeps_ids_and_drop_removes_only_that_collections_files(built, tmp_path):
@@ -220,10 +234,10 @@ def test_rename_keeps_ids_and_drop_removes_only_that_collections_files(built, tm
     assert not cache.exists() and (config.features_dir / "holiday.dedup.npz").read_bytes() == b"cache"
     dropped = drop_collection(config, "holiday")
     names = sorted(os.path.basename(p) for p in dropped.removed)
-    assert names == ["holiday.dba.npz", "holiday.dedup.npz", "holiday.faiss", "holiday.json", "holiday.manifest.json",
-                     "holiday.npy"]
+    assert names == ["holiday.dba.npz", "holiday.dedup.npz", "holiday.faiss", "holiday.manifest.json",
+                     "holiday.npy", "holiday.sqlite"]
     assert count_items(config, "pics-2") == 8 and (root / "circles" / "img_01.jpg").is_file()
-    assert sorted(p.name for p in config.features_dir.iterdir()) == ["pics-2.dba.npz", "pics-2.json", "pics-2.npy"]
+    assert sorted(p.name for p in config.features_dir.iterdir()) == ["pics-2.dba.npz", "pics-2.npy", "pics-2.sqlite"]
     with pytest.raises(Exception, match="no collection named"):
         drop_collection(config, "holiday")
 
@@ -275,8 +289,8 @@ def test_one_change_at_a_time(built):
 
 def test_a_format_1_table_migrates_without_embedding_again(built):
     config, root, _ = built
-    table_path = feature_paths(config.features_dir, "pics")[1]
-    obj = json.loads(table_path.read_text())
+    obj = read_state(config, "pics").table.to_json()  # the table as a JSON document of that time
+    table_path = config.features_dir / "pics.json"
     obj["format"] = 1
     for key in ("rows", "excluded"):
         obj.pop(key)
@@ -284,8 +298,9 @@ def test_a_format_1_table_migrates_without_embedding_again(built):
     table_path.write_text(json.dumps(obj))
     mpath = config.indexes_dir / "pics.manifest.json"  # as a build of that time wrote it: no checksums
     manifest = json.loads(mpath.read_text())
-    for key in ("features_sha256", "table_sha256"):
+    for key in ("features_sha256", "table_sha256", "features_chunks", "index_rows", "index_count"):
         manifest.pop(key, None)
+    manifest["table"] = table_path.name
     mpath.write_text(json.dumps(manifest))
     assert read_state(config, "pics").table.stamps[0] is None
     fake = FakeEmbedder()
@@ -293,7 +308,8 @@ def test_a_format_1_table_migrates_without_embedding_again(built):
     assert fake.rows == 0
     state = read_state(config, "pics")
     assert all(s is not None and s.hash for s in state.table.stamps)
-    assert json.loads((config.features_dir / state.manifest.table).read_text())["format"] == TABLE_FORMAT
+    assert state.manifest.table == "pics.g1.sqlite" and not table_path.exists()  # SQLite from now on
+    assert state.table.to_json()["format"] == TABLE_FORMAT
 
 
 def test_a_running_service_sees_a_change_made_elsewhere(built):

@@ -76,8 +76,8 @@ def test_a_format_2_table_migrates_and_the_next_update_records_the_metadata(tmp_
     assert meta["trips/t0.jpg"] == {"taken": "2021-07-04T12:30:05", "taken_from": "exif", "camera": "Apple iPhone 12"}
     assert meta["trips/old0.jpg"]["taken"] == "2018-05-01T08:00:00"
 
-    table_path = config.features_dir / state.manifest.table  # as the format-2 code wrote it
-    obj = json.loads(table_path.read_text())
+    table_path = config.features_dir / "mine.json"  # as the format-2 code wrote it: a JSON document
+    obj = state.table.to_json()
     assert obj["format"] == TABLE_FORMAT == 3
     for item in obj["items"]:
         item.pop("meta")
@@ -87,7 +87,9 @@ def test_a_format_2_table_migrates_and_the_next_update_records_the_metadata(tmp_
     table_path.write_text(json.dumps(obj))
     manifest_path = config.indexes_dir / "mine.manifest.json"
     manifest = json.loads(manifest_path.read_text())
-    manifest.pop("table_sha256")
+    manifest.update(table=table_path.name)
+    for key in ("table_sha256", "features_chunks", "index_rows", "index_count"):
+        manifest.pop(key, None)
     manifest_path.write_text(json.dumps(manifest))
     assert update_collection(config, "mine", embedder=FakeEmbedder()).line() == \
         "added 0, changed 0, removed 0, unchanged 36"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -163,11 +165,16 @@ def test_unknown_collection_and_item(shapes, tmp_path):
             service.search_item("shapes", bad)
 
 
-def _rewrite_table(config: Config, change) -> None:
+def _rewrite_table(config: Config, change, sql: str = "") -> None:
+    """Change the head of the SQLite table (app.core.table_db) behind the app's back, and run ``sql``."""
     path = feature_paths(config.features_dir, "shapes")[1]
-    obj = json.loads(path.read_text())
-    change(obj)
-    path.write_text(json.dumps(obj))
+    with contextlib.closing(sqlite3.connect(path)) as con, con:
+        (info,) = con.execute("SELECT info FROM head").fetchone()
+        obj = json.loads(info)
+        change(obj)
+        con.execute("UPDATE head SET info = ?", (json.dumps(obj),))
+        if sql:
+            con.execute(sql)
 
 
 @pytest.mark.parametrize("case", ["fewer-rows", "other-weights", "other-build", "other-sample", "missing"])
@@ -177,7 +184,8 @@ def test_features_that_do_not_match_the_index_are_refused(shapes, tmp_path, case
     npy = feature_paths(cfg.features_dir, "shapes")[0]
     if case == "fewer-rows":
         np.save(npy, np.load(npy)[:-1])
-        _rewrite_table(cfg, lambda o: o.update(items=o["items"][:-1], count=o["count"] - 1))
+        _rewrite_table(cfg, lambda o: o.update(rows=o["rows"] - 1, count=o["count"] - 1),
+                       "DELETE FROM items WHERE id = (SELECT max(id) FROM items)")
     elif case == "other-weights":
         _rewrite_table(cfg, lambda o: o.update(weights_id="resnet50/file-sha256-0123456789abcdef"))
     elif case == "other-build":  # same count and weights, written by a later build

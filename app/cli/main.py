@@ -5,7 +5,8 @@ incremental when the collection exists), ``count``, ``add``, ``delete``, ``renam
 (managing a collection), ``evaluate``, ``bench`` and ``bench-scale`` (``scripts/evaluate.py``, ``scripts/bench.py``,
 ``scripts/bench_scale.py``),
 ``download`` (also ``data_download.sh``), ``sync`` (to Milvus), ``quantize`` (the INT8 model) and
-``prepare`` (``scripts/run.sh``), ``watch`` (keep a folder's collection current).
+``prepare`` (``scripts/run.sh``), ``watch`` (keep a folder's collection current), ``verify`` (read and
+check every file of a collection).
 Expected failures (a bad image, a missing index, offline weights) exit 2 with a one-line reason.
 """
 
@@ -34,6 +35,7 @@ from app.cli import (
     quantize,
     search,
     sync,
+    verify,
     watch,
 )
 from app.cli.common import run
@@ -66,6 +68,8 @@ COMMANDS = {
     "download": ("download the datasets or the ResNet-50 weights", download.add_download_args,
                  download.cmd_download, download.RESUME),
     "sync": ("push a built collection's vectors to Milvus", sync.add_sync_args, sync.cmd_sync, ""),
+    "verify": ("read every file of a collection and check it (loading checks a sample)", verify.add_verify_args,
+               verify.cmd_verify, ""),
     "evaluate": ("retrieval quality and index recall of a collection (scripts/evaluate.py)",
                  evaluate.add_evaluate_args, evaluate.cmd_evaluate, ""),
     "evaluate-objects": ("object detection AP50 and object-query hit@5 on a VOC-layout folder "

@@ -1,9 +1,10 @@
 """The feature table: a built collection's id -> (path, labels, file stamp) table, versioned, and the
 feature store's files (:func:`feature_paths`, :func:`load_features`: the vectors and the table, checked).
 
-It is the JSON file beside the vectors (``features/NAME.json``, or ``NAME.gN.json`` after an
-incremental change; the index manifest names the current one). Row ``i`` of the table is item id
-``i`` and row ``i`` of the vectors.
+It is an SQLite file beside the vectors (``features/NAME.sqlite``, changed in place row by row by
+:mod:`app.core.table_db`; the index manifest names it and the generation to read). Collections built
+before it have a JSON document (``NAME.json`` or ``NAME.gN.json``), read here and written as SQLite by
+their next change. Row ``i`` of the table is item id ``i`` and row ``i`` of the vectors.
 
 **Ids are stable.** An id names one version of one file, for ever: a file added later gets the
 next id, a deleted or changed file's row stays as a *tombstone* (``deleted``), and a changed file's
@@ -33,14 +34,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from app.core.manifest import Manifest
 from app.core.scan import FileStamp
+from app.core.table_db import REBUILD, TableReader, TableSnapshot, labels_of, meta_of, stamp_of
 from app.errors import IndexMismatchError
+from app.files import vector_file
 from app.files.digest import file_sha256
 from app.files.layout import table_name, vectors_name
 
@@ -66,6 +71,9 @@ class FeatureTable:
     deleted: set[int] = field(default_factory=set)  # tombstoned rows: ids are never reused
     excluded: list[str] = field(default_factory=list)  # paths deleted on purpose: a rescan leaves them out
     meta: list[dict[str, Any] | None] = field(default_factory=list)  # per row (app.core.photo_meta); None: unknown
+    # read from SQLite (app.core.table_db): what was read, which a change is written against
+    origin: Any = field(default=None, repr=False, compare=False)
+    reader: Any = field(default=None, repr=False, compare=False)  # a lazy table's open reader
 
     def __post_init__(self) -> None:
         if not self.stamps:
@@ -206,6 +214,32 @@ def to_current_format(obj: dict[str, Any]) -> dict[str, Any]:
     return obj
 
 
+def read_table(path: str | os.PathLike[str], generation: int, *, lazy: bool, check: bool = True,
+               hint: str = REBUILD) -> "FeatureTable":
+    """The table at ``path`` as of ``generation``. ``lazy``: columns read on demand (serving), each row
+    checked against its CRC when read; else every row now (checked when ``check``), with the snapshot a
+    change is written against (:func:`~app.core.table_db.write_change`)."""
+    reader = TableReader(path, generation, hint=hint)
+    h = reader.head
+    if lazy:
+        columns: list[Any] = [reader.column(1, lambda r: r[0]), reader.column(2, labels_of), reader.column(3, stamp_of),
+                              reader.column(6, meta_of)]
+    else:
+        rows = reader.rows_checked(check=check)
+        columns = [[r[1] for r in rows], [labels_of(r[2:]) for r in rows], [stamp_of(r[3:]) for r in rows],
+                   [meta_of(r[6:]) for r in rows]]
+    table = FeatureTable(name=h["name"], kind=h["kind"], dataset_root=h["dataset_root"], image_root=h["image_root"],
+                         weights_id=h["weights_id"], paths=columns[0], labels=columns[1], skipped=list(h["skipped"]),
+                         fingerprint=h["fingerprint"], created=h["created"], dim=int(h["dim"]), stamps=columns[2],
+                         deleted=reader.deleted(), excluded=reader.excluded(), meta=columns[3])
+    if lazy:
+        table.reader = reader
+    else:
+        reader.close()
+        table.origin = TableSnapshot(table, generation)
+    return table
+
+
 # -- the files -------------------------------------------------------------------------------------
 
 
@@ -215,14 +249,18 @@ def feature_paths(features_dir: Path, name: str, generation: int = 0) -> tuple[P
 
 
 def load_features(features_dir: Path, name: str, *, mmap: bool = True, files: tuple[str, str] | None = None,
-                  sha256: tuple[str | None, str | None] = (None, None),
+                  sha256: tuple[str | None, str | None] = (None, None), generation: int = 0,
+                  chunks: list[str] | None = None, lazy: bool = False, full_check: bool = False,
                   hint: str = "Rebuild with scripts/build_index.py.") -> tuple[np.ndarray, FeatureTable]:
     """Load the vectors (memory-mapped by default) and the table; check they agree.
 
     ``files``: the (vectors, table) file names in ``features_dir`` that the index manifest records
-    (default ``NAME.npy``, ``NAME.json``); ``sha256``: their checksums as the manifest records them
-    (when it does, a flipped byte or a cut is refused before anything is parsed); ``hint``: the advice
-    given with a refusal (the rebuild command)."""
+    (default ``NAME.npy``, ``NAME.sqlite``). An SQLite table (:mod:`app.core.table_db`) is read as of the
+    manifest's ``generation``, all at once or, ``lazy``, column by column on demand; the vectors are its
+    rows, checked cheaply against their chunk checksums ``chunks`` (the last chunk and a sample; every one
+    with ``full_check``, :mod:`app.files.vector_file`). A JSON table (format 1 to 3, written before the
+    SQLite table) is checked byte for byte against ``sha256`` (its manifest's checksums) when given.
+    ``hint``: the advice given with a refusal (the rebuild command)."""
     if files and files[0] and files[1]:
         npy, table_path = Path(features_dir) / files[0], Path(features_dir) / files[1]
     else:
@@ -230,19 +268,35 @@ def load_features(features_dir: Path, name: str, *, mmap: bool = True, files: tu
     if not npy.is_file() or not table_path.is_file():
         raise IndexMismatchError(
             f"The features of {name!r} are missing ({npy.name} / {table_path.name} in {features_dir}).", hint=hint)
+    try:
+        if table_path.suffix == ".sqlite":
+            table = read_table(table_path, generation, lazy=lazy, check=full_check, hint=hint)
+            vector_file.check_vectors(npy, len(table), table.dim, chunks, full=full_check)
+        else:
+            table = _read_json_table(name, npy, table_path, sha256, hint)
+        vectors = vector_file.open_rows(npy, len(table), table.dim)
+    except vector_file.VectorsFileError as exc:
+        raise IndexMismatchError(f"The features of {name!r} are corrupted: {exc}.", hint=hint) from exc
+    except (OSError, ValueError) as exc:
+        raise IndexMismatchError(f"The features of {name!r} are unreadable ({exc}).", hint=hint) from exc
+    return (vectors if mmap else np.array(vectors)), table
+
+
+def features_for(features_dir: Path, manifest: Manifest, *, mmap: bool = True, lazy: bool = False,
+                 full_check: bool = False, hint: str = "Rebuild with scripts/build_index.py.") -> tuple[np.ndarray, FeatureTable]:
+    """:func:`load_features` of the files, generation and checksums ``manifest`` records."""
+    return load_features(features_dir, manifest.name, mmap=mmap, files=(manifest.features, manifest.table),
+                         sha256=(manifest.features_sha256, manifest.table_sha256), generation=manifest.generation,
+                         chunks=manifest.features_chunks, lazy=lazy, full_check=full_check, hint=hint)
+
+
+def _read_json_table(name: str, npy: Path, table_path: Path, sha256: tuple[str | None, str | None],
+                     hint: str) -> FeatureTable:
     for path, expected in zip((npy, table_path), sha256, strict=True):
         if expected and file_sha256(path) != expected:
             raise IndexMismatchError(f"The features of {name!r} are corrupted: {path.name} does not match the "
                                      "checksum its manifest records.", hint=hint)
     try:
-        table = FeatureTable.from_json(json.loads(table_path.read_text()))
-        vectors = np.load(npy, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+        return FeatureTable.from_json(json.loads(table_path.read_text()))
+    except (KeyError, json.JSONDecodeError) as exc:
         raise IndexMismatchError(f"The features of {name!r} are unreadable ({exc}).", hint=hint) from exc
-    if vectors.dtype != np.float32 or vectors.ndim != 2 or vectors.shape != (len(table), table.dim):
-        raise IndexMismatchError(
-            f"The features of {name!r} do not match their table ({vectors.shape} vs {len(table)} items "
-            f"of {table.dim} values).",
-            hint=hint,
-        )
-    return vectors, table

@@ -3,12 +3,14 @@
 For a collection named ``NAME`` the store holds:
 
 * ``features/NAME.npy``: float32 (N, dim), L2-normalised, row i = item id i (dim is the model's:
-  2048 for ResNet-50, 1280 for EfficientNet-Lite);
-* ``features/NAME.json``: the table (id -> relative path, label, file stamp), the skipped files
-  with reasons, the weights id and the dataset root (:mod:`app.core.feature_table`, versioned).
+  2048 for ResNet-50, 1280 for EfficientNet-Lite), appended to by later changes
+  (:mod:`app.files.vector_file`);
+* ``features/NAME.sqlite``: the table (id -> relative path, label, file stamp), the skipped files
+  with reasons, the weights id and the dataset root (:mod:`app.core.feature_table`, stored by
+  :mod:`app.core.table_db`).
 
-After an incremental change the files are ``NAME.gN.npy`` / ``NAME.gN.json`` (a new generation
-``N``): the index manifest names the current pair, so :func:`load_features` takes the names it records.
+A rebuild writes them whole as ``NAME.gN.npy`` / ``NAME.gN.sqlite`` (generation ``N``): the index
+manifest names the current pair and generation, so :func:`load_features` takes what it records.
 
 Extraction is resumable: vectors are written in chunks to ``features/NAME.parts/`` as they are
 computed (each chunk atomically), so a build killed at any moment continues from the last saved
@@ -36,10 +38,12 @@ from app.core.feature_table import FeatureTable, feature_paths, load_features
 from app.core.images import load_image
 from app.core.models import Preprocessing
 from app.core.preprocess import preprocess
+from app.core.table_db import create_table_db
 from app.core.workers import worker_init_fn
 from app.errors import DatasetError, InvalidImageError, OperationCancelled
-from app.files.atomic import atomic_writer, write_json, write_npy
+from app.files.atomic import atomic_writer, write_json
 from app.files.layout import CollectionFiles
+from app.files.vector_file import write_vectors
 
 __all__ = ["CHUNK_SIZE", "EmbedOptions", "FeatureTable", "default_workers", "embed_dataset", "extract_features", "feature_paths",
            "load_features"]
@@ -114,15 +118,15 @@ class EmbedOptions:
 
 def extract_features(dataset: Dataset, embedder: Embedder, features_dir: str | os.PathLike, name: str,
                      options: EmbedOptions = EmbedOptions()) -> tuple[np.ndarray, FeatureTable, dict[str, Any]]:
-    """Embed every item of ``dataset`` and write ``NAME.npy`` and ``NAME.json`` (through the resumable
+    """Embed every item of ``dataset`` and write ``NAME.npy`` and ``NAME.sqlite`` (through the resumable
     ``NAME.parts``); returns (vectors, table, stats)."""
     files = CollectionFiles.at(features_dir, features_dir, name)
     vectors, table, stats = embed_dataset(dataset, embedder, files.parts, name, options)
     # The table first: if the vectors' write then fails, the new table no longer matches the old
     # index manifest (count, weights, fingerprint, created), so the pair is refused, never mixed up.
     # The parts stay until both are written: a rerun finishes without embedding anything again.
-    write_json(files.table(), table.to_json())
-    write_npy(files.vectors(), vectors)
+    create_table_db(files.table(), table, 0)
+    write_vectors(files.vectors(), vectors)
     remove_parts(files.parts)
     return vectors, table, stats
 

@@ -41,7 +41,7 @@ VERSION_KEY = "schema_version"
 METRIC = "l2"  # on L2-normalised vectors: the same ranking as cosine similarity
 REQUIRED = ("weights_id", "dim", "count", "index_sha256", "factory", "nprobe")
 # Added to schema 2 later: written only when set (older manifests have no such keys, and keep none).
-OPTIONAL_KEYS = ("features_sha256", "table_sha256")
+OPTIONAL_KEYS = ("features_sha256", "table_sha256", "features_chunks", "index_rows", "index_count")
 # Written by save_index from the index file itself; never carried over from an older manifest.
 DERIVED = ("name", "dim", "normalized", "metric", "count", "index_file", "index_bytes", "index_sha256", "built_at",
            "versions")
@@ -72,7 +72,9 @@ class Manifest(Mapping):
     features_fingerprint: str | None = None  # which build of the features (checked when loading)
     features_created: str | None = None
     features_sha256: str | None = None  # of NAME.npy and NAME.json as built (checked when loading)
-    table_sha256: str | None = None
+    table_sha256: str | None = None  # of a JSON table (an SQLite table changes in place: app.core.table_db)
+    # the vectors file's checksum per chunk of rows (app.files.vector_file): an append recomputes the last one
+    features_chunks: list[str] | None = None
     limit: int | None = None
     include: tuple[str, ...] = ()
     skipped: int = 0
@@ -81,6 +83,10 @@ class Manifest(Mapping):
     generation: int = 0  # which NAME[.gN].{npy,json,faiss} files are current (0: no suffix)
     trained_count: int | None = None  # live vectors when the index was last trained (None: count)
     updates_since_training: int = 0  # vectors added + removed in place since then (app.index.faiss_update)
+    # the index file holds the table's first index_rows rows (index_count valid ones) as they were when it
+    # was written; the rows added or deleted since are applied when it is loaded (app.service.index_catchup)
+    index_rows: int | None = None
+    index_count: int | None = None
     # derived from the index file by save_index
     dim: int
     normalized: bool = True
@@ -248,6 +254,9 @@ _CHECKS: dict[str, Callable[[Any], bool]] = {
     "features_created": _optional(_is_str),
     "features_sha256": _optional(_is_str),
     "table_sha256": _optional(_is_str),
+    "features_chunks": _optional(_is_str_list),
+    "index_rows": _optional(_is_count),
+    "index_count": _optional(_is_count),
     "limit": _optional(_is_count),
     "include": _is_str_list,
     "skipped": _is_count,

@@ -29,7 +29,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 from app.core.camera_formats import HEIF_SUFFIXES, RAW_SUFFIXES
 from app.core.exclude import ExcludeRules, exclude_rules
@@ -56,11 +56,11 @@ class Skipped:
         return {"path": self.path, "reason": self.reason}
 
 
-@dataclass(frozen=True)
-class FileStamp:
+class FileStamp(NamedTuple):
     """What identifies one version of a file: size, modification time and a hash of its bytes.
 
-    ``hash`` is ``""`` until computed (a scan gives size and mtime only; hashing reads the file).
+    ``hash`` is ``""`` until computed (a scan gives size and mtime only; hashing reads the file). A named
+    tuple: a million of them are made when a large collection's table is read.
     """
 
     size: int

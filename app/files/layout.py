@@ -1,7 +1,9 @@
 """Every file name of a collection, in one place.
 
-A collection ``NAME`` is, in ``features/``: the vectors ``NAME.npy`` and the id table ``NAME.json``
-(``NAME.gN.npy``, ``NAME.gN.json`` from generation N >= 1 on), the resumable parts of a build
+A collection ``NAME`` is, in ``features/``: the vectors ``NAME.npy`` and the id table ``NAME.sqlite``
+(``NAME.gN.npy``, ``NAME.gN.sqlite`` when a generation N >= 1 wrote them whole: a change appends rows to
+the vectors and changes the table in place; collections built before have a JSON table ``NAME.json``
+or ``NAME.gN.json``; SQLite's rollback journal ``NAME.sqlite-journal`` while a change runs), the resumable parts of a build
 ``NAME.parts/`` and of an incremental change ``NAME.update.parts/``, and the parts that other
 features keep beside the vectors: re-ranking's augmented vectors ``NAME.dba.npz``, the duplicate
 finder's ``NAME.dedup.npz`` and ``NAME.dedup-pairs.npz`` (caches of the images, remade when missing),
@@ -34,7 +36,7 @@ def vectors_name(name: str, generation: int = 0) -> str:
 
 
 def table_name(name: str, generation: int = 0) -> str:
-    return f"{_stem(name, generation)}.json"
+    return f"{_stem(name, generation)}.sqlite"
 
 
 def index_name(name: str, generation: int = 0) -> str:
@@ -135,7 +137,7 @@ class CollectionFiles:
         return [self.dba, self.dedup_photos, self.dedup_pairs]
 
     def _data_re(self) -> re.Pattern[str]:
-        return re.compile(rf"^{re.escape(self.name)}(\.g\d+)?\.(npy|json|faiss)$")
+        return re.compile(rf"^{re.escape(self.name)}(\.g\d+)?\.(npy|json|faiss|sqlite|sqlite-journal)$")
 
     def data_files(self) -> list[Path]:
         """Every vectors, table and index file of any generation (not the manifest, parts or lock)."""

@@ -32,7 +32,7 @@ from app.errors import IndexMismatchError, IndexMissingError
 from app.files.atomic import write_bytes, write_json
 from app.files.layout import collection_names, index_name, manifest_name
 from app.index.faiss_index import IndexConfig, search_one_thread, set_search_params
-from app.index.faiss_update import add_rows, can_update, live_count, remove_rows
+from app.index.faiss_update import add_rows, can_update, catch_up, live_count, remove_rows
 
 
 def index_path(indexes_dir: Path, name: str, generation: int = 0) -> Path:
@@ -168,10 +168,11 @@ def read_verified_index(ipath: Path, manifest: Manifest, name: str):
         index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
     except RuntimeError as exc:
         raise IndexMismatchError(f"{ipath} cannot be read by faiss ({exc}).", hint=rebuild_hint(name, manifest)) from exc
-    if index.d != manifest.dim or live_count(index) != manifest.count:
+    expected = manifest.index_count if manifest.index_count is not None else manifest.count
+    if index.d != manifest.dim or live_count(index) != expected:
         raise IndexMismatchError(
             f"{ipath} holds {live_count(index)} vectors of dimension {index.d}, the manifest says "
-            f"{manifest.count} of dimension {manifest.dim}.",
+            f"{expected} of dimension {manifest.dim}.",
             hint=rebuild_hint(name, manifest),
         )
     return index
@@ -271,6 +272,13 @@ class FaissStore:
         out_d[:, :kk], out_i[:, :kk] = dist, ids
         out_d[out_i < 0] = np.inf
         return out_d, out_i
+
+    def catch_up(self, vectors: np.ndarray, live_mask: np.ndarray) -> int:
+        """The rows the table gained or lost since the index file was written, applied (the manifest's
+        ``index_rows``: :func:`app.index.faiss_update.catch_up`); returns the rows added."""
+        assert self.manifest is not None
+        rows_in = self.manifest.index_rows if self.manifest.index_rows is not None else len(live_mask)
+        return catch_up(self.index, vectors, live_mask, rows_in, name=self.name)
 
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
         x = np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32)

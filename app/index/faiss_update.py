@@ -42,7 +42,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from app.errors import UnsupportedOperationError
+from app.errors import IndexMismatchError, UnsupportedOperationError
 
 CHECK_FRACTION = 0.02
 RETRAIN_FRACTION = 0.50
@@ -148,6 +148,25 @@ def remove_rows(index: Any, ids: np.ndarray, *, name: str = "the") -> int:
             f"The {name} index ({_kind(index)}) cannot remove vectors by id.",
             hint="Rebuild the collection without them, or build it with an IVF factory.")
     return int(target.remove_ids(ids))
+
+
+def catch_up(index: Any, vectors: np.ndarray, live_mask: np.ndarray, rows_in: int, *, name: str = "the") -> int:
+    """Bring an index file that holds the table's first ``rows_in`` rows (as they were when it was written)
+    up to the table: the rows added since go in, every deleted id comes out (``live_mask``: the table's
+    valid rows now). Returns the rows added. A commit leaves the index file as it is while this stays small
+    (:mod:`app.service.commit`)."""
+    rows = len(live_mask)
+    added = 0
+    if rows_in < rows:
+        new = np.arange(rows_in, rows, dtype=np.int64)
+        add_rows(index, np.asarray(vectors[new], dtype=np.float32), new, name=name)
+        added = len(new)
+    if live_count(index) != int(live_mask.sum()):
+        remove_rows(index, np.flatnonzero(~live_mask).astype(np.int64), name=name)
+    if live_count(index) != int(live_mask.sum()):
+        raise IndexMismatchError(f"The {name} index holds {live_count(index)} vectors after catching up with its "
+                                 f"table, which has {int(live_mask.sum())} valid rows.")
+    return added
 
 
 def fill_index(index: Any, vectors: np.ndarray, live_ids: np.ndarray) -> Any:

@@ -363,12 +363,12 @@ def push(uri: str, collection: str, vectors: np.ndarray, ids: np.ndarray, *, wei
 
 
 def sync(features_dir, collection: str, uri: str, *, token: str = "", index_type: str = DEFAULT_INDEX,
-         files: tuple[str, str] | None = None, progress_bar: bool = True,
+         files: tuple[str, str] | None = None, generation: int = 0, progress_bar: bool = True,
          timeout: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
     """(Re)create the Milvus collection for ``collection`` from its stored features (``files``: the names
     its manifest records; the valid rows only); returns its metadata (see :func:`push`)."""
 
-    vectors, table = load_features(features_dir, collection, files=files)
+    vectors, table = load_features(features_dir, collection, files=files, generation=generation)
     return push(uri, collection, vectors, table.live_ids(), weights_id=table.weights_id,
                 fingerprint=table.fingerprint, token=token, index_type=index_type, timeout=timeout,
                 progress_bar=progress_bar)

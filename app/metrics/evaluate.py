@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from app.config import Config
-from app.core.features import load_features
+from app.core.feature_table import features_for
 from app.core.manifest import Manifest
 from app.errors import IndexMismatchError, IndexMissingError
 from app.index.faiss_index import PCA_RE, IndexConfig, set_search_params
@@ -212,7 +212,7 @@ def retune_collection(config: Config, name: str, **tune_args: Any) -> Manifest:
     """Tune and save the index of ``name`` again from its stored features (no images are read)."""
 
     old = read_manifest(config.indexes_dir, name)
-    vectors, table = load_features(config.features_dir, name, mmap=False, files=(old.features, old.table))
+    vectors, table = features_for(config.features_dir, old.with_(name=name), mmap=False)
     if table.weights_id != old.weights_id or table.live_count != old.count:
         raise IndexMismatchError(f"The features of {name} do not match its manifest; rebuild the collection.")
     live = table.live_ids()
@@ -224,7 +224,8 @@ def retune_collection(config: Config, name: str, **tune_args: Any) -> Manifest:
         set_search_params(index, report.chosen.config)
     chosen = report.chosen
     fields = old.with_(factory=chosen.factory, nprobe=chosen.nprobe, k_factor=chosen.k_factor, tuning=report.to_json(),
-                       trained_count=len(live), updates_since_training=0, generation=old.generation + 1)
+                       trained_count=len(live), updates_since_training=0, generation=old.generation + 1,
+                       index_rows=len(table), index_count=None)  # the new index holds every valid row
     # the counts, sizes and checksum: of the new index; a new generation's file, then the manifest
     manifest = save_index(index, config.indexes_dir, name, fields, generation=old.generation + 1)
     old_file = config.indexes_dir / old.index_file if old.index_file else None

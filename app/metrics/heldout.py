@@ -8,7 +8,8 @@
 
 Search is exact (brute-force cosine over the vectors). Each variant is a :class:`RerankVariant`: the
 database vectors (raw, or augmented by :func:`app.index.rerank.augment`), the query vectors (raw, or
-averaged with their mirror's), and the re-ranking (none, αQE, k-reciprocal). Keys per variant are
+averaged with their mirror's), the whitening (none, unsupervised, or learned from the database rows' labels:
+never from a query's vector or label), and the re-ranking (none, αQE, k-reciprocal). Keys per variant are
 those of :func:`app.metrics.retrieval.ranking_metrics`: ``precision_at_5``, ``map_at_10``, ``mhr_at_10``.
 """
 
@@ -19,16 +20,18 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from app.core.features import load_features
+from app.core.feature_table import features_for
 from app.index.faiss_store import read_manifest
+from app.index.learned_whiten import LearnedWhitenParams, fit_space
 from app.index.rerank import DbaParams, augment, expand_queries, k_reciprocal, normalise, top_k
-from app.index.whiten import WhitenParams, fit
+from app.index.whiten import WhitenParams
 from app.metrics.evaluate import table
 from app.metrics.retrieval import K, ranking_metrics
-from app.service.commit import manifest_files, manifest_sums
+from app.service.dba import CATEGORY_KINDS
 
 SPLITS = ("heldout", "loo")
-DEFAULT_NAME = "whitened + dba n=5 + aqe n=3, raw index (product)"  # what the search path does by default (see README)
+DEFAULT_NAME = "learned whitening + dba n=5 + aqe n=3, raw index (product)"  # what the search path does by default
+PCA_NAME = "whitened + dba n=5 + aqe n=3, raw index (product)"  # the default of folder collections
 UNWHITENED_NAME = "dba n=5 + aqe n=3, raw index (product)"  # the default before whitening
 EVERY = 5
 
@@ -46,7 +49,8 @@ class RerankVariant:
     product: bool = False  # as the search path does it: the index holds the raw vectors, the augmented ones
     #                        re-score its candidates (max(4k, k+16) per search, both searches' candidates pooled)
     copies_first: bool = False  # product: order by max(raw cosine, re-ranked score), so a copy stays first
-    whiten: WhitenParams | None = None  # ordering, DBA and αQE in the whitened space learned on the database
+    whiten: WhitenParams | LearnedWhitenParams | None = None  # ordering, DBA and αQE in the whitened space learned
+    #                                                           on the database (a learned one: from its labels too)
 
     def needs_mirror(self) -> bool:
         return self.mirror_db or self.mirror_query
@@ -62,7 +66,11 @@ DEFAULT_VARIANTS: tuple[RerankVariant, ...] = (
     RerankVariant("whitened", whiten=WhitenParams()),
     RerankVariant("whitened + aqe n=3", qe_n=3, whiten=WhitenParams()),
     RerankVariant("whitened + dba n=5 + aqe n=3", qe_n=3, dba_n=5, whiten=WhitenParams()),
-    RerankVariant(DEFAULT_NAME, qe_n=3, dba_n=5, product=True, copies_first=True, whiten=WhitenParams()),
+    RerankVariant(PCA_NAME, qe_n=3, dba_n=5, product=True, copies_first=True, whiten=WhitenParams()),
+    RerankVariant("learned whitening", whiten=LearnedWhitenParams()),
+    RerankVariant("learned whitening + aqe n=3", qe_n=3, whiten=LearnedWhitenParams()),
+    RerankVariant("learned whitening + dba n=5 + aqe n=3", qe_n=3, dba_n=5, whiten=LearnedWhitenParams()),
+    RerankVariant(DEFAULT_NAME, qe_n=3, dba_n=5, product=True, copies_first=True, whiten=LearnedWhitenParams()),
 )
 MIRROR_VARIANTS: tuple[RerankVariant, ...] = (
     RerankVariant("mirror db (asymmetric)", mirror_db=True),
@@ -173,7 +181,8 @@ def evaluate_variants(raw: np.ndarray, labels: Sequence[Sequence[str]], *, split
         base = (avg if v.mirror_db else raw)[db_pos]
         skey = (v.mirror_db, v.whiten)
         if skey not in spaces:  # learned on the database rows only: never on a query
-            spaces[skey] = None if v.whiten is None else whitening if whitening is not None else fit(base, v.whiten)
+            spaces[skey] = None if v.whiten is None else whitening if whitening is not None else \
+                fit_space(base, v.whiten, [labels[i] for i in db_pos])
         space = spaces[skey]
         key = (v.mirror_db, v.dba_n, v.dba_alpha, v.whiten)
         if key not in cache:
@@ -209,8 +218,7 @@ def evaluate_collection_variants(config: Any, name: str, *, split: str = "heldou
     ``rerank=False``: the plain variant only. The result names the search path's default variant."""
 
     manifest = read_manifest(config.indexes_dir, name)
-    vectors, table = load_features(config.features_dir, name, files=manifest_files(manifest),
-                                   sha256=manifest_sums(manifest))
+    vectors, table = features_for(config.features_dir, manifest.with_(name=name))
     live = table.live_ids()
     labels = [tuple(table.labels[i]) for i in live]
     chosen = list(variants if variants is not None else DEFAULT_VARIANTS)
@@ -219,4 +227,10 @@ def evaluate_collection_variants(config: Any, name: str, *, split: str = "heldou
     result = evaluate_variants(np.asarray(vectors, dtype=np.float32)[live], labels, split=split, variants=chosen)
     return {"collection": name, "count": int(len(live)), "model": manifest.model_name,
             "weights_id": manifest.weights_id, "untrained": "untrained" in manifest.weights_id,
-            "default": DEFAULT_NAME if rerank else "plain", **result}
+            "default": (default_variant(table.kind) if rerank else "plain"), **result}
+
+
+def default_variant(kind: str) -> str:
+    """The variant the search path runs for a collection of ``kind``: the learned whitening for a category
+    dataset, the unsupervised one for folders (:data:`app.service.dba.CATEGORY_KINDS`)."""
+    return DEFAULT_NAME if kind in CATEGORY_KINDS else PCA_NAME

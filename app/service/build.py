@@ -140,7 +140,7 @@ def _existing(store: CollectionStore) -> tuple[State | None, int]:
     except (IndexMissingError, IndexMismatchError):
         return None, 0
     try:
-        return store.read_state(), manifest.generation + 1
+        return store.read_state(full_check=True), manifest.generation + 1  # a build reads every checksum
     except (IndexMissingError, IndexMismatchError):
         return None, manifest.generation + 1
 
@@ -184,7 +184,7 @@ def _full_build(store: CollectionStore, spec: BuildSpec, dataset: Dataset, embed
     remove_parts(store.files.parts)
     dba.remove(config.features_dir, name)  # a new build: the old rows' augmentation means nothing now
     if spec.dba:
-        dba.refresh(config.features_dir, name, vectors, table.live_mask(), create=True)
+        dba.refresh(config.features_dir, name, vectors, table.live_mask(), create=True, labels=dba.whitening_labels(table.kind, table.labels))
     changes = ChangeSummary(name, added=len(table), count=len(table), skipped=tuple(table.skipped),
                             seconds=time.perf_counter() - started, model=embedder.model.name,
                             weights_id=embedder.weights_id, full_build=True, index="built", embedded=len(table),

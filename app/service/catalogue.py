@@ -20,15 +20,15 @@ import numpy as np
 
 from app.config import KNOWN_COLLECTIONS, Config
 from app.core.embed import Embedder
-from app.core.features import FeatureTable, load_features
+from app.core.feature_table import FeatureTable, features_for
 from app.core.manifest import Manifest
 from app.errors import BackendUnavailableError, IndexMismatchError, IndexMissingError, UnknownItemError
 from app.files.layout import collection_names
-from app.index.faiss_store import build_command, read_manifest
+from app.index.faiss_store import FaissStore, build_command, read_manifest
 from app.index.store import VectorStore
 from app.service import dba
 from app.service.collection_store import open_collection
-from app.service.commit import check_agrees, files_of, manifest_files, manifest_sums, rebuild_advice
+from app.service.commit import check_agrees, files_of, rebuild_advice
 
 
 @dataclass(frozen=True)
@@ -160,15 +160,18 @@ class Catalogue:
     def _load_once(self, name: str) -> Collection:
         cfg = self.config
         store, manifest = open_store(cfg, name, self._embedder())
-        vectors, table = load_features(cfg.features_dir, name, files=manifest_files(manifest),
-                                       sha256=manifest_sums(manifest), hint=rebuild_advice(name, manifest))
+        vectors, table = features_for(cfg.features_dir, manifest.with_(name=name), lazy=True,
+                                      hint=rebuild_advice(name, manifest))
         if manifest.image_root is None:
             manifest = manifest.with_(image_root=table.image_root)
         if manifest.dataset_root is None:
             manifest = manifest.with_(dataset_root=table.dataset_root)
         check_agrees(name, manifest, table)
         col = Collection(name, store, manifest, table, vectors, self._image_root(name, manifest))
-        col.augmented, col.whitening = dba.searched_space(cfg.features_dir, name, vectors, col.live_mask)
+        if isinstance(store, FaissStore):  # the rows changed since its file was written (app.service.commit)
+            store.catch_up(vectors, col.live_mask)
+        col.augmented, col.whitening = dba.searched_space(cfg.features_dir, name, vectors, col.live_mask,
+                                                            dba.whitening_labels(table.kind, table.labels))
         return col
 
     def _image_root(self, name: str, manifest: Manifest) -> Path:

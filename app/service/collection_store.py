@@ -24,10 +24,11 @@ from app.core.embed import Embedder
 from app.core.feature_table import FeatureTable
 from app.core.features import remove_parts
 from app.core.manifest import Manifest
+from app.core.table_db import create_table_db
 from app.errors import CollectionExistsError, IndexMissingError
 from app.files.atomic import write_json
-from app.files.digest import file_sha256
 from app.files.layout import CollectionFiles
+from app.files.vector_file import AppendedRows
 from app.index.faiss_store import read_manifest
 from app.index.store import VectorStore
 from app.service import commit as commits
@@ -82,9 +83,10 @@ class CollectionStore:
     def manifest(self) -> Manifest:
         return read_manifest(self.config.indexes_dir, self.name)
 
-    def read_state(self, *, mmap: bool = True) -> commits.State:
-        """The current manifest, table and vectors, checked against each other."""
-        return commits.read_state(self.config, self.name, mmap=mmap)
+    def read_state(self, *, mmap: bool = True, full_check: bool = False) -> commits.State:
+        """The current manifest, table and vectors, checked against each other (every checksum with
+        ``full_check``, else a sample: :func:`app.service.commit.read_state`)."""
+        return commits.read_state(self.config, self.name, mmap=mmap, full_check=full_check)
 
     def vector_store(self, embedder: Embedder) -> tuple[VectorStore, Manifest]:
         """The vector store to search (the mirror's, or the local faiss index) and the manifest."""
@@ -101,11 +103,12 @@ class CollectionStore:
         with commits.collection_lock(self.config, self.name, wait_s=wait_s):
             yield
 
-    def commit(self, manifest: Manifest | dict[str, Any], table: FeatureTable, *, vectors: np.ndarray | None = None,
-               index: Any = None, generation: int | None = None) -> Manifest:
+    def commit(self, manifest: Manifest | dict[str, Any], table: FeatureTable, *,
+               vectors: np.ndarray | AppendedRows | None = None, index: Any = None, generation: int | None = None,
+               index_in_place: bool = False) -> Manifest:
         """Make ``table`` (with ``vectors`` and ``index`` when they changed) current (:func:`app.service.commit.commit`)."""
         return commits.commit(self.config, self.name, manifest, table, vectors=vectors, index=index,
-                              generation=generation)
+                              generation=generation, index_in_place=index_in_place)
 
     def remove_stale_files(self, manifest: Manifest) -> list[Path]:
         return commits.remove_stale_files(self.config, self.name, manifest)
@@ -142,13 +145,13 @@ class CollectionStore:
             table = replace(state.table, name=new)
             files = [to.vectors(), to.table(), to.index()]
             _link(self.files.features_dir / m.features, files[0])
-            write_json(files[1], table.to_json())
+            create_table_db(files[1], table, 0)
             _link(self.files.indexes_dir / m.index_file, files[2])
             for part, moved in zip(self.files.part_files(), to.part_files(), strict=True):
                 if part.is_file():
                     _link(part, moved)
             new_manifest = m.with_(name=new, generation=0, features=files[0].name, table=files[1].name,
-                                   index_file=files[2].name, table_sha256=file_sha256(files[1]))  # the table names it
+                                   index_file=files[2].name, table_sha256=None)  # the table names it
             write_json(to.manifest, new_manifest.to_json())  # the new name exists
             try:
                 milvus = self.mirror.rename(self.config, self.name, new)

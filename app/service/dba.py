@@ -25,6 +25,12 @@ plus rows deleted) since it was learned. Changes keep the whitening and update D
 space; once the churn passes ``refit_churn`` of the rows it was learned from, the next change learns
 it again and recomputes DBA in full. A format-1 file (no whitening) is read as before and gets the
 default whitening at the next change.
+
+Format 3: the default whitening is the supervised one learned from the items' labels
+(:mod:`app.index.learned_whiten`; the unsupervised one when the labels cannot teach one: see its
+fallback rule), so a change passes the table's labels (``labels``: one tuple per row). The parameters
+are stored as JSON (``wp_kind``, ``wp_json``). A format-2 file is read as before and gets the default
+(learned) whitening at the next change.
 """
 
 from __future__ import annotations
@@ -35,21 +41,46 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from app.errors import StorageError
 from app.files.atomic import atomic_writer
 from app.files.layout import CollectionFiles
+from app.index.learned_whiten import (
+    LearnedWhitening,
+    LearnedWhitenParams,
+    fit_space,
+    needs_relearn,
+    params_arrays,
+    params_from,
+)
 from app.index.rerank import DbaParams, augment, augment_update
-from app.index.whiten import Whitening, WhitenParams, fit
+from app.index.whiten import Whitening, WhitenParams
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2
-READABLE = (1, 2)
+FORMAT = 3
+READABLE = (1, 2, 3)
 DEFAULT_PARAMS = DbaParams()
-DEFAULT_WHITEN: WhitenParams | None = WhitenParams()
+DEFAULT_WHITEN: WhitenParams | LearnedWhitenParams | None = LearnedWhitenParams()
+Labels = Sequence[Sequence[str]] | None  # one tuple per row (all rows, deleted ones included)
+# The dataset kinds whose labels are categories, one per image: what a learned whitening is taught. A
+# folder's names (years, trips, albums) are not categories: taught them, it would pull a query towards its
+# own folder's photos (on labels it was not taught it measured below the unsupervised whitening), so a
+# folder collection gets the unsupervised one.
+CATEGORY_KINDS = ("caltech101",)
+
+
+def whitening_labels(kind: str, labels: Labels) -> Labels:
+    """The labels a collection of ``kind`` teaches its whitening (None: the unsupervised whitening)."""
+    return labels if kind in CATEGORY_KINDS else None
+# A full DBA computation compares every row with every other (O(N^2 d): 12 s at 8k rows on 2 cores, some
+# 7 min at 50k), and a loaded collection holds its augmented and whitened rows in memory. Past this many
+# valid rows a collection has none (made, or removed by its next change): re-ranking is αQE on the raw
+# vectors, whose cost does not grow with the collection.
+MAX_ROWS = 50_000
 
 
 @dataclass
@@ -59,7 +90,7 @@ class StoredAugmentation:
     live: np.ndarray  # (N,) bool: the valid rows it was computed for
     params: DbaParams
     digest: str  # of the raw rows 0..N-1
-    whiten: WhitenParams | None = None  # asked for (None: no whitening)
+    whiten: WhitenParams | LearnedWhitenParams | None = None  # asked for (None: no whitening)
     whitening: Whitening | None = None  # learned (None: too few rows, or not asked for): vectors are in its space
     churn: int = 0  # rows added + rows deleted since the whitening was learned
     format: int = FORMAT
@@ -86,7 +117,8 @@ class SearchSpace:
 
 @dataclass(frozen=True)
 class RefreshSummary:
-    mode: str  # "full", "incremental", "unchanged", "unsaved" (computed, but the file could not be written)
+    mode: str  # "full", "incremental", "unchanged", "unsaved" (computed, but the file could not be written),
+    # "removed" (the collection has grown past MAX_ROWS)
     rows: int  # rows recomputed
     seconds: float
 
@@ -132,24 +164,28 @@ def save(features_dir: str | Path, name: str, aug: StoredAugmentation) -> Path:
 def _whitening_arrays(aug: StoredAugmentation) -> dict:
     out: dict = {"whiten_on": aug.whiten is not None, "churn": aug.churn}
     if aug.whiten is not None:
-        w = aug.whiten
-        out.update(wp_dim=w.dim, wp_power=w.power, wp_shrink=w.shrink, wp_feature_power=w.feature_power,
-                   wp_min_rows=w.min_rows, wp_refit_churn=w.refit_churn)
+        out.update(params_arrays(aug.whiten))
     if aug.whitening is not None:
         out.update(w_mean=aug.whitening.mean, w_proj=aug.whitening.proj,
                    w_feature_power=aug.whitening.feature_power, w_rows=aug.whitening.rows)
+        if isinstance(aug.whitening, LearnedWhitening):
+            out.update(w_taught=np.array(sorted(aug.whitening.taught), dtype=str))
     return out
 
 
-def _load_whitening(z) -> tuple[WhitenParams | None, Whitening | None, int]:
+def _load_whitening(z) -> tuple[WhitenParams | LearnedWhitenParams | None, Whitening | None, int]:
     whiten = None
-    if bool(z["whiten_on"]):
+    if bool(z["whiten_on"]) and "wp_json" in z.files:
+        whiten = params_from(str(z["wp_kind"]), str(z["wp_json"]))
+    elif bool(z["whiten_on"]):  # format 2
         whiten = WhitenParams(int(z["wp_dim"]), float(z["wp_power"]), float(z["wp_shrink"]),
                               float(z["wp_feature_power"]), int(z["wp_min_rows"]), float(z["wp_refit_churn"]))
     whitening = None
     if "w_mean" in z.files:
         whitening = Whitening(np.asarray(z["w_mean"], np.float32), np.asarray(z["w_proj"], np.float32),
                               float(z["w_feature_power"]), int(z["w_rows"]))
+        if "w_taught" in z.files:
+            whitening = LearnedWhitening(**vars(whitening), taught=frozenset(str(t) for t in z["w_taught"]))
     return whiten, whitening, int(z["churn"])
 
 
@@ -160,17 +196,20 @@ def _changed_rows(before: np.ndarray, after: np.ndarray) -> int:
     return int((padded != after).sum())
 
 
-def _needs_refit(previous: StoredAugmentation, live: np.ndarray, churn: int) -> bool:
+def _needs_refit(previous: StoredAugmentation, live: np.ndarray, churn: int, labels: Labels = None) -> bool:
     w = previous.whiten
     if w is None:
         return False
+    if labels is not None and needs_relearn(previous.whitening, w, [labels[i] for i in np.flatnonzero(live)]):
+        return True
     if previous.whitening is None:
         return int(live.sum()) >= w.min_rows  # grown big enough to learn one
     return churn > w.refit_churn * previous.whitening.rows
 
 
 def compute(raw: np.ndarray, live: np.ndarray, previous: StoredAugmentation | None, params: DbaParams,
-            whiten: WhitenParams | None = None) -> tuple[StoredAugmentation, RefreshSummary]:
+            whiten: WhitenParams | LearnedWhitenParams | None = None, labels: Labels = None
+            ) -> tuple[StoredAugmentation, RefreshSummary]:
     """The augmentation of ``raw`` over the ``live`` rows: from ``previous`` when it describes an earlier
     state of the same rows with the same parameters and its whitening is still good (incremental, in
     the whitening's space), else from scratch (the whitening learned again from the valid raw rows)."""
@@ -183,13 +222,14 @@ def compute(raw: np.ndarray, live: np.ndarray, previous: StoredAugmentation | No
     n_old = len(previous.live) if previous is not None else 0
     churn = previous.churn + _changed_rows(previous.live, live) if same else 0
     if same and n_old <= len(raw) and previous.digest == raw_digest(raw[:n_old]) \
-            and not _needs_refit(previous, live, churn):
+            and not _needs_refit(previous, live, churn, labels):
         whitening = previous.whitening
         vectors, thresholds, rows = augment_update(previous.space(raw), previous.vectors, previous.thresholds,
                                                    previous.live, live, params)
         mode, count = "incremental", len(rows)
     else:
-        whitening, churn = (fit(raw[live], whiten) if whiten is not None else None), 0
+        rows_labels = None if labels is None else [labels[i] for i in np.flatnonzero(live)]
+        whitening, churn = (fit_space(raw[live], whiten, rows_labels) if whiten is not None else None), 0
         space = raw if whitening is None else whitening.apply(raw)
         vectors, thresholds = augment(space, live, params)
         mode, count = "full", int(live.sum())
@@ -197,25 +237,32 @@ def compute(raw: np.ndarray, live: np.ndarray, previous: StoredAugmentation | No
     return aug, RefreshSummary(mode, count, time.perf_counter() - t)
 
 
-def _settings(previous: StoredAugmentation | None, params: DbaParams, whiten: WhitenParams | None
-              ) -> tuple[DbaParams, WhitenParams | None]:
-    """What a change computes: the file's own settings; a format-1 file (before whitening) gets ``whiten``."""
+def _settings(previous: StoredAugmentation | None, params: DbaParams, whiten: WhitenParams | LearnedWhitenParams | None
+              ) -> tuple[DbaParams, WhitenParams | LearnedWhitenParams | None]:
+    """What a change computes: the file's own settings; a file before format 3 (before the learned default) gets ``whiten``."""
     if previous is None:
         return params, whiten
-    return previous.params, (previous.whiten if previous.format >= 2 else whiten)
+    return previous.params, (previous.whiten if previous.format >= 3 else whiten)
 
 
 def refresh(features_dir: str | Path, name: str, raw: np.ndarray, live: np.ndarray, *, create: bool,
-            params: DbaParams = DEFAULT_PARAMS, whiten: WhitenParams | None | str = "default") -> RefreshSummary | None:
+            params: DbaParams = DEFAULT_PARAMS, whiten: WhitenParams | LearnedWhitenParams | None | str = "default",
+            labels: Labels = None) -> RefreshSummary | None:
     """Bring ``NAME.dba.npz`` up to date with the raw vectors and valid rows after a change (the caller holds
     the collection's lock). ``create``: make it when there is none (a new build with DBA on); otherwise a
     collection without one keeps having none. ``whiten``: for a new file ("default": :data:`DEFAULT_WHITEN`;
-    None: none). None: no augmentation."""
+    None: none); ``labels``: the table's, for a learned whitening. None: no augmentation."""
     whiten = DEFAULT_WHITEN if isinstance(whiten, str) else whiten
+    if int(np.count_nonzero(live)) > MAX_ROWS:
+        if not dba_path(features_dir, name).exists():
+            return None
+        remove(features_dir, name)
+        log.warning("%s: more than %d valid rows: no database-side augmentation (αQE only)", name, MAX_ROWS)
+        return RefreshSummary("removed", 0, 0.0)
     previous = load(features_dir, name)
     if previous is None and not create and not dba_path(features_dir, name).exists():
         return None
-    aug, summary = compute(raw, live, previous, *_settings(previous, params, whiten))
+    aug, summary = compute(raw, live, previous, *_settings(previous, params, whiten), labels=labels)
     if summary.mode != "unchanged":
         try:
             save(features_dir, name, aug)
@@ -230,7 +277,7 @@ def remove(features_dir: str | Path, name: str) -> None:
     dba_path(features_dir, name).unlink(missing_ok=True)
 
 
-def searched_space(features_dir: str | Path, name: str, raw: np.ndarray, live: np.ndarray
+def searched_space(features_dir: str | Path, name: str, raw: np.ndarray, live: np.ndarray, labels: Labels = None
                    ) -> tuple[np.ndarray | None, SearchSpace | None]:
     """(the augmented vectors a loaded collection orders its candidates with, the whitening they live in),
     or (None, None) without DBA. A stale file (a change whose refresh did not run) is brought up to date in
@@ -238,7 +285,7 @@ def searched_space(features_dir: str | Path, name: str, raw: np.ndarray, live: n
     previous = load(features_dir, name)
     if previous is None:
         return None, None
-    aug, summary = compute(raw, live, previous, previous.params, previous.whiten)
+    aug, summary = compute(raw, live, previous, previous.params, previous.whiten, labels)
     if summary.mode != "unchanged":
         log.warning("%s: the DBA file was stale; recomputed in memory (%s, %d rows)", name, summary.mode, summary.rows)
     space = None if aug.whitening is None else SearchSpace(aug.whitening, aug.whitening.apply(raw))

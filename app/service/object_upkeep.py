@@ -21,6 +21,7 @@ from app.config import Config
 from app.core.detect import Detector
 from app.core.embed import Embedder, embedder_for
 from app.errors import DetectorUnavailableError, IndexMissingError
+from app.index.faiss_store import read_manifest
 from app.service.collection_store import open_collection
 from app.service.commit import collection_lock, read_state
 from app.service.objects import ObjectsSummary, ObjectStore, build_objects, load_objects, save_objects
@@ -55,7 +56,7 @@ def refresh_objects(config: Config, name: str, *, wanted: bool | None = None, ne
         store: ObjectStore | None = load_objects(config, name)
     except IndexMissingError:
         store = None
-    manifest = read_state(config, name).manifest
+    manifest = read_manifest(config.indexes_dir, name)  # the manifest alone: the table is not needed here
     if store is None and not wanted and (not new or (manifest.kind or "folder") not in OBJECTS_BY_DEFAULT):
         return None
     detector = detector or Detector(config.cache_dir, store.detector if store else None, threads=config.threads)

@@ -23,10 +23,9 @@ from app.index.faiss_index import IndexConfig, search_one_thread, set_search_par
 from app.index.faiss_store import index_config, read_verified_index
 from app.index.faiss_update import (
     RetrainDecision,
-    add_rows,
+    catch_up,
     fill_index,
     live_count,
-    remove_rows,
     retrain_decision,
     sample_recall,
 )
@@ -64,9 +63,13 @@ def update_index(indexes_dir: Path, manifest: Manifest, vectors: np.ndarray, liv
     trained = manifest.trained_count if manifest.trained_count is not None else manifest.count
     index = load_current_index(indexes_dir, name, manifest)
     reason = ""
+    live_mask = np.zeros(len(vectors), dtype=bool)
+    live_mask[live_ids] = True
+    # the index file holds the rows up to index_rows (older manifests: every row before this change); the
+    # rows added since, these new ones included, go in, and every deleted id, these retired ones included, out
+    rows_in = manifest.index_rows if manifest.index_rows is not None else len(vectors) - len(new_ids)
     try:
-        remove_rows(index, retired, name=name)
-        add_rows(index, np.asarray(vectors[new_ids], dtype=np.float32), new_ids, name=name)
+        catch_up(index, vectors, live_mask, rows_in, name=name)
     except UnsupportedOperationError as exc:
         reason = f"the index cannot change in place ({exc})"
     if len(live_ids) < 2 and not reason:  # nothing to train on: the in-place result stands

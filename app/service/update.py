@@ -23,6 +23,7 @@ from app.core.embed import Embedder
 from app.core.feature_table import FeatureTable
 from app.core.features import EmbedOptions, embed_dataset, remove_parts
 from app.errors import IndexMismatchError
+from app.files.vector_file import AppendedRows
 from app.service import dba
 from app.service.commit import State
 from app.service.progress import CancelFn, Reporter
@@ -121,19 +122,21 @@ def apply_plan(store: CollectionStore, state: State, plan: ChangePlan, options: 
     retired = np.asarray(plan.retired, dtype=np.int64)
     new_table = _next_table(table, plan, rows, skipped, excluded)
     vectors = state.vectors
-    if rows.items:
-        vectors = np.concatenate([np.asarray(state.vectors, dtype=np.float32), np.stack(rows.vectors)])
-    manifest, index, index_state, reason = state.manifest, None, "unchanged", ""
+    if rows.items:  # the stored rows stay where they are: the new ones are appended (app.files.vector_file)
+        vectors = AppendedRows(state.vectors, np.stack(rows.vectors))
+    manifest, index, index_state, reason, in_place = state.manifest, None, "unchanged", "", False
     if len(retired) or len(new_ids):  # the index changes too
         o.reporter.phase("indexing", total=len(retired) + len(new_ids))
         upd = update_index(store.files.indexes_dir, state.manifest, vectors, new_table.live_ids(), retired, new_ids)
         manifest, index = state.manifest.with_(**upd.fields), upd.index
         index_state = "retrained" if upd.decision.retrain else "updated in place"
-        reason = upd.decision.reason
+        reason, in_place = upd.decision.reason, not upd.decision.retrain
     o.reporter.phase("saving")
-    new_manifest = store.commit(manifest, new_table, vectors=vectors if rows.items else None, index=index)
+    new_manifest = store.commit(manifest, new_table, vectors=vectors if rows.items else None, index=index,
+                                index_in_place=in_place)
     remove_parts(store.files.update_parts)
-    dba.refresh(store.config.features_dir, name, vectors, new_table.live_mask(), create=False)  # only rows it touches
+    dba.refresh(store.config.features_dir, name, vectors, new_table.live_mask(), create=False,
+                labels=dba.whitening_labels(new_table.kind, new_table.labels))  # only rows it touches
     return ChangeSummary(**base, count=new_table.live_count, skipped=tuple(skipped), seconds=time.perf_counter() - t0,
                          index=index_state, index_reason=reason, embedded=rows.embedded, reused=rows.reused,
                          added_ids=tuple(int(i) for i in new_ids), removed_ids=tuple(int(i) for i in retired),

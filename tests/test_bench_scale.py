@@ -97,7 +97,14 @@ def test_evict_and_file_state(tmp_path):
     assert sd.evict([f, tmp_path / "missing"]) == 10_000
     before = sd.files_state([tmp_path])
     (tmp_path / "b.bin").write_bytes(b"y" * 300)
-    assert sd.changed_bytes(before, sd.files_state([tmp_path])) == 300
+    with open(f, "ab") as fh:  # appended in place: only the growth counts
+        fh.write(b"z" * 50)
+    assert sd.changed_bytes(before, sd.files_state([tmp_path])) == 350
+    before = sd.files_state([tmp_path])
+    tmp = tmp_path / "a.tmp"
+    tmp.write_bytes(b"w" * 20)
+    os.replace(tmp, f)  # replaced by a new file: counts whole
+    assert sd.changed_bytes(before, sd.files_state([tmp_path])) == 20
 
 
 # -- ground truth, recall, targets, sizes --------------------------------------------------------------

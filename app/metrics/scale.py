@@ -227,7 +227,7 @@ def measure_changes(opts: ScaleOptions, cfg: Config, source: sd.Source, n: int, 
 def _measured(cfg: Config, change: Callable[[], Any]) -> dict[str, Any]:
     """Time ``change``; what this process wrote meanwhile: ``bytes_written`` (to storage: ``write_bytes`` of
     ``/proc/self/io``, else the files' sizes), ``wchar`` (every write call, pipes to the image loader's workers
-    too), ``files_bytes`` (the sizes of the files it created or replaced), and ``fraction``: bytes written
+    too), ``files_bytes`` (the files it created or replaced, whole, and what files grew by in place), and ``fraction``: bytes written
     over the table and vectors files before it."""
     folders = [Path(cfg.indexes_dir), Path(cfg.features_dir)]
     base = table_and_vectors_bytes(cfg)

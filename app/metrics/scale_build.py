@@ -40,7 +40,8 @@ def write_collection(cfg: Config, name: str, source: Source, vectors: np.ndarray
         commit_s = time.perf_counter() - t
         t = time.perf_counter()
         if dba_on:
-            dba.refresh(cfg.features_dir, name, vectors, table.live_mask(), create=True)
+            dba.refresh(cfg.features_dir, name, vectors, table.live_mask(), create=True,
+                        labels=dba.whitening_labels(table.kind, table.labels))  # as app.service.build does
         dba_s = time.perf_counter() - t
     picked = tuning.get("chosen") or {}
     features = Path(cfg.features_dir)

@@ -245,8 +245,17 @@ def files_state(folders: list[Path]) -> dict[Path, tuple[int, int, int]]:
 
 
 def changed_bytes(before: dict[Path, tuple[int, int, int]], after: dict[Path, tuple[int, int, int]]) -> int:
-    """The sizes of the files that are new or were rewritten between two :func:`files_state` snapshots."""
-    return sum(st[1] for path, st in after.items() if before.get(path) != st)
+    """What was written between two :func:`files_state` snapshots, as the files show it: a new file (new path
+    or inode) counts whole, a file changed in place counts what it grew by (an append; a rewrite in place
+    of the same size counts 0, which the process's own write counters do see)."""
+    total = 0
+    for path, (ino, size, mtime) in after.items():
+        old = before.get(path)
+        if old is None or old[0] != ino:
+            total += size
+        elif old != (ino, size, mtime):
+            total += max(0, size - old[1])
+    return total
 
 
 def io_counters() -> dict[str, int]:

@@ -2,7 +2,8 @@
 
 Commands: ``search`` (files, folders, URLs), ``list``, ``build`` (also ``scripts/build_index.py``;
 incremental when the collection exists), ``count``, ``add``, ``delete``, ``rename`` and ``drop``
-(managing a collection), ``evaluate`` and ``bench`` (``scripts/evaluate.py``, ``scripts/bench.py``),
+(managing a collection), ``evaluate``, ``bench`` and ``bench-scale`` (``scripts/evaluate.py``, ``scripts/bench.py``,
+``scripts/bench_scale.py``),
 ``download`` (also ``data_download.sh``), ``sync`` (to Milvus), ``quantize`` (the INT8 model) and
 ``prepare`` (``scripts/run.sh``), ``watch`` (keep a folder's collection current), ``verify`` (read and
 check every file of a collection).
@@ -18,6 +19,7 @@ from typing import Sequence
 
 from app.cli import (
     bench,
+    bench_scale,
     bench_ui,
     build,
     detector,
@@ -74,6 +76,8 @@ COMMANDS = {
                          "(scripts/evaluate_objects.py)", evaluate_objects.add_evaluate_objects_args,
                          evaluate_objects.cmd_evaluate_objects, ""),
     "bench": ("speed of the query and build paths (scripts/bench.py)", bench.add_bench_args, bench.cmd_bench, ""),
+    "bench-scale": ("build, memory, startup, queries, recall, add and delete at 10k to 1M photos "
+                    "(scripts/bench_scale.py)", bench_scale.add_bench_scale_args, bench_scale.cmd_bench_scale, ""),
     "bench-ui": ("what the user waits for, in a real browser (scripts/bench_ui.py)", bench_ui.add_bench_ui_args,
                  bench_ui.cmd_bench_ui, ""),
     "load": ("concurrent clients against the app, memory watched (scripts/load.py)", load.add_load_args,

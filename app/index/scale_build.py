@@ -21,6 +21,7 @@ import numpy as np
 
 from app.index.faiss_index import IndexConfig, set_search_params, train_index
 from app.index.tune import DEFAULT_MAX_MS, DEFAULT_TARGET_RECALL, DEFAULT_TIME_BUDGET_S, TuneReport, train_size, tune
+from app.index.tune_large import choose_index
 
 ADD_BATCH = 65_536  # rows converted and added at a time (a memory-mapped matrix is never copied whole)
 
@@ -65,8 +66,12 @@ def build_index_timed(vectors: np.ndarray, *, factory: str | None = None, nprobe
     n = len(vectors)
     if factory is None:
         t = time.perf_counter()
-        index, report = tune(vectors, target_recall=target_recall, max_ms=max_ms, time_budget_s=time_budget_s,
-                             seed=seed, queries=queries)
+        if queries is None:  # a large matrix is tuned on a sample and verified at full size
+            index, report = choose_index(vectors, target_recall=target_recall, max_ms=max_ms,
+                                         time_budget_s=time_budget_s, seed=seed)
+        else:
+            index, report = tune(vectors, target_recall=target_recall, max_ms=max_ms, time_budget_s=time_budget_s,
+                                 seed=seed, queries=queries)
         total = time.perf_counter() - t
         assert report.chosen is not None
         return TimedIndex(index, report.chosen.config, report.rescore, total - report.add_s, report.add_s,

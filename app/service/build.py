@@ -31,7 +31,8 @@ from app.core.quantize import CALIBRATION_IMAGES, calibration_files
 from app.errors import IndexMismatchError, IndexMissingError
 from app.files.layout import table_name, vectors_name
 from app.index.faiss_index import IndexConfig, build_index
-from app.index.tune import DEFAULT_MAX_MS, DEFAULT_TARGET_RECALL, tune
+from app.index.tune import DEFAULT_MAX_MS, DEFAULT_TARGET_RECALL
+from app.index.tune_large import choose_index
 from app.service import dba
 from app.service.collection_store import CollectionStore, open_collection
 from app.service.commit import State, check_name
@@ -216,7 +217,7 @@ def make_index(vectors: np.ndarray, spec: BuildSpec) -> tuple[Any, IndexConfig, 
     if spec.factory:
         chosen = IndexConfig(spec.factory, spec.nprobe or 16)
         return build_index(vectors, chosen), chosen, {"fixed": True}
-    index, report = tune(vectors, target_recall=spec.target_recall, max_ms=spec.max_ms)
+    index, report = choose_index(vectors, target_recall=spec.target_recall, max_ms=spec.max_ms)
     assert report.chosen is not None
     return index, report.chosen.config, report.to_json()
 

@@ -32,7 +32,8 @@ from app.index.faiss_update import (
     sample_recall,
 )
 from app.index.rescore import rescored_search, tuned_rescore
-from app.index.tune import DEFAULT_TARGET_RECALL, train_size, tune
+from app.index.tune import DEFAULT_TARGET_RECALL, train_size
+from app.index.tune_large import choose_index
 
 RETUNE_FACTOR = 2.0
 
@@ -119,8 +120,8 @@ def retrained(manifest: Manifest, vectors: np.ndarray, live_ids: np.ndarray) -> 
 def _retuned(manifest: Manifest, vectors: np.ndarray, live_ids: np.ndarray) -> tuple[Any, dict[str, Any]]:
     """The configuration chosen again by the tuner for the valid rows, holding them under their own ids."""
     live = np.ascontiguousarray(vectors[live_ids], dtype=np.float32)
-    index, report = tune(live, target_recall=target_recall(manifest),
-                         max_ms=float(manifest.tuning.get("max_ms_per_query", 1.0)))
+    index, report = choose_index(live, target_recall=target_recall(manifest),
+                                 max_ms=float(manifest.tuning.get("max_ms_per_query", 1.0)))
     assert report.chosen is not None
     chosen = report.chosen.config
     index.reset()  # keeps the training; the rows go back in under their own ids

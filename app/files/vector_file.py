@@ -20,7 +20,9 @@ with room, the first time rows must be appended and its header has none.
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
+import mmap
 import os
 import random
 from dataclasses import dataclass
@@ -105,7 +107,20 @@ def open_rows(path: str | os.PathLike[str], rows: int, dim: int) -> np.ndarray:
     h = check_shape(path, rows, dim)
     if rows == 0:
         return np.zeros((0, dim), dtype=np.float32)
-    return np.memmap(path, dtype="<f4", mode="r", offset=h.offset, shape=(rows, dim))
+    mapped = np.memmap(path, dtype="<f4", mode="r", offset=h.offset, shape=(rows, dim))
+    random_access(mapped)
+    return mapped
+
+
+def random_access(mapped: np.memmap) -> None:
+    """Tell the kernel the rows are read at random (a query re-scores a few hundred scattered rows): no
+    readahead, which otherwise maps some 13 times the bytes read from a cold file (measured: 66 MB for 4.9 MB
+    of rows of the 1M-row file; 8.9 MB with this hint)."""
+    handle = getattr(mapped, "_mmap", None)
+    advice = getattr(mmap, "MADV_RANDOM", None)
+    if handle is not None and advice is not None:
+        with contextlib.suppress(OSError, ValueError):
+            handle.madvise(advice)
 
 
 def check_shape(path: Path, rows: int, dim: int) -> VectorsHeader:

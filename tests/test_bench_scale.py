@@ -33,14 +33,14 @@ DIM = 32
 REAL = 600  # the generated source's "real" vectors
 
 
-def _source(seed: int = 5) -> sd.Source:
+def _source(seed: int = 5) -> sd.SourceVectors:
     """30 seeded clusters of unit vectors, labelled by cluster."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((30, DIM)).astype(np.float32)
     which = rng.integers(0, 30, size=REAL)
     v = centres[which] + 0.35 * rng.standard_normal((REAL, DIM)).astype(np.float32)
     v /= np.linalg.norm(v, axis=1, keepdims=True)
-    return sd.Source("src", v, [(f"c{c}",) for c in which], "efficientnet-lite0", "gen/32", "imagenet", "fp-gen")
+    return sd.SourceVectors("src", v, [(f"c{c}",) for c in which], "efficientnet-lite0", "gen/32", "imagenet", "fp-gen")
 
 
 @pytest.fixture(scope="module")

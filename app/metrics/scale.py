@@ -116,7 +116,7 @@ def run_scale(opts: ScaleOptions, log: Callable[[str], None] = lambda m: None) -
     }
 
 
-def measure_size(opts: ScaleOptions, source: sd.Source, vectors: np.ndarray, root: Path,
+def measure_size(opts: ScaleOptions, source: sd.SourceVectors, vectors: np.ndarray, root: Path,
                  log: Callable[[str], None]) -> dict[str, Any]:
     """Every figure at one N (module docstring)."""
     from app.metrics.scale_build import write_collection
@@ -138,7 +138,7 @@ def measure_size(opts: ScaleOptions, source: sd.Source, vectors: np.ndarray, roo
     return out
 
 
-def measure_serving(opts: ScaleOptions, cfg: Config, source: sd.Source, vectors: np.ndarray, root: Path,
+def measure_serving(opts: ScaleOptions, cfg: Config, source: sd.SourceVectors, vectors: np.ndarray, root: Path,
                     log: Callable[[str], None]) -> dict[str, Any]:
     """Startup (cold, warm), query times, recall@5 and the searching process's memory."""
     collection_files = [p for p in (root / "indexes").iterdir()] + [p for p in (root / "features").iterdir()]
@@ -201,7 +201,7 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
     return hits / float(truth.size) if truth.size else 0.0
 
 
-def measure_changes(opts: ScaleOptions, cfg: Config, source: sd.Source, n: int, root: Path) -> dict[str, Any]:
+def measure_changes(opts: ScaleOptions, cfg: Config, source: sd.SourceVectors, n: int, root: Path) -> dict[str, Any]:
     """Add 100 generated photos, then delete 100 synthetic rows, through the library API."""
     from app.service.library import add_paths, delete_items
 

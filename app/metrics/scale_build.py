@@ -11,10 +11,10 @@ import numpy as np
 
 from app.config import Config
 from app.core.datasets import Dataset
-from app.metrics.scale_data import Source, SuppliedEmbedder, synthetic_table
+from app.metrics.scale_data import SourceVectors, SuppliedEmbedder, synthetic_table
 
 
-def write_collection(cfg: Config, name: str, source: Source, vectors: np.ndarray, image_root: Path, *,
+def write_collection(cfg: Config, name: str, source: SourceVectors, vectors: np.ndarray, image_root: Path, *,
                      dba_on: bool = True, factory: str | None = None, nprobe: int | None = None) -> dict[str, Any]:
     """Build the collection ``name`` of ``vectors`` in ``cfg``'s folders: the index chosen and trained as a
     build chooses it (``factory``: fixed instead of tuned), committed by the store, DBA computed when

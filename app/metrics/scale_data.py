@@ -37,7 +37,7 @@ SYNTHETIC_META = {"taken": "2020-01-01T00:00:00", "taken_from": "file time", "ca
 
 
 @dataclass(frozen=True)
-class Source:
+class SourceVectors:
     """The real vectors the benchmark starts from: a built collection's valid rows, their labels, its model."""
 
     name: str
@@ -53,7 +53,7 @@ class Source:
         return int(self.vectors.shape[1])
 
 
-def load_source(config: Config, name: str) -> Source:
+def load_source(config: Config, name: str) -> SourceVectors:
     """The valid vectors and labels of the built collection ``name`` (read and checked by its store)."""
     state = open_collection(config, name).read_state()
     live = state.table.live_ids()
@@ -61,7 +61,7 @@ def load_source(config: Config, name: str) -> Source:
         raise DatasetError(f"The collection {name!r} has {len(live)} valid vectors; the scale benchmark needs "
                            "at least 2.")
     m = state.manifest
-    return Source(name, np.ascontiguousarray(state.vectors[live], dtype=np.float32),
+    return SourceVectors(name, np.ascontiguousarray(state.vectors[live], dtype=np.float32),
                   [tuple(state.table.labels[i]) for i in live.tolist()], m.model_name, m.weights_id,
                   m.weights_arg or "imagenet", state.table.fingerprint)
 
@@ -69,7 +69,7 @@ def load_source(config: Config, name: str) -> Source:
 # -- the vectors -----------------------------------------------------------------------------------
 
 
-def noisy_block(source: Source, start: int, stop: int, seed: int, sigma: float) -> np.ndarray:
+def noisy_block(source: SourceVectors, start: int, stop: int, seed: int, sigma: float) -> np.ndarray:
     """Rows ``start .. stop-1`` (inside one block) of the noisy collection (module docstring)."""
     r = len(source.vectors)
     rows = np.arange(start, stop)
@@ -86,7 +86,7 @@ def noisy_block(source: Source, start: int, stop: int, seed: int, sigma: float) 
     return out
 
 
-def noisy_vectors(source: Source, n: int, *, seed: int, sigma: float, cache: Path) -> np.ndarray:
+def noisy_vectors(source: SourceVectors, n: int, *, seed: int, sigma: float, cache: Path) -> np.ndarray:
     """The (n, d) noisy collection, memory-mapped from ``cache`` (made there on first use)."""
     key = hashlib.sha256(f"{source.fingerprint}|{source.dim}|{seed}|{sigma!r}|{n}".encode()).hexdigest()[:16]
     path = Path(cache) / f"vectors-{n}-{key}.npy"
@@ -106,7 +106,7 @@ def noisy_vectors(source: Source, n: int, *, seed: int, sigma: float, cache: Pat
     return vectors
 
 
-def new_vectors(source: Source, count: int, *, seed: int, sigma: float) -> np.ndarray:
+def new_vectors(source: SourceVectors, count: int, *, seed: int, sigma: float) -> np.ndarray:
     """``count`` more noisy copies of seeded random real vectors (the vectors of photos added later)."""
     rng = np.random.default_rng(seed)
     origins = source.vectors[rng.choice(len(source.vectors), size=count)]
@@ -115,7 +115,7 @@ def new_vectors(source: Source, count: int, *, seed: int, sigma: float) -> np.nd
     return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
-def copy_cosines(source: Source, vectors: np.ndarray, *, sample: int = 2000, seed: int = 0) -> float | None:
+def copy_cosines(source: SourceVectors, vectors: np.ndarray, *, sample: int = 2000, seed: int = 0) -> float | None:
     """The mean cosine of a copy to its origin, on a seeded sample of copies (None: N holds no copy)."""
     r, n = len(source.vectors), len(vectors)
     if n <= r:
@@ -133,7 +133,7 @@ def synthetic_stamp(i: int) -> FileStamp:
                      hashlib.blake2b(f"synthetic {i}".encode(), digest_size=16).hexdigest())
 
 
-def synthetic_table(source: Source, n: int, name: str, image_root: Path) -> FeatureTable:
+def synthetic_table(source: SourceVectors, n: int, name: str, image_root: Path) -> FeatureTable:
     """The table of an n-row synthetic collection: made-up paths and stamps, the origins' labels."""
     r = len(source.vectors)
     table = FeatureTable(
@@ -169,7 +169,7 @@ class SuppliedEmbedder:
         self.rows = 0
 
     @classmethod
-    def for_source(cls, source: Source, vectors: np.ndarray | None = None) -> "SuppliedEmbedder":
+    def for_source(cls, source: SourceVectors, vectors: np.ndarray | None = None) -> "SuppliedEmbedder":
         return cls(source.model, source.weights_id, source.dim, weights_arg=source.weights_arg, vectors=vectors)
 
     @property

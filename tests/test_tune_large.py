@@ -49,3 +49,11 @@ def test_a_large_collection_is_tuned_on_a_sample_scaled_and_verified_at_full_siz
     q = np.sort(rng.choice(20000, 100, replace=False))
     truth = tune_large.exact_top(x, q, 5)
     assert tune_large._recall(index, x, q, truth, chosen.rescore) >= 0.88
+
+
+def test_the_code_grows_by_doubling_its_sub_quantisers_within_the_budget():
+    assert tune_large._bigger_code("PCAR512,IVF4096,PQ32x4fs") == "PCAR512,IVF4096,PQ64x4fs"
+    assert tune_large._bigger_code("PCAR512,IVF4096,PQ64x4fs") == "PCAR512,IVF4096,PQ128x4fs"  # 64 B
+    assert tune_large._bigger_code("PCAR512,IVF4096,PQ64np") is None  # 128 B of 8-bit codes: past the budget
+    assert tune_large._bigger_code("PCAR48,IVF256,PQ16np") is None  # 32 sub-quantisers do not divide 48
+    assert tune_large._bigger_code("IVF256,Flat") is None

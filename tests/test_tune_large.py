@@ -57,3 +57,4 @@ def test_the_code_grows_by_doubling_its_sub_quantisers_within_the_budget():
     assert tune_large._bigger_code("PCAR512,IVF4096,PQ64np") is None  # 128 B of 8-bit codes: past the budget
     assert tune_large._bigger_code("PCAR48,IVF256,PQ16np") is None  # 32 sub-quantisers do not divide 48
     assert tune_large._bigger_code("IVF256,Flat") is None
+    assert tune_large.code_bytes("PCAR512,IVF4096,PQ64x4fs", 0) == 32 and tune_large.code_bytes("IVF8,PQ16np", 0) == 16

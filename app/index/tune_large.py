@@ -75,7 +75,8 @@ def choose_index(vectors: np.ndarray, *, target_recall: float = DEFAULT_TARGET_R
 
     size = len(faiss.serialize_index(index))
     report.chosen = replace(report.chosen, factory=config.factory, nprobe=config.nprobe, rescore=rescore,
-                            recall_at_5=recall, index_bytes=size)
+                            recall_at_5=recall, index_bytes=size, code_bytes=code_bytes(config.factory,
+                                                                                   report.chosen.code_bytes))
     report.target_met = recall >= accept_recall(target_recall)
     report.skipped.append(
         f"{n:,} vectors: tuned on a seeded sample of {SAMPLE_N:,}; built with IVF size and nprobe for the whole "
@@ -170,6 +171,14 @@ def _verified(index: Any, vectors: np.ndarray, config: IndexConfig, rescore: int
     return index, recall, config, rescore
 
 
+def code_bytes(factory: str, default: float) -> float:
+    """Bytes of one vector's PQ code in ``factory`` (``default`` when it has no PQ stage)."""
+    pq = re.search(r"PQ(\d+)(x4fs|np|x\d+)?", factory)
+    if pq is None:
+        return default
+    return int(pq.group(1)) * (4 if pq.group(2) == "x4fs" else 8) / 8
+
+
 def _bigger_code(factory: str) -> str | None:
     """``factory`` with twice the PQ sub-quantisers (the same bits each), or None past :data:`MAX_CODE_BYTES`
     or the space's dimension."""
@@ -178,8 +187,7 @@ def _bigger_code(factory: str) -> str | None:
     if pq is None:
         return None
     m = int(pq.group(1)) * 2
-    bits = 4 if pq.group(2) == "x4fs" else 8
-    if m * bits / 8 > MAX_CODE_BYTES or (space is not None and int(space.group(1)) % m):
+    if code_bytes(factory, 0) * 2 > MAX_CODE_BYTES or (space is not None and int(space.group(1)) % m):
         return None
     return factory.replace(pq.group(0), f"PQ{m}{pq.group(2) or ''}", 1)
 

@@ -69,7 +69,7 @@ def choose_index(vectors: np.ndarray, *, target_recall: float = DEFAULT_TARGET_R
                      time_budget_s=time_budget_s, seed=seed)
     assert report.chosen is not None
     config, rescore = _scaled(report.chosen.factory, report.chosen.nprobe, n), report.chosen.rescore or 0
-    index, add_s, n_train = _filled(vectors, config, seed)
+    index, add_s, n_train = filled_index(vectors, config, seed)
     index, recall, config, rescore = _verified(index, vectors, config, rescore, accept_recall(target_recall), seed)
     import faiss
 
@@ -97,8 +97,9 @@ def _scaled(factory: str, nprobe: int, n: int) -> IndexConfig:
     return IndexConfig(factory.replace(found.group(0), f"IVF{nlist}", 1), probe, 1)
 
 
-def _filled(vectors: np.ndarray, config: IndexConfig, seed: int) -> tuple[Any, float, int]:
-    """``config`` trained on a seeded sample and holding every row (ids in order); (index, add s, trained on)."""
+def filled_index(vectors: np.ndarray, config: IndexConfig, seed: int) -> tuple[Any, float, int]:
+    """``config`` trained on a seeded sample of :func:`~app.index.tune.train_size` rows (every row of a
+    small collection) and holding every row, added in batches (ids in order); (index, add s, trained on)."""
     n = len(vectors)
     rng = np.random.default_rng(seed + 1)
     sample = np.sort(rng.choice(n, size=min(n, train_size(n)), replace=False))
@@ -154,7 +155,7 @@ def _verified(index: Any, vectors: np.ndarray, config: IndexConfig, rescore: int
         nlist = int(getattr(_ivf_of(index), "nlist", 1))
         if bigger is not None:
             config = IndexConfig(bigger, config.nprobe, 1)
-            index = _filled(vectors, config, seed)[0]
+            index = filled_index(vectors, config, seed)[0]
         elif config.nprobe < nlist and (step % 2 == 0 or rescore >= MAX_R):
             config = IndexConfig(config.factory, min(nlist, config.nprobe * 2), 1)
             set_search_params(index, config)

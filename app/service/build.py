@@ -30,9 +30,9 @@ from app.core.photo_meta import missing_photo_meta
 from app.core.quantize import CALIBRATION_IMAGES, calibration_files
 from app.errors import IndexMismatchError, IndexMissingError
 from app.files.layout import table_name, vectors_name
-from app.index.faiss_index import IndexConfig, build_index
+from app.index.faiss_index import IndexConfig
 from app.index.tune import DEFAULT_MAX_MS, DEFAULT_TARGET_RECALL
-from app.index.tune_large import choose_index
+from app.index.tune_large import choose_index, filled_index
 from app.service import dba
 from app.service.collection_store import CollectionStore, open_collection
 from app.service.commit import State, check_name
@@ -214,9 +214,9 @@ def quantize_for_collection(config: Config, name: str, *, images: int = CALIBRAT
 
 def make_index(vectors: np.ndarray, spec: BuildSpec) -> tuple[Any, IndexConfig, dict[str, Any]]:
     """(index holding ``vectors``, its configuration, the manifest's ``tuning`` record)."""
-    if spec.factory:
+    if spec.factory:  # trained on a sample of a large collection, filled in batches (no whole copies)
         chosen = IndexConfig(spec.factory, spec.nprobe or 16)
-        return build_index(vectors, chosen), chosen, {"fixed": True}
+        return filled_index(vectors, chosen, 0)[0], chosen, {"fixed": True}
     index, report = choose_index(vectors, target_recall=spec.target_recall, max_ms=spec.max_ms)
     assert report.chosen is not None
     return index, report.chosen.config, report.to_json()

@@ -20,7 +20,6 @@ from app.metrics.scale import (
     TARGETS,
     ScaleOptions,
     check_targets,
-    exact_top,
     format_scale,
     recall,
     run_scale,
@@ -108,17 +107,6 @@ def test_evict_and_file_state(tmp_path):
 
 
 # -- ground truth, recall, targets, sizes --------------------------------------------------------------
-
-
-def test_exact_top_leaves_the_query_out_and_matches_brute_force():
-    rng = np.random.default_rng(3)
-    db = rng.standard_normal((700, 16)).astype(np.float32)
-    own = np.array([5, 77, 650])
-    top = exact_top(db, db[own], own, k=5, block=64)  # several blocks
-    sims = db[own] @ db.T
-    sims[np.arange(3), own] = -np.inf
-    np.testing.assert_array_equal(top, np.argsort(-sims, axis=1)[:, :5])
-    assert not (top == own[:, None]).any()
 
 
 def test_recall_counts_the_true_top_k_found():

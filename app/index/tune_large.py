@@ -111,21 +111,23 @@ def filled_index(vectors: np.ndarray, config: IndexConfig, seed: int) -> tuple[A
     return index, time.perf_counter() - t, len(sample)
 
 
-def exact_top(vectors: np.ndarray, q_ids: np.ndarray, k: int) -> np.ndarray:
-    """The exact top ``k`` of each query row among every row but itself, in blocks of :data:`BLOCK` rows."""
+def exact_top(vectors: np.ndarray, q_ids: np.ndarray, k: int, *, block: int = BLOCK) -> np.ndarray:
+    """The exact top ``k`` of each query row among every row but itself, best first: one pass over the
+    rows in blocks of ``block`` (memory bounded by it)."""
     q = np.asarray(vectors[q_ids], dtype=np.float32)
     best_s = np.full((len(q), k), -np.inf, dtype=np.float32)
     best_i = np.full((len(q), k), -1, dtype=np.int64)
-    for s in range(0, len(vectors), BLOCK):
-        block = np.asarray(vectors[s:s + BLOCK], dtype=np.float32)
-        sims = q @ block.T
-        own = (q_ids >= s) & (q_ids < s + len(block))
+    for s in range(0, len(vectors), block):
+        rows = np.asarray(vectors[s:s + block], dtype=np.float32)
+        sims = q @ rows.T
+        own = (q_ids >= s) & (q_ids < s + len(rows))
         sims[np.flatnonzero(own), q_ids[own] - s] = -np.inf
-        ids = np.broadcast_to(np.arange(s, s + len(block)), sims.shape)
+        ids = np.broadcast_to(np.arange(s, s + len(rows)), sims.shape)
         all_s, all_i = np.concatenate([best_s, sims], 1), np.concatenate([best_i, ids], 1)
         top = np.argpartition(-all_s, k - 1, axis=1)[:, :k]
         best_s, best_i = np.take_along_axis(all_s, top, 1), np.take_along_axis(all_i, top, 1)
-    return best_i
+    order = np.argsort(-best_s, axis=1, kind="stable")
+    return np.take_along_axis(best_i, order, 1)
 
 
 def _recall(index: Any, vectors: np.ndarray, q_ids: np.ndarray, truth: np.ndarray, rescore: int) -> float:

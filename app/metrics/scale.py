@@ -36,6 +36,7 @@ import numpy as np
 
 from app.config import Config
 from app.errors import DatasetError
+from app.index.tune_large import exact_top
 from app.metrics import scale_data as sd
 from app.metrics.scale_probe import spawn_probe
 
@@ -151,7 +152,7 @@ def measure_serving(opts: ScaleOptions, cfg: Config, source: sd.SourceVectors, v
     qpath, opath = root / "queries.npy", root / "probe.json"
     np.save(qpath, np.asarray(vectors[q_ids], np.float32))
     served = spawn_probe(cfg, NAME, queries=qpath, out=opath)
-    truth = exact_top(vectors, np.asarray(vectors[q_ids], np.float32), q_ids, k=5)
+    truth = exact_top(vectors, q_ids, 5)  # blockwise over every row, the query's own left out
     found = np.array([_others(ids, q, 5) for ids, q in zip(served["ids"], q_ids.tolist(), strict=True)])
     mem = served["memory"]
     on, off = np.asarray(served["ms_on"]), np.asarray(served["ms_off"])
@@ -174,25 +175,6 @@ def _others(ids: list[int], own: int, k: int) -> list[int]:
 
 def _pct(ms: np.ndarray, q: float) -> float:
     return round(float(np.percentile(ms, q)), 3)
-
-
-def exact_top(vectors: np.ndarray, queries: np.ndarray, own: np.ndarray, *, k: int,
-              block: int = 65_536) -> np.ndarray:
-    """Each query's exact top ``k`` by cosine over every row, its own row ``own[i]`` left out; blockwise
-    (one pass over the rows, memory bounded by ``block``)."""
-    nq = len(queries)
-    best_s = np.full((nq, k + 1), -np.inf, np.float32)
-    best_i = np.full((nq, k + 1), -1, np.int64)
-    for s in range(0, len(vectors), block):
-        sims = queries @ np.asarray(vectors[s : s + block], np.float32).T
-        rows = np.arange(s, s + sims.shape[1])
-        sims[rows[None, :] == own[:, None]] = -np.inf
-        cand_s = np.concatenate([best_s, sims], axis=1)
-        cand_i = np.concatenate([best_i, np.broadcast_to(rows, sims.shape)], axis=1)
-        top = np.argpartition(-cand_s, k, axis=1)[:, : k + 1]
-        best_s, best_i = np.take_along_axis(cand_s, top, 1), np.take_along_axis(cand_i, top, 1)
-    order = np.argsort(-best_s, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(best_i, order, 1)
 
 
 def recall(found: np.ndarray, truth: np.ndarray) -> float:

@@ -238,6 +238,12 @@ def tiny_folder(tmp_path_factory):
     return root
 
 
+def default_sigint() -> None:
+    """In the child: Ctrl-C's default action, which a shell's background job (pytest run with ``&``) has
+    ignored, and a child inherits; Python then turns it into KeyboardInterrupt as in a terminal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def build_args(data: Path, out: Path, *extra: str) -> list[str]:
     return ["scripts/build_index.py", "--kind", "folder", "--data", str(data), "--name", "tiny",
             "--weights", "untrained", "--limit", "8", "--indexes", str(out / "indexes"),
@@ -308,7 +314,7 @@ def test_interrupted_build_resumes_to_identical_output(reference_build, tiny_fol
     ref, ref_proc = reference_build
     assert ref_proc.returncode == 0, ref_proc.stderr
     proc = subprocess.Popen([sys.executable, *build_args(tiny_folder, tmp_path)], cwd=ROOT, env=cli_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     first_chunk = tmp_path / "features" / "tiny.parts" / "chunk-000000.npz"
     deadline = time.monotonic() + 180
     while not first_chunk.exists() and proc.poll() is None and time.monotonic() < deadline:

@@ -41,11 +41,14 @@ def test_milvus_backend_matches_faiss_backend(milvus_collection, small_collectio
     local = SearchService(faiss_config, embedder=embedder)
     n = len(local.collection("shapes"))
     for item in range(0, n, 5):
-        got = milvus.search_item("shapes", item, k=5)
-        want = local.search_item("shapes", item, k=5)
+        # the raw nearest neighbours agree (αQE's second search takes each backend's own approximate
+        # candidates: on these untrained vectors, at cosines 0.999x apart by 1e-4, their order may differ)
+        got = milvus.search_item("shapes", item, k=5, rerank=False)
+        want = local.search_item("shapes", item, k=5, rerank=False)
         assert got.hits[0].id == item  # the query itself comes back first
         assert [h.id for h in got.hits][:3] == [h.id for h in want.hits][:3]
         assert got.hits[0].score == pytest.approx(1.0, abs=1e-5)
+        assert milvus.search_item("shapes", item, k=5).hits[0].id == item  # re-ranked: still first
     query = small_collection[2] / "squares" / "img_01.jpg"
     assert milvus.search_new_image(query, "shapes", 3).hits[0].path == "squares/img_01.jpg"
 

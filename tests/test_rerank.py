@@ -204,7 +204,9 @@ def test_evaluate_cli_heldout_json(small_collection):
         assert out.returncode == 0, out.stderr
     on, off = (json.loads(out.stdout) for out in runs)
     assert on["split"] == "heldout" and on["queries"] == 4 and on["database"] == 20  # 4 classes x 6: one each
-    assert on["default"] == heldout.DEFAULT_NAME and set(on["variants"]) >= {"plain", heldout.DEFAULT_NAME}
+    # a folder collection's search path uses the unsupervised whitening (folder names are not categories)
+    assert on["default"] == heldout.PCA_NAME == heldout.default_variant("folder") != heldout.DEFAULT_NAME
+    assert set(on["variants"]) >= {"plain", heldout.DEFAULT_NAME, heldout.PCA_NAME}
     for m in on["variants"].values():
         assert {"precision_at_5", "map_at_10"} <= set(m)
     assert off["default"] == "plain" and list(off["variants"]) == ["plain"]

@@ -169,7 +169,8 @@ def test_watch_command_applies_a_change_and_stops_on_ctrl_c(tmp_path, cli_env):
                            timeout=300)
     assert built.returncode == 0, built.stderr
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", "watch", "--collection", "mine", "--debounce", "0.2",
-                             "--for", "120", *dirs], cwd=root, env=cli_env, stderr=subprocess.PIPE, text=True)
+                             "--for", "120", *dirs], cwd=root, env=cli_env, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # ignored in a background job
     lines: list[str] = []
 
     def read() -> None:

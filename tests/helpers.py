@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from app.index.rerank import normalise
+
 CLASSES = ("circles", "stripes", "squares", "checks")
 
 
@@ -135,3 +137,16 @@ def spy_load_image(monkeypatch) -> list:
         if (name == "app" or name.startswith("app.")) and getattr(module, "load_image", None) is real:
             monkeypatch.setattr(module, "load_image", spy)
     return calls
+
+
+def labelled_vectors(*, n_classes: int, per_class: int, d: int, noise: float, nuisance: float, nuisance_dims: int,
+                     seed: int):
+    """Unit vectors of ``n_classes`` labels (``(f"c{c}",)`` per row): class centres, plus ``noise``, plus
+    strong variation along ``nuisance_dims`` random directions that carry no class (what a whitening
+    evens out, and what only the labels tell apart). Seeded."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_classes, d))
+    labels = np.repeat(np.arange(n_classes), per_class)
+    x = centres[labels] + noise * rng.normal(size=(len(labels), d))
+    x += nuisance * rng.normal(size=(len(labels), nuisance_dims)) @ rng.normal(size=(nuisance_dims, d))
+    return normalise(x.astype(np.float32)), [(f"c{c}",) for c in labels]

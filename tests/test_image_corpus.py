@@ -24,6 +24,7 @@ from app.core.images import load_image
 from app.core.models import get_model
 from app.core.preprocess import preprocess
 from app.errors import InvalidImageError
+from scripts import make_test_photos
 
 RED = (255, 0, 0)
 
@@ -40,15 +41,8 @@ def noise(seed: int, size=(80, 64)) -> Image.Image:
 
 
 def blocks(size=(48, 32)) -> Image.Image:
-    """Four flat colours in quadrants and a bar: lossy codecs keep it, and every flip or turn changes it."""
-    w, h = size
-    a = np.zeros((h, w, 3), np.uint8)
-    a[: h // 2, : w // 2] = (220, 30, 30)
-    a[: h // 2, w // 2 :] = (30, 200, 40)
-    a[h // 2 :, : w // 2] = (40, 40, 210)
-    a[h // 2 :, w // 2 :] = (230, 220, 40)
-    a[: h // 4, : w // 8] = (250, 250, 250)
-    return Image.fromarray(a)
+    """The phone-photo generator's test picture (scripts/make_test_photos.py), 48 x 32 unless asked."""
+    return make_test_photos.blocks(size)
 
 
 def png_chunk(kind: bytes, data: bytes) -> bytes:

@@ -20,7 +20,7 @@ from app.index.learned_whiten import (
     params_arrays,
     params_from,
 )
-from app.index.rerank import DbaParams, augment, normalise
+from app.index.rerank import DbaParams, augment
 from app.index.whiten import WhitenParams, fit
 from app.metrics import heldout
 from app.metrics.heldout import (
@@ -37,20 +37,16 @@ from app.service.commit import read_state
 from app.service.library import delete_items
 from app.service.search import SearchService
 from tests.fakes import FakeEmbedder
-from tests.helpers import make_image_folder
+from tests.helpers import labelled_vectors, make_image_folder
 
 SMALL = LearnedWhitenParams(dim=16, min_rows=200)
 
 
 def labelled(n_classes=20, per_class=60, d=48, noise=0.5, nuisance=2.0, seed=0):
-    """Class centres, plus noise, plus strong within-class variation along a few directions that carry no
-    class: what the labels tell apart and the vectors alone do not."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(n_classes, d))
-    labels = np.repeat(np.arange(n_classes), per_class)
-    x = centres[labels] + noise * rng.normal(size=(len(labels), d))
-    x += nuisance * rng.normal(size=(len(labels), 6)) @ rng.normal(size=(6, d))
-    return normalise(x.astype(np.float32)), [(f"c{c}",) for c in labels]
+    """Strong within-class variation along 6 directions that carry no class: what the labels tell apart and
+    the vectors alone do not."""
+    return labelled_vectors(n_classes=n_classes, per_class=per_class, d=d, noise=noise, nuisance=nuisance,
+                            nuisance_dims=6, seed=seed)
 
 
 def test_it_is_learned_from_the_vectors_and_labels_it_is_given():

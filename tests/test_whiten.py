@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from app.config import Config
-from app.index.rerank import DbaParams, augment, normalise
+from app.index.rerank import DbaParams, augment
 from app.index.whiten import WhitenParams, fit
 from app.metrics.heldout import DEFAULT_NAME, DEFAULT_VARIANTS, RerankVariant, evaluate_variants, heldout_split
 from app.service import dba
@@ -17,19 +17,15 @@ from app.service.commit import read_state
 from app.service.library import delete_items
 from app.service.search import SearchService
 from tests.fakes import FakeEmbedder
-from tests.helpers import make_image_folder
+from tests.helpers import labelled_vectors, make_image_folder
 
 SMALL = WhitenParams(dim=16, min_rows=200)
 
 
 def clustered(n_classes=20, per_class=60, d=48, noise=0.3, nuisance=1.0, seed=0):
-    """Class centres plus noise plus a few high-variance directions that carry no class (what whitening evens out)."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(n_classes, d))
-    labels = np.repeat(np.arange(n_classes), per_class)
-    x = centres[labels] + noise * rng.normal(size=(len(labels), d))
-    x += nuisance * rng.normal(size=(len(labels), 3)) @ rng.normal(size=(3, d))
-    return normalise(x.astype(np.float32)), [(f"c{c}",) for c in labels]
+    """A few (3) high-variance directions that carry no class: what whitening evens out."""
+    return labelled_vectors(n_classes=n_classes, per_class=per_class, d=d, noise=noise, nuisance=nuisance,
+                            nuisance_dims=3, seed=seed)
 
 
 def test_fit_needs_enough_rows_and_learns_from_the_rows_it_is_given():

@@ -100,9 +100,6 @@ class LazyColumn:
     def __iter__(self) -> Iterator[Any]:
         return iter(self._whole())
 
-    def __add__(self, other: list[Any]) -> list[Any]:
-        return list(self._whole()) + list(other)
-
     def __bool__(self) -> bool:
         return self._rows > 0
 

@@ -49,7 +49,6 @@ class VectorsHeader:
     dim: int
     offset: int  # where row 0 starts
     size: int  # the file's size in bytes
-    slack: int  # header bytes that can still take more digits
 
 
 def _header_bytes(rows: int, dim: int, length: int | None = None) -> bytes:
@@ -85,9 +84,7 @@ def read_header(path: Path) -> VectorsHeader:
         raise VectorsFileError(f"{path.name}: unreadable header") from exc
     if np.dtype(descr) != np.dtype("<f4") or fortran or len(shape) != 2:
         raise VectorsFileError(f"{path.name} holds {descr} {shape}, not float32 rows")
-    text_len = len(raw.decode("latin1").rstrip())
-    return VectorsHeader(int(shape[0]), int(shape[1]), start + hlen, path.stat().st_size,
-                         slack=hlen - text_len - 1 if major == 1 else 0)
+    return VectorsHeader(int(shape[0]), int(shape[1]), start + hlen, path.stat().st_size)
 
 
 def write_vectors(path: str | os.PathLike[str], vectors: np.ndarray) -> None:

@@ -19,11 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from app.index.faiss_index import IndexConfig, set_search_params, train_index
-from app.index.tune import DEFAULT_MAX_MS, DEFAULT_TARGET_RECALL, DEFAULT_TIME_BUDGET_S, TuneReport, train_size, tune
-from app.index.tune_large import choose_index
-
-ADD_BATCH = 65_536  # rows converted and added at a time (a memory-mapped matrix is never copied whole)
+from app.index.faiss_index import IndexConfig
+from app.index.tune import DEFAULT_MAX_MS, DEFAULT_TARGET_RECALL, DEFAULT_TIME_BUDGET_S, TuneReport, tune
+from app.index.tune_large import choose_index, filled_index
 
 
 @dataclass
@@ -77,19 +75,6 @@ def build_index_timed(vectors: np.ndarray, *, factory: str | None = None, nprobe
         return TimedIndex(index, report.chosen.config, report.rescore, total - report.add_s, report.add_s,
                           report.train_sample, n, len(faiss.serialize_index(index)), report)
     config = IndexConfig(factory, nprobe, 1)
-    rng = np.random.default_rng(seed)
-    sample = np.sort(rng.choice(n, size=train_size(n), replace=False))
-    t = time.perf_counter()
-    index = train_index(vectors, config, train_sample=np.asarray(vectors[sample], dtype=np.float32))
-    train_s = time.perf_counter() - t
-    t = time.perf_counter()
-    add_batches(index, vectors)
-    add_s = time.perf_counter() - t
-    set_search_params(index, config)
-    return TimedIndex(index, config, rescore, train_s, add_s, len(sample), n, len(faiss.serialize_index(index)))
-
-
-def add_batches(index: Any, vectors: np.ndarray) -> None:
-    """``index.add`` of every row, :data:`ADD_BATCH` rows at a time (ids follow the row order)."""
-    for s in range(0, len(vectors), ADD_BATCH):
-        index.add(np.ascontiguousarray(vectors[s : s + ADD_BATCH], dtype=np.float32))
+    filled = filled_index(vectors, config, seed)
+    return TimedIndex(filled.index, config, rescore, filled.train_s, filled.add_s, filled.trained_on, n,
+                      len(faiss.serialize_index(filled.index)))

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -39,6 +39,7 @@ from app.index.tune import (
     TuneReport,
     accept_recall,
     ivf_nlist,
+    recall_at_k,
     train_size,
     tune,
 )
@@ -69,7 +70,8 @@ def choose_index(vectors: np.ndarray, *, target_recall: float = DEFAULT_TARGET_R
                      time_budget_s=time_budget_s, seed=seed)
     assert report.chosen is not None
     config, rescore = _scaled(report.chosen.factory, report.chosen.nprobe, n), report.chosen.rescore or 0
-    index, add_s, n_train = filled_index(vectors, config, seed)
+    filled = filled_index(vectors, config, seed + 1)
+    index, add_s, n_train = filled.index, filled.add_s, filled.trained_on
     index, recall, config, rescore = _verified(index, vectors, config, rescore, accept_recall(target_recall), seed)
     import faiss
 
@@ -97,18 +99,29 @@ def _scaled(factory: str, nprobe: int, n: int) -> IndexConfig:
     return IndexConfig(factory.replace(found.group(0), f"IVF{nlist}", 1), probe, 1)
 
 
-def filled_index(vectors: np.ndarray, config: IndexConfig, seed: int) -> tuple[Any, float, int]:
-    """``config`` trained on a seeded sample of :func:`~app.index.tune.train_size` rows (every row of a
-    small collection) and holding every row, added in batches (ids in order); (index, add s, trained on)."""
+@dataclass
+class FilledIndex:
+    index: Any
+    train_s: float
+    add_s: float
+    trained_on: int  # rows in the training sample
+
+
+def filled_index(vectors: np.ndarray, config: IndexConfig, seed: int) -> FilledIndex:
+    """``config`` trained on a sample of :func:`~app.index.tune.train_size` rows drawn with ``seed`` (every
+    row of a small collection) and holding every row, added :data:`ADD_BATCH` at a time (ids in order: a
+    memory-mapped matrix is never copied whole)."""
     n = len(vectors)
-    rng = np.random.default_rng(seed + 1)
+    rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(n, size=min(n, train_size(n)), replace=False))
+    t = time.perf_counter()
     index = train_index(vectors, config, train_sample=np.asarray(vectors[sample], dtype=np.float32))
+    train_s = time.perf_counter() - t
     t = time.perf_counter()
     for s in range(0, n, ADD_BATCH):
         index.add(np.ascontiguousarray(vectors[s:s + ADD_BATCH], dtype=np.float32))
     set_search_params(index, config)
-    return index, time.perf_counter() - t, len(sample)
+    return FilledIndex(index, train_s, time.perf_counter() - t, len(sample))
 
 
 def exact_top(vectors: np.ndarray, q_ids: np.ndarray, k: int, *, block: int = BLOCK) -> np.ndarray:
@@ -133,11 +146,7 @@ def exact_top(vectors: np.ndarray, q_ids: np.ndarray, k: int, *, block: int = BL
 def _recall(index: Any, vectors: np.ndarray, q_ids: np.ndarray, truth: np.ndarray, rescore: int) -> float:
     search = rescored_search(index, vectors, rescore)
     _, found = search(np.asarray(vectors[q_ids], dtype=np.float32), truth.shape[1] + 1)
-    hits = 0
-    for row, q in enumerate(q_ids):
-        got = [int(i) for i in found[row] if i >= 0 and i != q][: truth.shape[1]]
-        hits += len(set(got) & set(truth[row].tolist()))
-    return hits / truth.size
+    return recall_at_k(np.where(found == q_ids[:, None], -1, found), truth)  # each query's own row left out
 
 
 def _verified(index: Any, vectors: np.ndarray, config: IndexConfig, rescore: int, accept: float,
@@ -157,7 +166,7 @@ def _verified(index: Any, vectors: np.ndarray, config: IndexConfig, rescore: int
         nlist = int(getattr(_ivf_of(index), "nlist", 1))
         if bigger is not None:
             config = IndexConfig(bigger, config.nprobe, 1)
-            index = filled_index(vectors, config, seed)[0]
+            index = filled_index(vectors, config, seed + 1).index
         elif config.nprobe < nlist and (step % 2 == 0 or rescore >= MAX_R):
             config = IndexConfig(config.factory, min(nlist, config.nprobe * 2), 1)
             set_search_params(index, config)

@@ -36,6 +36,7 @@ import numpy as np
 
 from app.config import Config
 from app.errors import DatasetError
+from app.index.tune import recall_at_k
 from app.index.tune_large import exact_top
 from app.metrics import scale_data as sd
 from app.metrics.scale_probe import spawn_probe
@@ -179,8 +180,7 @@ def _pct(ms: np.ndarray, q: float) -> float:
 
 def recall(found: np.ndarray, truth: np.ndarray) -> float:
     """The fraction of each true top-k found in the returned top-k (order ignored), averaged."""
-    hits = sum(len(set(f.tolist()) & set(t.tolist())) for f, t in zip(found, truth, strict=True))
-    return hits / float(truth.size) if truth.size else 0.0
+    return recall_at_k(found, truth) if truth.size else 0.0
 
 
 def measure_changes(opts: ScaleOptions, cfg: Config, source: sd.SourceVectors, n: int, root: Path) -> dict[str, Any]:

@@ -216,7 +216,7 @@ def make_index(vectors: np.ndarray, spec: BuildSpec) -> tuple[Any, IndexConfig, 
     """(index holding ``vectors``, its configuration, the manifest's ``tuning`` record)."""
     if spec.factory:  # trained on a sample of a large collection, filled in batches (no whole copies)
         chosen = IndexConfig(spec.factory, spec.nprobe or 16)
-        return filled_index(vectors, chosen, 0)[0], chosen, {"fixed": True}
+        return filled_index(vectors, chosen, 1).index, chosen, {"fixed": True}
     index, report = choose_index(vectors, target_recall=spec.target_recall, max_ms=spec.max_ms)
     assert report.chosen is not None
     return index, report.chosen.config, report.to_json()

@@ -203,10 +203,8 @@ def _with_index(config: Config, name: str, current: Manifest | None, table: Feat
     keep = ("generation", "table", "features", "features_fingerprint", "features_created", "skipped", "table_sha256")
     if index is None or (index_in_place and current is not None and _pending_small(current, table, index)):
         assert current is not None
-        rows_in = current.index_rows if current.index_rows is not None else current_rows_of(current, table)
-        counted = current.index_count if current.index_count is not None else current.count
-        extra = {k: fields[k] for k in ("trained_count", "updates_since_training") if k in fields}
-        return current.with_(**{k: v for k, v in fields.items() if k in keep}, **extra, count=table.live_count,
+        rows_in, counted = _index_file_holds(current, table)
+        return current.with_(**{k: v for k, v in fields.items() if k in keep}, count=table.live_count,
                              index_rows=rows_in, index_count=counted)
     new, data = index_manifest(index, config.indexes_dir, name, {**fields, "index_rows": len(table.paths),
                                                                  "index_count": None}, generation=g)
@@ -214,9 +212,12 @@ def _with_index(config: Config, name: str, current: Manifest | None, table: Feat
     return new
 
 
-def current_rows_of(current: Manifest, table: FeatureTable) -> int:
-    """The rows the current index file holds: all of the table's before the change (an old manifest)."""
-    return table.origin.rows if table.origin is not None else len(table.paths)
+def _index_file_holds(current: Manifest, table: FeatureTable) -> tuple[int, int]:
+    """(the table rows the current index file was written for, the vectors in it): what its manifest
+    records, or for an older manifest every row the table had before the change and its count."""
+    rows_in = current.index_rows if current.index_rows is not None else (
+        table.origin.rows if table.origin is not None else len(table.paths))
+    return rows_in, current.index_count if current.index_count is not None else current.count
 
 
 def _pending_small(current: Manifest, table: FeatureTable, index: Any) -> bool:
@@ -224,8 +225,7 @@ def _pending_small(current: Manifest, table: FeatureTable, index: Any) -> bool:
     lacks at most the larger of :data:`INDEX_PENDING_MIN` rows and :data:`INDEX_PENDING_SHARE` of them."""
     if not keeps_ids(index) or not current.index_file or table.origin is None:
         return False
-    rows_in = current.index_rows if current.index_rows is not None else table.origin.rows
-    counted = current.index_count if current.index_count is not None else current.count
+    rows_in, counted = _index_file_holds(current, table)
     live_in = int(table.live_mask()[:rows_in].sum())
     pending = (len(table.paths) - rows_in) + (counted - live_in)
     return pending <= max(INDEX_PENDING_MIN, INDEX_PENDING_SHARE * len(table.paths))
